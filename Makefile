@@ -44,3 +44,30 @@ sim: venv
 
 clean:
 	rm -rf build devices
+
+# ---- The path to a real board (docs/HARDWARE.md). None of these ran against a board here. ----
+.PHONY: firmware flash deploy provision
+
+# Our ESP32-C3 MicroPython with OTA slots and lib/ frozen: needs IDF_PATH and MICROPYTHON_DIR.
+firmware:
+	@bash firmware/build.sh "$(VERSION)"
+
+# First flash of a new board (bootloader, partition table, blank otadata, app in ota_0).
+flash:
+	@if [ -z "$(PORT)" ]; then echo "make flash: PORT is not set: make flash PORT=/dev/ttyACM0 (the board's serial port)" >&2; exit 2; fi
+	@[ -x $(PY) ] || { echo "make flash: .venv is missing: run make venv" >&2; exit 2; }
+	@$(PY) -m otactl.deploy flash --port "$(PORT)"
+
+# Copy compiled lib/ + boot.py + main.py (only needed when the firmware does not freeze lib/).
+# FROZEN=0: the firmware has no umqtt.simple either; install it with mip.
+deploy:
+	@if [ -z "$(PORT)" ]; then echo "make deploy: PORT is not set: make deploy PORT=/dev/ttyACM0" >&2; exit 2; fi
+	@[ -x $(PY) ] || { echo "make deploy: .venv is missing: run make venv" >&2; exit 2; }
+	@$(PY) -m otactl.deploy deploy --port "$(PORT)" $(if $(filter 0 no false,$(FROZEN)),--no-frozen)
+
+# Validate CONFIG with the device's own lib/ota/config.py, then write it (and CA) with mpremote.
+provision:
+	@if [ -z "$(PORT)" ]; then echo "make provision: PORT is not set: make provision PORT=/dev/ttyACM0 CONFIG=my.json [CA=ca.der]" >&2; exit 2; fi
+	@if [ -z "$(CONFIG)" ]; then echo "make provision: CONFIG is not set: make provision PORT=$(PORT) CONFIG=my.json [CA=ca.der]" >&2; exit 2; fi
+	@[ -x $(PY) ] || { echo "make provision: .venv is missing: run make venv" >&2; exit 2; }
+	@$(PY) -m otactl.deploy provision --port "$(PORT)" --config "$(CONFIG)" $(if $(CA),--ca "$(CA)") $(if $(PUBKEY),--pubkey "$(PUBKEY)")

@@ -4,6 +4,20 @@ The binary table (flashed at 0x8000) is a list of 32-byte entries, then an MD5 e
 0xFF to 0xC00 bytes. The simulator lays its flash out from the same table, and every size check reads
 the slot size from here, never from a constant.
 
+gen_esp32part.py's rules (ESP-IDF v5.x, components/partition_table/gen_esp32part.py), followed here:
+- only lines that START with '#' are comments (a trailing '# ...' lands in the flags field);
+- type: app/data (any case) or a number; app needs a subtype; an empty data subtype is 'undefined' (6);
+- offsets: app aligned to 0x10000, every other type to 0x1000; an empty offset follows the previous
+  partition, aligned; an explicit offset below the previous partition's end is an overlap, and no
+  partition may start below the table's sector end (0x9000);
+- sizes: an app size must be a multiple of 0x1000 (0x10000 only with secure boot v1); data sizes have
+  no alignment rule; a negative size means "up to that end address";
+- names unique; at most one otadata, and it must be exactly 0x2000; otadata/coredump cannot be
+  readonly; a read-write nvs needs >= 0x3000; the table (entries + MD5 entry) must stay below 0xC00.
+Stricter than gen_esp32part (it silently truncates or accepts these): a name longer than 16 bytes or
+empty, a zero size, non-empty fields past the sixth, OTA slots without otadata, an ota_N used twice,
+a table that ends past the flash size (gen_esp32part checks that only with --flash-size).
+
 Raises OtaError('bad_partition_table', ...) naming the line and the problem.
 """
 import hashlib
@@ -17,13 +31,15 @@ ENTRY_MAGIC = b"\xaa\x50"
 MD5_MAGIC = b"\xeb\xeb"
 FLASH_SECTOR = 0x1000
 APP_ALIGN = 0x10000
+NVS_MIN_SIZE = 0x3000
 
 TYPES = {"app": 0x00, "data": 0x01}
 SUBTYPES = {
-    0x00: {"factory": 0x00, "test": 0x20, **{"ota_%d" % i: 0x10 + i for i in range(16)}},
+    0x00: {"factory": 0x00, "test": 0x20, **{"ota_%d" % i: 0x10 + i for i in range(16)},
+           "tee_0": 0x30, "tee_1": 0x31},
     0x01: {"ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03, "nvs_keys": 0x04,
            "efuse": 0x05, "undefined": 0x06, "esphttpd": 0x80, "fat": 0x81, "spiffs": 0x82,
-           "littlefs": 0x83},
+           "littlefs": 0x83, "tee_ota": 0x90},
 }
 FLAGS = {"encrypted": 0x1, "readonly": 0x2}
 
@@ -49,12 +65,12 @@ def _bad(line, message):
 
 
 def _number(text, line, what):
+    # gen_esp32part's parse_int: int(x, 0) with k/K and m/M suffixes (which may repeat: '1kk')
     text = text.strip()
     multiplier = 1
-    if text[-1:] in ("K", "k"):
-        text, multiplier = text[:-1], 1024
-    elif text[-1:] in ("M", "m"):
-        text, multiplier = text[:-1], 1024 * 1024
+    while text[-1:].lower() in ("k", "m"):
+        multiplier *= 1024 if text[-1:].lower() == "k" else 1024 * 1024
+        text = text[:-1]
     try:
         return int(text, 0) * multiplier
     except ValueError:
@@ -63,8 +79,12 @@ def _number(text, line, what):
 
 def _parse_type(text, line):
     text = text.strip()
-    if text in TYPES:
-        return TYPES[text]
+    if text == "":
+        _bad(line, "the type field is empty")
+    if text.lower() in TYPES:
+        return TYPES[text.lower()]
+    if text[:1].isalpha():
+        _bad(line, "unknown type %r (app, data or a number)" % text)
     value = _number(text, line, "type")
     if not 0 <= value <= 0xFE:
         _bad(line, "type %r out of range" % text)
@@ -74,10 +94,12 @@ def _parse_type(text, line):
 def _parse_subtype(text, type_, line):
     text = text.strip()
     if text == "":
-        return 0
+        if type_ == TYPES["app"]:
+            _bad(line, "an app partition needs a subtype (factory, ota_0..ota_15, test)")
+        return SUBTYPES[TYPES["data"]]["undefined"]
     names = SUBTYPES.get(type_, {})
-    if text in names:
-        return names[text]
+    if text.lower() in names:
+        return names[text.lower()]
     if text[:1].isalpha():
         _bad(line, "unknown subtype %r for type %d" % (text, type_))
     value = _number(text, line, "subtype")
@@ -86,30 +108,43 @@ def _parse_subtype(text, type_, line):
     return value
 
 
-def parse_csv(text, flash_size=4 * 1024 * 1024):
+def parse_csv(text, flash_size=4 * 1024 * 1024, table_offset=TABLE_OFFSET):
     """Parse and validate a partitions.csv text; returns the list of Partition in table order."""
     partitions = []
-    next_offset = TABLE_OFFSET + 0x1000  # the table occupies one sector
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+    first_free = table_offset + FLASH_SECTOR  # the table occupies one sector
+    next_offset = first_free
+    for number, raw in enumerate(text.lstrip("\ufeff").splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
             continue
         fields = [f.strip() for f in line.split(",")]
-        while len(fields) < 6:
-            fields.append("")
-        if len(fields) > 6 or not fields[0] or not fields[1] or not fields[4]:
-            _bad(number, "expected 'name, type, subtype, offset, size, flags', got %r" % raw.strip())
+        fields += [""] * (6 - len(fields))
+        if any(fields[6:]):
+            _bad(number, "more than 6 fields (name, type, subtype, offset, size, flags): %r" % line)
         label = fields[0]
+        if not label:
+            _bad(number, "the name field is empty")
         if len(label.encode()) > 16:
             _bad(number, "name %r is longer than 16 bytes" % label)
         type_ = _parse_type(fields[1], number)
         subtype = _parse_subtype(fields[2], type_, number)
         align = APP_ALIGN if type_ == TYPES["app"] else FLASH_SECTOR
+        if not fields[4]:
+            _bad(number, "%s: the size field is empty" % label)
         if fields[3]:
             offset = _number(fields[3], number, "offset")
+            if offset < next_offset:
+                if not partitions:
+                    _bad(number, "%s at 0x%x overlaps the partition table sector (use 0x%x or higher)"
+                         % (label, offset, next_offset))
+                previous = partitions[-1]
+                _bad(number, "%s at 0x%x overlaps %s (line %d), which ends at 0x%x"
+                     % (label, offset, previous.label, previous.line, next_offset))
         else:
             offset = (next_offset + align - 1) // align * align
         size = _number(fields[4], number, "size")
+        if size < 0:
+            size = -size - offset
         flags = 0
         for flag in filter(None, (f.strip() for f in fields[5].split(":"))):
             if flag not in FLAGS:
@@ -119,19 +154,20 @@ def parse_csv(text, flash_size=4 * 1024 * 1024):
             _bad(number, "%s offset 0x%x is not aligned to 0x%x" % (label, offset, align))
         if size <= 0:
             _bad(number, "%s size must be positive" % label)
-        if type_ == TYPES["app"] and size % APP_ALIGN:
-            _bad(number, "app partition %s size 0x%x is not a multiple of 0x%x" % (label, size, APP_ALIGN))
-        if size % FLASH_SECTOR:
-            _bad(number, "%s size 0x%x is not a multiple of 0x%x" % (label, size, FLASH_SECTOR))
-        if offset < TABLE_OFFSET + 0x1000:
-            _bad(number, "%s at 0x%x overlaps the bootloader or the partition table" % (label, offset))
+        if type_ == TYPES["app"] and size % FLASH_SECTOR:
+            _bad(number, "app partition %s size 0x%x is not a multiple of 0x%x" % (label, size, FLASH_SECTOR))
+        if type_ == TYPES["data"] and subtype in (0x00, 0x03) and flags & FLAGS["readonly"]:
+            _bad(number, "%s: otadata and coredump partitions are always read-write" % label)
+        if type_ == TYPES["data"] and subtype == 0x02 and size < NVS_MIN_SIZE and not flags & FLAGS["readonly"]:
+            _bad(number, "%s: a read-write nvs partition needs at least 0x%x bytes, not 0x%x"
+                 % (label, NVS_MIN_SIZE, size))
         partitions.append(Partition(label, type_, subtype, offset, size, flags, number))
         next_offset = offset + size
-    _check_table(partitions, flash_size)
+    _check_table(partitions, flash_size, first_free)
     return partitions
 
 
-def _check_table(partitions, flash_size):
+def _check_table(partitions, flash_size, first_free=TABLE_OFFSET + FLASH_SECTOR):
     if not partitions:
         _bad(0, "the table is empty")
     seen = {}
@@ -139,6 +175,8 @@ def _check_table(partitions, flash_size):
         if p.label in seen:
             _bad(p.line, "name %r is used twice (line %d)" % (p.label, seen[p.label]))
         seen[p.label] = p.line
+        if p.offset < first_free:
+            _bad(p.line, "%s at 0x%x is below 0x%x (bootloader and partition table)" % (p.label, p.offset, first_free))
         if p.end > flash_size:
             _bad(p.line, "%s ends at 0x%x, past the 0x%x bytes of flash" % (p.label, p.end, flash_size))
     ordered = sorted(partitions, key=lambda p: p.offset)
@@ -156,7 +194,7 @@ def _check_table(partitions, flash_size):
     subtypes = [p.subtype for p in ota_slots]
     if len(set(subtypes)) != len(subtypes):
         _bad(ota_slots[0].line, "an ota_N subtype is used twice")
-    if len(partitions) * 32 + 32 > TABLE_MAX_LEN:
+    if len(partitions) * 32 + 32 >= TABLE_MAX_LEN:
         _bad(0, "too many partitions for a 0x%x-byte table" % TABLE_MAX_LEN)
 
 
@@ -180,24 +218,30 @@ def to_binary(partitions):
 
 
 def from_binary(blob):
-    """Parse the flashed form back; checks the MD5 entry when there is one."""
+    """Parse the flashed form back, as gen_esp32part does: entries, the MD5 entry (checked), then an
+    all-0xFF end marker, which must be there."""
     partitions = []
+    md5 = hashlib.md5()
     for pos in range(0, min(len(blob), TABLE_MAX_LEN), 32):
-        entry = blob[pos:pos + 32]
-        if entry[:2] == ENTRY_MAGIC:
-            type_, subtype, offset, size = struct.unpack_from("<BBII", entry, 2)
-            label = entry[12:28].rstrip(b"\0").decode()
-            flags = struct.unpack_from("<I", entry, 28)[0]
-            partitions.append(Partition(label, type_, subtype, offset, size, flags))
-        elif entry[:2] == MD5_MAGIC:
-            if hashlib.md5(blob[:pos]).digest() != entry[16:32]:
+        entry = bytes(blob[pos:pos + 32])
+        if len(entry) != 32:
+            break
+        if entry == b"\xff" * 32:
+            if not partitions:
+                raise OtaError("bad_partition_table", "no partition entries in the binary table")
+            return partitions
+        if entry[:2] == MD5_MAGIC:
+            if md5.digest() != entry[16:32]:
                 raise OtaError("bad_partition_table", "MD5 of the binary table does not match")
-            break
-        else:
-            break
-    if not partitions:
-        raise OtaError("bad_partition_table", "no partition entries in the binary table")
-    return partitions
+            continue
+        if entry[:2] != ENTRY_MAGIC:
+            raise OtaError("bad_partition_table", "entry at 0x%x has bad magic %r" % (pos, entry[:2]))
+        md5.update(entry)
+        type_, subtype, offset, size = struct.unpack_from("<BBII", entry, 2)
+        label = entry[12:28].split(b"\0", 1)[0].decode()
+        flags = struct.unpack_from("<I", entry, 28)[0]
+        partitions.append(Partition(label, type_, subtype, offset, size, flags))
+    raise OtaError("bad_partition_table", "the binary table has no end-of-table marker")
 
 
 def ota_slots(partitions):

@@ -1,0 +1,136 @@
+"""lib/ota/config.py: defaults validate, each bad value names its field, and the SAME module gives the
+same answer under the real MicroPython (the device) as under CPython (otactl provision)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
+sys.path.insert(0, os.path.join(ROOT, "lib"))
+
+from ota import config  # noqa: E402
+from ota.errors import OtaError  # noqa: E402
+
+BAD = [
+    ({"bogus": 1}, "bogus"),
+    ({"mqtt": {"prot": 1883}}, "mqtt.prot"),
+    ({"mqtt": 5}, "mqtt"),
+    ({"mqtt": {"port": 0}}, "mqtt.port"),
+    ({"mqtt": {"port": 65536}}, "mqtt.port"),
+    ({"mqtt": {"port": "1883"}}, "mqtt.port"),
+    ({"mqtt": {"tls": 1}}, "mqtt.tls"),
+    ({"mqtt": {"user": 7}}, "mqtt.user"),
+    ({"wifi": {"ssid": "x" * 33}}, "wifi.ssid"),
+    ({"wifi": {"password": "short"}}, "wifi.password"),
+    ({"device_id": "a/b"}, "device_id"),
+    ({"topics": {"state": "/switch/state"}}, "topics.state"),
+    ({"topics": {"cmd_root": "/switch/#"}}, "topics.cmd_root"),
+    ({"ota": {"chunk_size": 0}}, "ota.chunk_size"),
+    ({"ota": {"chunk_size": 5000}}, "ota.chunk_size"),
+    ({"ota": {"chunk_size": 36864}}, "ota.chunk_size"),
+    ({"ota": {"chunk_size": True}}, "ota.chunk_size"),
+    ({"ota": {"health_timeout_s": 4}}, "ota.health_timeout_s"),
+    ({"ota": {"health_timeout_s": 3601}}, "ota.health_timeout_s"),
+    ({"ota": {"signing_pubkey": "ab" * 31}}, "ota.signing_pubkey"),
+    ({"ota": {"signing_pubkey": "zz" * 32}}, "ota.signing_pubkey"),
+    ({"ota": {"require_signature": True}}, "ota.signing_pubkey"),
+    ({"ota": {"allow_http": "no"}}, "ota.allow_http"),
+    ({"ota": {"ca_path": ""}}, "ota.ca_path"),
+    ({"ota": {"retries": -1}}, "ota.retries"),
+]
+
+
+def field_of(error):
+    return error.detail.split(":", 1)[0]
+
+
+def test_defaults_validate():
+    cfg = config.merge({})
+    assert config.validate(cfg) is cfg
+    assert cfg["ota"]["chunk_size"] == 4096 and cfg["ota"]["health_timeout_s"] == 60
+    assert cfg["topics"]["cmd_device"] == "/switch/cmd/{id}" and cfg["ota"]["ca_path"] == "ca.der"
+    assert cfg["ota"]["allow_http"] is False and cfg["ota"]["require_signature"] is False
+
+
+def test_a_good_full_config_validates():
+    cfg = config.merge({"wifi": {"ssid": "lab", "password": "longenough"}, "mqtt": {"host": "b", "port": 8883,
+                        "tls": True}, "ota": {"chunk_size": 32768, "require_signature": True,
+                        "signing_pubkey": "0f" * 32}, "device_id": "switch-07"})
+    config.validate(cfg, complete=True)
+
+
+def test_complete_requires_ssid_and_broker():
+    with pytest.raises(OtaError) as err:
+        config.validate(config.merge({}), complete=True)
+    assert err.value.reason == "bad_config" and field_of(err.value) == "wifi.ssid"
+
+
+@pytest.mark.parametrize("overrides,field", BAD, ids=[f for _, f in BAD])
+def test_bad_values_name_the_field(overrides, field):
+    with pytest.raises(OtaError) as err:
+        config.validate(config.merge(overrides))
+    assert err.value.reason == "bad_config"
+    assert field_of(err.value) == field, str(err.value)
+
+
+def test_load_missing_file_gives_defaults(tmp_path):
+    assert config.load(str(tmp_path / "nope.json")) == config.merge({})
+
+
+def test_load_malformed_json(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{\"wifi\": ")
+    with pytest.raises(OtaError) as err:
+        config.load(str(path))
+    assert err.value.reason == "bad_config" and "not valid JSON" in err.value.detail
+
+
+def test_load_merges_sections(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"mqtt": {"host": "broker.lan"}}))
+    cfg = config.load(str(path))
+    assert cfg["mqtt"]["host"] == "broker.lan" and cfg["mqtt"]["port"] == 1883
+    assert config.DEFAULTS["mqtt"]["host"] == ""  # DEFAULTS never shared or changed
+
+
+def test_redacted_masks_secrets_only():
+    cfg = config.merge({"wifi": {"password": "hunter2hunter2"}, "ota": {"token": "t0k"}})
+    shown = config.redacted(cfg)
+    assert shown["wifi"]["password"] == "***" and shown["ota"]["token"] == "***"
+    assert shown["mqtt"]["password"] is None and cfg["wifi"]["password"] == "hunter2hunter2"
+
+
+DEVICE_SCRIPT = """
+import sys, json
+sys.path.insert(0, %r)
+from ota import config
+for overrides in json.loads(sys.stdin.read()):
+    try:
+        config.validate(config.merge(overrides))
+        print(json.dumps(["ok", ""]))
+    except config.OtaError as e:
+        print(json.dumps([e.reason, e.detail]))
+"""
+
+
+def test_the_same_module_validates_the_same_under_micropython(tmp_path):
+    if not os.path.exists(MICROPYTHON):
+        pytest.skip("the micropython binary is missing: run make venv")
+    script = tmp_path / "device_validate.py"
+    script.write_text(DEVICE_SCRIPT % os.path.join(ROOT, "lib"))
+    cases = [o for o, _ in BAD] + [{}]
+    run = subprocess.run([MICROPYTHON, str(script)], input=json.dumps(cases), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    device = [json.loads(line) for line in run.stdout.splitlines()]
+    host = []
+    for overrides in cases:
+        try:
+            config.validate(config.merge(overrides))
+            host.append(["ok", ""])
+        except OtaError as e:
+            host.append([e.reason, e.detail])
+    assert device == host

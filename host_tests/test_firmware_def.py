@@ -1,0 +1,109 @@
+"""firmware/: the board definition refers only to things that exist, keeps rollback, puts a version into
+the app descriptor; the make targets fail with a clear message when what they need is missing.
+(The build itself needs ESP-IDF and a MicroPython checkout; it cannot run here: docs/HARDWARE.md.)"""
+import os
+import re
+import subprocess
+
+from otactl import partitions
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOARD = os.path.join(ROOT, "firmware", "boards", "OTA_SWITCH_C3")
+# Files of the MicroPython checkout that the board names (checked against micropython/micropython).
+PORT_FILES = {"boards/sdkconfig.base", "boards/sdkconfig.ble", "boards/ESP32_GENERIC_C3/sdkconfig.c3usb",
+              "${SDKCONFIG_IDF_VERSION_SPECIFIC}"}
+
+
+def read(name):
+    with open(os.path.join(BOARD, name)) as f:
+        return f.read()
+
+
+def sdkconfig_values(text):
+    return dict(re.findall(r"^(CONFIG_\w+)=(.*)$", text, re.M))
+
+
+def test_board_files_exist():
+    for name in ("mpconfigboard.cmake", "mpconfigboard.h", "sdkconfig.board", "manifest.py"):
+        assert os.path.exists(os.path.join(BOARD, name)), name
+
+
+def test_cmake_refers_to_existing_or_stock_files():
+    cmake = read("mpconfigboard.cmake")
+    assert "set(IDF_TARGET esp32c3)" in cmake
+    defaults = re.search(r"set\(SDKCONFIG_DEFAULTS(.*?)\)", cmake, re.S).group(1).split()
+    for entry in defaults:
+        if entry.startswith("${MICROPY_BOARD_DIR}/"):
+            assert os.path.exists(os.path.join(BOARD, entry.split("/", 1)[1])), entry
+        elif not entry.startswith("${CMAKE_BINARY_DIR}/"):
+            assert entry in PORT_FILES, entry
+    assert defaults[-1] == "${CMAKE_BINARY_DIR}/sdkconfig.ota"  # last: the version and table path win
+    # The repository root as the cmake file computes it holds partitions.csv and lib/.
+    repo = os.path.normpath(os.path.join(BOARD, "../../.."))
+    assert "${MICROPY_BOARD_DIR}/../../.." in cmake and repo == ROOT
+    assert "${OTA_REPO_DIR}/partitions.csv" in cmake and os.path.exists(os.path.join(repo, "partitions.csv"))
+    assert "set(MICROPY_FROZEN_MANIFEST ${MICROPY_BOARD_DIR}/manifest.py)" in cmake
+
+
+def test_generated_fragment_sets_version_and_table():
+    cmake = read("mpconfigboard.cmake")
+    for line in ('CONFIG_PARTITION_TABLE_CUSTOM=y', 'CONFIG_APP_PROJECT_VER_FROM_CONFIG=y',
+                 'CONFIG_APP_PROJECT_VER=\\"${OTA_FIRMWARE_VERSION}\\"',
+                 'CONFIG_PARTITION_TABLE_CUSTOM_FILENAME=\\"${OTA_REPO_DIR}/partitions.csv\\"'):
+        assert line in cmake, line
+    assert "$ENV{OTA_FIRMWARE_VERSION}" in cmake
+
+
+def test_sdkconfig_keeps_rollback_and_includes_the_version():
+    values = sdkconfig_values(read("sdkconfig.board"))
+    assert values["CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE"] == "y"
+    assert values["CONFIG_ESPTOOLPY_FLASHSIZE_4MB"] == "y"
+    # sdkconfig.base sets both to y, which leaves esp_app_desc_t.version and project_name empty.
+    assert values["CONFIG_APP_EXCLUDE_PROJECT_VER_VAR"] == "n"
+    assert values["CONFIG_APP_EXCLUDE_PROJECT_NAME_VAR"] == "n"
+
+
+def test_partition_table_fits_the_configured_flash():
+    table = partitions.load(os.path.join(ROOT, "partitions.csv"), flash_size=4 * 1024 * 1024)
+    assert max(p.end for p in table) == 4 * 1024 * 1024
+
+
+def test_manifest_includes_the_port_manifest_and_freezes_lib():
+    manifest = read("manifest.py")
+    assert 'include("$(PORT_DIR)/boards/manifest.py")' in manifest
+    assert 'require("umqtt.simple")' in manifest
+    base = re.search(r'package\("ota", base_path="\$\(BOARD_DIR\)/([^"]+)"\)', manifest).group(1)
+    lib = os.path.normpath(os.path.join(BOARD, base))
+    assert lib == os.path.join(ROOT, "lib") and os.path.exists(os.path.join(lib, "ota", "__init__.py"))
+
+
+def run_make(target, *args, **env):
+    clean = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}  # no IDF_PATH, no PORT
+    clean.update(env)
+    return subprocess.run(["make", "-s", "-C", ROOT, target] + list(args), env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_make_firmware_without_idf_path_says_so():
+    run = run_make("firmware", "VERSION=1.0.1")
+    assert run.returncode != 0
+    assert "make firmware: IDF_PATH is not set: export ESP-IDF v5.x (. $IDF_PATH/export.sh)" in run.stderr
+
+
+def test_make_firmware_without_micropython_dir_says_so(tmp_path):
+    idf = tmp_path / "esp-idf"
+    (idf / "tools").mkdir(parents=True)
+    (idf / "tools" / "idf.py").write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "idf.py").write_text("#!/bin/sh\n")
+    (bin_dir / "idf.py").chmod(0o755)
+    run = run_make("firmware", "VERSION=1.0.1", IDF_PATH=str(idf), PATH="%s:/usr/bin:/bin" % bin_dir)
+    assert run.returncode != 0 and "make firmware: MICROPYTHON_DIR is not set" in run.stderr
+
+
+def test_make_flash_and_deploy_without_port_say_so():
+    for target in ("flash", "deploy", "provision"):
+        run = run_make(target)
+        assert run.returncode != 0
+        assert "make %s: PORT is not set" % target in run.stderr

@@ -1,0 +1,200 @@
+# The device's settings: /config.json holds only what differs from DEFAULTS (every default lives here,
+# in code). validate() is THE check: the device runs it at boot and `otactl provision` runs this same
+# module on the host before it writes anything, so a config the host accepts is one the device accepts.
+#
+#   cfg = config.load()               # DEFAULTS merged with /config.json, validated
+#   config.validate(cfg, complete=True)   # also requires what a fleet device needs (ssid, broker)
+#   print(config.redacted(cfg))       # passwords and the token masked
+#
+# Settings are grouped in sections ("mqtt", "ota", ...); an error names the field as "section.key".
+# device_id None means: the caller uses the hex of machine.unique_id() (kept out of this module so it
+# imports on the host).
+import json
+
+from ota.errors import OtaError
+
+DEFAULTS = {
+    "device_id": None,
+    "wifi": {"ssid": "", "password": ""},
+    "mqtt": {"host": "", "port": 1883, "tls": False, "ca_path": "ca.der", "user": None,
+             "password": None, "keepalive_s": 60},
+    "topics": {"cmd_root": "/switch/cmd/root", "cmd_device": "/switch/cmd/{id}",
+               "state": "/switch/state/{id}"},
+    "ota": {"ca_path": "ca.der", "allow_http": False, "require_sha256": False,
+            "allow_downgrade": False, "require_signature": False, "signing_pubkey": None,
+            "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
+            "connect_timeout": 10, "read_timeout": 10, "token": None, "token_host": None,
+            "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
+            "selftest_min_heap": 32768, "chip_rev": None},
+}
+
+SECRETS = ("wifi.password", "mqtt.password", "ota.token")
+
+_SECTOR = 4096
+_HEX = "0123456789abcdefABCDEF"
+_ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
+
+# field -> (kind, low, high). Kinds: int (low..high), bool, str (length low..high), opt_str (None or
+# str), path (a device file name), topic (no MQTT wildcards), hex64, id, opt_int.
+_SCHEMA = (
+    ("device_id", "id", 1, 32),
+    ("wifi.ssid", "str", 0, 32),
+    ("wifi.password", "str", 0, 63),
+    ("mqtt.host", "str", 0, 253),
+    ("mqtt.port", "int", 1, 65535),
+    ("mqtt.tls", "bool", 0, 0),
+    ("mqtt.ca_path", "path", 1, 64),
+    ("mqtt.user", "opt_str", 1, 128),
+    ("mqtt.password", "opt_str", 0, 128),
+    ("mqtt.keepalive_s", "int", 0, 65535),
+    ("topics.cmd_root", "topic", 1, 128),
+    ("topics.cmd_device", "topic", 1, 128),
+    ("topics.state", "topic", 1, 128),
+    ("ota.ca_path", "path", 1, 64),
+    ("ota.allow_http", "bool", 0, 0),
+    ("ota.require_sha256", "bool", 0, 0),
+    ("ota.allow_downgrade", "bool", 0, 0),
+    ("ota.require_signature", "bool", 0, 0),
+    ("ota.signing_pubkey", "hex64", 64, 64),
+    ("ota.health_timeout_s", "int", 5, 3600),
+    ("ota.chunk_size", "int", _SECTOR, 32768),
+    ("ota.retries", "int", 0, 20),
+    ("ota.retry_backoff_ms", "int", 0, 600000),
+    ("ota.connect_timeout", "int", 1, 300),
+    ("ota.read_timeout", "int", 1, 300),
+    ("ota.token", "opt_str", 1, 512),
+    ("ota.token_host", "opt_str", 1, 253),
+    ("ota.progress_bytes", "int", _SECTOR, 16777216),
+    ("ota.progress_interval_s", "int", 1, 3600),
+    ("ota.min_free", "int", 0, 1048576),
+    ("ota.selftest_min_heap", "int", 0, 1048576),
+    ("ota.chip_rev", "opt_int", 0, 65535),
+)
+
+
+def _bad(field, problem):
+    raise OtaError("bad_config", field + ": " + problem)
+
+
+_MISSING = object()
+
+
+def _get(cfg, field):
+    dot = field.find(".")
+    if dot < 0:
+        return cfg.get(field, _MISSING)
+    return cfg.get(field[:dot], {}).get(field[dot + 1:], _MISSING)
+
+
+def _check_str(field, value, low, high):
+    if type(value) is not str:
+        _bad(field, "must be a string, not %s" % type(value).__name__)
+    if not low <= len(value) <= high:
+        _bad(field, "length must be %d..%d, got %d" % (low, high, len(value)))
+
+
+def _check(field, kind, low, high, value):
+    if value is _MISSING:
+        _bad(field, "missing (validate a merged config: config.merge(overrides))")
+    if kind == "bool":
+        if type(value) is not bool:
+            _bad(field, "must be true or false, not %r" % (value,))
+    elif kind == "int" or kind == "opt_int":
+        if value is None and kind == "opt_int":
+            return
+        if type(value) is not int:
+            _bad(field, "must be an integer, not %r" % (value,))
+        if not low <= value <= high:
+            _bad(field, "must be %d..%d, got %d" % (low, high, value))
+    elif kind == "opt_str" or kind == "hex64" or kind == "id":
+        if value is None:
+            return
+        _check_str(field, value, low, high)
+        if kind == "hex64" and any(c not in _HEX for c in value):
+            _bad(field, "must be 64 hex digits (an Ed25519 public key)")
+        if kind == "id" and any(c not in _ID_CHARS for c in value):
+            _bad(field, "only letters, digits, '_' and '-' (it is part of MQTT topics)")
+    else:  # str, path, topic
+        _check_str(field, value, low, high)
+        if kind == "path" and (".." in value or value[0] == "/" and len(value) == 1):
+            _bad(field, "must name a file on the device, got %r" % value)
+        if kind == "topic" and ("+" in value or "#" in value):
+            _bad(field, "must not contain the MQTT wildcards + or #")
+
+
+# Raises OtaError('bad_config', 'field: problem') for the first problem in a fixed field order:
+# unknown sections or keys, wrong types, out-of-range values. complete=True also requires the
+# settings a fleet device cannot run without (the device and `otactl provision` both use it).
+def validate(cfg, complete=False):
+    if type(cfg) is not dict:
+        _bad("config", "must be a JSON object")
+    for name in sorted(cfg):
+        if name not in DEFAULTS:
+            _bad(name, "unknown setting")
+        if type(DEFAULTS[name]) is dict:
+            if type(cfg[name]) is not dict:
+                _bad(name, "must be an object of settings")
+            for key in sorted(cfg[name]):
+                if key not in DEFAULTS[name]:
+                    _bad(name + "." + key, "unknown setting")
+    for field, kind, low, high in _SCHEMA:
+        _check(field, kind, low, high, _get(cfg, field))
+    if len(_get(cfg, "wifi.password")) in range(1, 8):
+        _bad("wifi.password", "WPA2 needs 8..63 characters (empty for an open network)")
+    if _get(cfg, "ota.chunk_size") % _SECTOR:
+        _bad("ota.chunk_size", "must be a multiple of %d, got %d" % (_SECTOR, _get(cfg, "ota.chunk_size")))
+    for field in ("topics.cmd_device", "topics.state"):
+        if "{id}" not in _get(cfg, field):
+            _bad(field, "must contain {id} (one topic per device)")
+    if _get(cfg, "ota.require_signature") and _get(cfg, "ota.signing_pubkey") is None:
+        _bad("ota.signing_pubkey", "required when ota.require_signature is true")
+    if complete:
+        for field in ("wifi.ssid", "mqtt.host"):
+            if not _get(cfg, field):
+                _bad(field, "required: a device cannot reach the fleet without it")
+    return cfg
+
+
+def merge(overrides):
+    # DEFAULTS with overrides on top, section by section; copies, never shares DEFAULTS' dicts.
+    cfg = {}
+    for name in DEFAULTS:
+        cfg[name] = dict(DEFAULTS[name]) if type(DEFAULTS[name]) is dict else DEFAULTS[name]
+    if type(overrides) is not dict:
+        _bad("config", "must be a JSON object")
+    for name in overrides:
+        value = overrides[name]
+        if type(cfg.get(name)) is dict and type(value) is dict:
+            cfg[name].update(value)
+        else:
+            cfg[name] = value
+    return cfg
+
+
+# A missing file gives the defaults; bad JSON or a bad value raises OtaError('bad_config', ...);
+# other I/O errors stay OSError.
+def load(path="config.json", complete=False):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        if e.args and e.args[0] == 2:  # ENOENT on both MicroPython and CPython
+            return validate(merge({}), complete)
+        raise
+    try:
+        overrides = json.loads(text)
+    except ValueError:
+        _bad(path, "not valid JSON")
+    return validate(merge(overrides), complete)
+
+
+def redacted(cfg):
+    # A copy safe to print or log: secrets that are set become "***".
+    out = {}
+    for name in cfg:
+        out[name] = dict(cfg[name]) if type(cfg[name]) is dict else cfg[name]
+    for field in SECRETS:
+        section, key = field.split(".")
+        if type(out.get(section)) is dict and out[section].get(key):
+            out[section][key] = "***"
+    return out
