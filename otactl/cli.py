@@ -1,0 +1,72 @@
+"""otactl: the operator's tool. A command table in mpremote's shape: name -> (do_x, argparse_x).
+
+Each command lives in its own module; handlers take the parsed args and raise OtaError on failure,
+which prints as `otactl: reason: message` on stderr with exit status 1. Modules are imported only
+when their command runs, so `otactl --help` stays fast.
+"""
+import argparse
+import importlib
+import sys
+
+from .errors import OtaError
+
+# name -> (module, handler, argparse builder, one-line help)
+COMMANDS = {
+    "image": ("otactl.cmd_image", "do_image", "argparse_image", "build or inspect ESP32-C3 app images"),
+    "release": ("otactl.cmd_release", "do_release", "argparse_release", "check an image and publish a versioned release"),
+    "serve": ("otactl.cmd_serve", "do_serve", "argparse_serve", "development HTTPS server with Range support"),
+    "trigger": ("otactl.cmd_fleet", "do_trigger", "argparse_trigger", "publish an OTA trigger"),
+    "status": ("otactl.cmd_fleet", "do_status", "argparse_status", "fleet status from the retained state topics"),
+    "rollout": ("otactl.cmd_rollout", "do_rollout", "argparse_rollout", "staged rollout with failure thresholds"),
+    "revert": ("otactl.cmd_rollout", "do_revert", "argparse_revert", "send devices back to their other slot"),
+    "provision": ("otactl.cmd_device", "do_provision", "argparse_provision", "write a device's config with mpremote"),
+    "deploy": ("otactl.cmd_device", "do_deploy", "argparse_deploy", "copy compiled device code with mpremote"),
+    "sim": ("otactl.cmd_sim", "do_sim", "argparse_sim", "run a simulated ESP32-C3"),
+    "demo": ("otactl.demo", "do_demo", "argparse_demo", "the whole OTA cycle on a simulated device"),
+}
+
+
+def _load(name):
+    module_name, handler, builder, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise OtaError("not_available", "command %r is not available: %s" % (name, e))
+    return getattr(module, handler), getattr(module, builder)
+
+
+def build_parser(only=None):
+    parser = argparse.ArgumentParser(prog="otactl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, _, _, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, add_help=False)
+            continue
+        handler, builder = _load(name)
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        builder(command_parser)
+        command_parser.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        wanted = argv[0] if argv and argv[0] in COMMANDS else None
+        parser = build_parser(only=wanted or "")
+        args = parser.parse_args(argv)
+        if not getattr(args, "handler", None):
+            parser.print_help()
+            return 0 if not argv else 1
+        result = args.handler(args)
+        return result or 0
+    except OtaError as e:
+        print("otactl: %s" % e, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("otactl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
