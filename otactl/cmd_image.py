@@ -1,0 +1,137 @@
+"""`otactl image build` and `otactl image inspect`: the handlers and their argparse setup.
+
+Registered by otactl/cli.py in its command table; `python -m otactl.cmd_image ...` runs them alone.
+Errors are otactl.errors.OtaError; the CLI prints `otactl: <reason>: <detail>` and exits 1.
+"""
+import argparse
+import hashlib
+import os
+import sys
+
+from . import firmware_image, partitions
+from .errors import OtaError
+
+DEFAULT_PARTITIONS = os.path.join(firmware_image.REPO, "partitions.csv")
+UMQTT_DIR = os.path.join(firmware_image.REPO, ".mpy_packages", "umqtt")
+
+
+def _files_under(root, prefix="", python_only=False):
+    files = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__pycache__")
+        for name in sorted(names):
+            if name.startswith(".") or (python_only and not name.endswith(".py")):
+                continue
+            path = os.path.join(directory, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            with open(path, "rb") as f:
+                files.append((prefix + rel, f.read()))
+    return files
+
+
+def device_files(repo=firmware_image.REPO):
+    """The code frozen into our firmware: lib/**.py (as ota/...) and umqtt.simple (as umqtt/...)."""
+    files = _files_under(os.path.join(repo, "lib"), python_only=True)
+    umqtt = os.path.join(repo, ".mpy_packages", "umqtt")
+    if not os.path.isdir(umqtt):
+        raise OtaError("missing_package", "%s is missing: run `make venv` to fetch micropython-umqtt.simple"
+                       % umqtt)
+    return files + _files_under(umqtt, "umqtt/", python_only=True)
+
+
+def slot_size_from(path):
+    """The size of the OTA app slots in a partitions.csv (the smallest, if they differ)."""
+    slots = partitions.ota_slots(partitions.load(path))
+    if not slots:
+        raise OtaError("bad_partition_table", "%s has no ota_N app slots" % path)
+    return min(p.size for p in slots)
+
+
+def argparse_image_build(sub):
+    p = sub.add_parser("build", help="build an ESP32-C3 app image carrying a version of the device code")
+    p.add_argument("--version", required=True, help="app descriptor version, e.g. 1.0.1")
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--size", type=lambda s: int(s, 0), help="exact image length (a multiple of 16)")
+    p.add_argument("--files-from", metavar="DIR",
+                   help="pack the files under DIR (default: lib/**.py and umqtt.simple)")
+    p.add_argument("--project-name", default="ota-switch")
+    p.add_argument("--secure-version", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the filler bytes")
+    p.set_defaults(func=do_image_build)
+    return p
+
+
+def do_image_build(args):
+    files = _files_under(args.files_from) if args.files_from else device_files()
+    image = firmware_image.build_image(args.version, files, size=args.size,
+                                       project_name=args.project_name,
+                                       secure_version=args.secure_version, seed=args.seed)
+    with open(args.out, "wb") as f:
+        f.write(image)
+    print("%s: %d bytes, version %s, %d files, sha256 %s" % (
+        args.out, len(image), args.version, len(files), hashlib.sha256(image).hexdigest()))
+    return 0
+
+
+def argparse_image_inspect(sub):
+    p = sub.add_parser("inspect", help="run the device's image checks on a file, and explain")
+    p.add_argument("file")
+    p.add_argument("--partitions", default=DEFAULT_PARTITIONS,
+                   help="partitions.csv giving the slot size (default: the repository's)")
+    p.add_argument("--slot-size", type=lambda s: int(s, 0), help="slot size, instead of --partitions")
+    p.add_argument("--chip-rev", type=int, help="chip revision as major*100+minor (e.g. 4 for v0.4)")
+    p.set_defaults(func=do_image_inspect)
+    return p
+
+
+def do_image_inspect(args):
+    try:
+        with open(args.file, "rb") as f:
+            blob = f.read()
+    except OSError as e:
+        raise OtaError("io_error", "cannot read %s: %s" % (args.file, e.strerror))
+    slot_size = args.slot_size if args.slot_size is not None else slot_size_from(args.partitions)
+    report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=args.chip_rev)
+    info = report.info
+    print("%s: %d bytes" % (args.file, len(blob)))
+    if "version" in info:
+        print("  version %r  project %r  secure_version %d  ESP-IDF %s  built %s %s" % (
+            info["version"], info["project_name"], info["secure_version"], info["idf_ver"],
+            info["date"], info["time"]))
+    for check in report:
+        print("  %-4s  %-15s %-15s %s" % ("ok" if check.ok else "FAIL", check.name,
+                                         check.reason or "-", check.detail))
+    if report.verdict:
+        reason, detail = report.verdict
+        # the failing row says the same as the device, plus the host's explanation
+        rows = [c for c in report if not c.ok and c.reason == reason]
+        raise OtaError(reason, rows[0].detail if rows else detail)
+    print("  the device would accept this image")
+    return 0
+
+
+def argparse_image(parser):
+    """`otactl image build|inspect`: fills the `image` command's parser with its two subcommands."""
+    inner = parser.add_subparsers(dest="image_command", required=True, metavar="build|inspect")
+    argparse_image_build(inner)
+    argparse_image_inspect(inner)
+    return parser
+
+
+def do_image(args):
+    return args.func(args)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="otactl")
+    argparse_image(parser.add_subparsers(dest="command", required=True).add_parser("image"))
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except OtaError as e:
+        print("otactl: %s" % e, file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
