@@ -1,0 +1,44 @@
+"""`otactl serve DIR`: a development HTTPS server with Range support (harness/devserver.py).
+
+The seed guide's Python server calls ssl.wrap_socket, which Python 3.12 removed. This one uses an
+SSLContext and, unless given a certificate, makes its own CA and server certificate in --pki-dir and
+prints the CA file to install on devices (ca.der). Not for production: use nginx, S3 or GitHub
+releases there (README "Hosting firmware").
+"""
+import os
+
+from .errors import OtaError
+
+
+def argparse_serve(parser):
+    parser.add_argument("directory", help="folder with the firmware files")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--cert", help="server certificate (PEM); default: generate one in --pki-dir")
+    parser.add_argument("--key", help="server key (PEM), with --cert")
+    parser.add_argument("--pki-dir", default="pki", help="where a generated CA and certificate go")
+    parser.add_argument("--name", action="append", default=[],
+                        help="extra DNS name or IP for the generated certificate (repeatable)")
+
+
+def do_serve(args):
+    from harness import devserver, tls
+
+    if not os.path.isdir(args.directory):
+        raise OtaError("bad_directory", "%s is not a directory" % args.directory)
+    if bool(args.cert) != bool(args.key):
+        raise OtaError("bad_arguments", "--cert and --key go together")
+    certfile, keyfile = args.cert, args.key
+    if not certfile:
+        names = tuple(tls.SERVER_NAMES) + tuple(args.name)
+        if args.host not in ("127.0.0.1", "0.0.0.0", "::", ""):
+            names += (args.host,)
+        pki = tls.make_pki(args.pki_dir, server_names=names)
+        certfile, keyfile = pki.server_cert, pki.server_key
+        print("CA for the devices: %s (DER; copy it to the device as ca.der), %s (PEM)"
+              % (pki.ca_der, pki.ca_pem), flush=True)
+    try:
+        devserver.serve(args.directory, host=args.host, port=args.port, certfile=certfile, keyfile=keyfile)
+    except OSError as e:
+        raise OtaError("serve_failed", "cannot serve on %s:%d: %s" % (args.host, args.port, e.strerror or e))
+    return 0
