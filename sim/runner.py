@@ -1,0 +1,356 @@
+"""Host side of the simulated ESP32-C3: lays out a device folder and boots it, again and again.
+
+    dev = Device("devices/a")
+    dev.create(image_bytes, fs_files={"main.py": b"..."}, unique_id="a0b1c2d3e4f5", chip_rev=3)
+    result = dev.run(timeout=30)    # boots until the device stops rebooting -> 'exit', 'crashed', ...
+    dev.boots(), dev.read_otadata(), dev.counters(), dev.console()
+
+Each boot is one `micropython -X heapsize=... sim/device/simboot.py DEVDIR` process. The process
+leaves DEVDIR/last_exit: reset, soft_reset, power_cut -> the runner boots again (at most max_boots
+processes per start()); exit (main.py returned), crashed (exception out of main.py), no_app
+(nothing bootable) -> the run ends with that result. 'stopped' when stop() ended it, 'max_boots'
+when the bound was hit.
+"""
+import json
+import os
+import re
+import shutil
+import struct
+import subprocess
+import threading
+import time
+
+from otactl import partitions as partition_table
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
+FLASH_SIZE = 4 * 1024 * 1024
+REBOOT_MARKERS = ("reset", "soft_reset", "power_cut")
+STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
+
+
+def otadata_crc(seq):
+    import binascii
+    return binascii.crc32(struct.pack("<I", seq), 0xFFFFFFFF)
+
+
+class Device:
+    def __init__(self, devdir, partitions_csv=None, heapsize="64wK", micropython=None, max_boots=20):
+        self.devdir = os.path.abspath(devdir)
+        self.partitions_csv = partitions_csv or os.path.join(REPO, "partitions.csv")
+        self.heapsize = heapsize
+        self.micropython = micropython or os.environ.get("MICROPYTHON") or os.path.join(REPO, ".venv", "bin", "micropython")
+        self.max_boots = max_boots
+        self.result = None
+        self._lines = []
+        self._cond = threading.Condition()
+        self._thread = None
+        self._proc = None
+        self._stopping = False
+        self._host_cut = False
+        self._on_line = None
+
+    # --- layout -------------------------------------------------------------------------------
+    def path(self, name):
+        return os.path.join(self.devdir, name)
+
+    def partitions(self):
+        with open(self.path("flash.bin"), "rb") as f:
+            f.seek(partition_table.TABLE_OFFSET)
+            return partition_table.from_binary(f.read(partition_table.TABLE_MAX_LEN))
+
+    def partition(self, label):
+        for p in self.partitions():
+            if p.label == label:
+                return p
+        raise KeyError(label)
+
+    def create(self, image, fs_files=None, unique_id="a0b1c2d3e4f5", chip_rev=3, wifi=True, idf_heap=None,
+               **sim_settings):
+        """Fresh device folder: erased 4 MiB flash, binary partition table at 0x8000, `image` in the
+        factory slot (or ota_0 when there is none) with otadata erased, fs/ holding fs_files
+        ({relative path: bytes or str}). Extra keyword settings go to sim.json."""
+        if os.path.exists(self.devdir):
+            shutil.rmtree(self.devdir)
+        os.makedirs(os.path.join(self.devdir, "fs"))
+        table = partition_table.load(self.partitions_csv)
+        flash = bytearray(b"\xff" * FLASH_SIZE)
+        blob = partition_table.to_binary(table)
+        flash[partition_table.TABLE_OFFSET:partition_table.TABLE_OFFSET + len(blob)] = blob
+        apps = [p for p in table if p.type == 0 and p.subtype == 0] or partition_table.ota_slots(table)
+        if image is not None:
+            if len(image) > apps[0].size:
+                raise ValueError("image of %d bytes does not fit %s" % (len(image), apps[0].label))
+            flash[apps[0].offset:apps[0].offset + len(image)] = image
+        with open(self.path("flash.bin"), "wb") as f:
+            f.write(flash)
+        settings = {"unique_id": unique_id, "chip_rev": chip_rev, "wifi": wifi, "heapsize": self.heapsize}
+        if idf_heap is not None:
+            settings["idf_heap"] = [list(region) for region in idf_heap]
+        settings.update(sim_settings)
+        with open(self.path("sim.json"), "w") as f:
+            json.dump(settings, f, indent=1)
+        for name, data in (fs_files or {}).items():
+            self.write_fs(name, data)
+        return self
+
+    def write_fs(self, name, data):
+        target = os.path.join(self.devdir, "fs", name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+
+    def read_fs(self, name):
+        with open(os.path.join(self.devdir, "fs", name), "rb") as f:
+            return f.read()
+
+    def read_flash(self, address, size):
+        with open(self.path("flash.bin"), "rb") as f:
+            f.seek(address)
+            return f.read(size)
+
+    def write_flash(self, address, data):
+        # Host-side flashing (like esptool write_flash): no NOR semantics, no counters.
+        with open(self.path("flash.bin"), "r+b") as f:
+            f.seek(address)
+            f.write(data)
+
+    def write_slot(self, label, image, erase=True):
+        p = self.partition(label)
+        if erase:
+            self.write_flash(p.offset, b"\xff" * p.size)
+        self.write_flash(p.offset, image)
+
+    # --- instruments --------------------------------------------------------------------------
+    def set_fault(self, fault=None, **fields):
+        """Arm power-cut faults for the next boots: a dict, a list of dicts, or keywords
+        (set_fault(point='otadata_erase', count=1), set_fault(cut_after_bytes=65536))."""
+        faults = fault if fault is not None else fields
+        with open(self.path("faults.json"), "w") as f:
+            json.dump(faults, f)
+
+    def faults(self):
+        return self._json("faults.json", [])
+
+    def _json(self, name, default):
+        try:
+            with open(self.path(name)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return default
+
+    def counters(self):
+        """{"boots": [per-boot record, ...]}; see sim/device/simflash.py for the fields."""
+        return self._json("counters.json", {"boots": []})
+
+    def boot_counters(self, index=-1):
+        return self.counters()["boots"][index]
+
+    def boots(self):
+        try:
+            with open(self.path("boots.jsonl")) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except OSError:
+            return []
+
+    def last_exit(self):
+        try:
+            with open(self.path("last_exit")) as f:
+                return f.read().strip()
+        except OSError:
+            return None
+
+    def read_otadata(self):
+        """-> {"entries": [{seq, state, state_name, crc, crc_ok, valid}] * 2, "active": 0|1|None,
+        "slot": label the bootloader would pick from otadata (None: factory / ota_0 default)}."""
+        tables = self.partitions()
+        otadata = [p for p in tables if p.type == 1 and p.subtype == 0][0]
+        slots = partition_table.ota_slots(tables)
+        entries = []
+        for i in range(2):
+            raw = self.read_flash(otadata.offset + 4096 * i, 32)
+            seq, = struct.unpack_from("<I", raw, 0)
+            state, crc = struct.unpack_from("<II", raw, 24)
+            crc_ok = crc == otadata_crc(seq)
+            valid = seq != 0xFFFFFFFF and state not in (3, 4) and crc_ok
+            entries.append({"seq": seq, "state": state, "state_name": STATE_NAMES.get(state, hex(state)),
+                            "crc": crc, "crc_ok": crc_ok, "valid": valid})
+        valid = [i for i in range(2) if entries[i]["valid"]]
+        active = max(valid, key=lambda i: (entries[i]["seq"], -i)) if valid else None
+        slot = slots[(entries[active]["seq"] - 1) % len(slots)].label if active is not None and slots else None
+        return {"entries": entries, "active": active, "slot": slot}
+
+    # --- running ------------------------------------------------------------------------------
+    def console(self):
+        with self._cond:
+            return "".join(self._lines)
+
+    def lines(self):
+        with self._cond:
+            return list(self._lines)
+
+    def start(self, on_line=None, max_boots=None):
+        """Boots in a background thread; on_line(str) is called for each console line."""
+        if self._thread is not None and self._thread.is_alive():
+            raise RuntimeError("device already running")
+        self.result = None
+        self._stopping = False
+        self._on_line = on_line
+        self._thread = threading.Thread(target=self._loop, args=(max_boots or self.max_boots,), daemon=True)
+        self._thread.start()
+        return self
+
+    def run(self, timeout=60, max_boots=None, on_line=None):
+        """start() then wait(); on timeout the device is stopped and TimeoutError raised."""
+        self.start(on_line=on_line, max_boots=max_boots)
+        try:
+            return self.wait(timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+
+    def wait(self, timeout=60):
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("device %s still running after %ss" % (self.devdir, timeout))
+        return self.result
+
+    def wait_for(self, pattern, timeout=30, start=0):
+        """Waits for a console line matching `pattern` (regex str or callable(line) -> bool),
+        looking from line index `start`. Returns the re.Match (or the line); raises TimeoutError."""
+        match = (lambda line: re.search(pattern, line)) if isinstance(pattern, str) else pattern
+        deadline = time.monotonic() + timeout
+        index = start
+        with self._cond:
+            while True:
+                while index < len(self._lines):
+                    found = match(self._lines[index])
+                    index += 1
+                    if found:
+                        return found
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.result is not None and index >= len(self._lines)):
+                    raise TimeoutError("no console line matching %r (result %s)" % (pattern, self.result))
+                self._cond.wait(min(left, 0.2))
+
+    def power_cut(self):
+        """Host-side power cut now: SIGKILL the running process; the runner boots again."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            self._host_cut = True
+            proc.kill()
+
+    def stop(self, timeout=10):
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _emit(self, line):
+        with open(self.path("console.log"), "a") as log:
+            log.write(line)
+        with self._cond:
+            self._lines.append(line)
+            self._cond.notify_all()
+        if self._on_line is not None:
+            self._on_line(line)
+
+    def _loop(self, max_boots):
+        result = "max_boots"
+        for _ in range(max_boots):
+            marker = self._boot_once()
+            if self._stopping:
+                result = "stopped"
+                break
+            if marker not in REBOOT_MARKERS:
+                result = marker
+                break
+        with self._cond:
+            self.result = result
+            self._cond.notify_all()
+
+    def _boot_once(self):
+        self._host_cut = False
+        boots_before = len(self.boots())
+        command = [self.micropython, "-X", "heapsize=%s" % self.heapsize, SIMBOOT, self.devdir]
+        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
+        for raw in self._proc.stdout:
+            self._emit(raw.decode("utf-8", "replace"))
+        self._proc.wait()
+        marker = self.last_exit()
+        if marker == "running":  # killed from the host (power_cut()/stop()) or died on its own
+            marker = "power_cut" if self._host_cut or self._stopping else "crashed"
+            with open(self.path("last_exit"), "w") as f:
+                f.write(marker)
+            self._append_counters({"exit": marker, "host_kill": True})
+        if len(self.boots()) == boots_before:  # ended inside the bootloader step: no boot line yet
+            with open(self.path("boots.jsonl"), "a") as f:
+                f.write(json.dumps({"boot": len(self.counters()["boots"]), "slot": None, "stage": "bootloader",
+                                    "exit": marker}) + "\n")
+        else:
+            self._annotate_last_boot(marker)
+        return marker
+
+    def _append_counters(self, record):
+        data = self.counters()
+        record["boot"] = len(data["boots"]) + 1
+        data["boots"].append(record)
+        with open(self.path("counters.json"), "w") as f:
+            json.dump(data, f)
+
+    def _annotate_last_boot(self, marker):
+        boots = self.boots()
+        if boots and "exit" not in boots[-1]:
+            boots[-1]["exit"] = marker
+            with open(self.path("boots.jsonl"), "w") as f:
+                f.write("".join(json.dumps(b) + "\n" for b in boots))
+
+
+def main(argv=None):
+    # `python -m sim.runner`: one device built from this checkout, booted for a person to watch.
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m sim.runner", description=main.__doc__)
+    parser.add_argument("--devdir", default=os.path.join(REPO, "devices", "sim"))
+    parser.add_argument("--version", default="0.0.0-sim")
+    parser.add_argument("--image", help="an app image file instead of building one from lib/")
+    parser.add_argument("--keep", action="store_true", help="boot the existing device folder as it is")
+    parser.add_argument("--max-boots", type=int, default=50)
+    args = parser.parse_args(argv)
+    device = Device(args.devdir, max_boots=args.max_boots)
+    if not args.keep:
+        if args.image:
+            with open(args.image, "rb") as f:
+                image = f.read()
+        else:
+            try:
+                from otactl.firmware_image import build_image
+            except ImportError:
+                sys.exit("sim.runner: otactl.firmware_image is not there yet; pass --image FILE")
+            files = []
+            for root, _, names in os.walk(os.path.join(REPO, "lib")):
+                for name in sorted(names):
+                    if name.endswith(".py"):
+                        full = os.path.join(root, name)
+                        with open(full, "rb") as f:
+                            files.append((os.path.relpath(full, os.path.join(REPO, "lib")), f.read()))
+            image = build_image(args.version, files=files)
+        fs = {}
+        for name in ("boot.py", "main.py"):
+            with open(os.path.join(REPO, name), "rb") as f:
+                fs[name] = f.read()
+        device.create(image, fs_files=fs)
+    print("sim.runner: device %s (Ctrl-C to stop)" % device.devdir)
+    device.start(on_line=lambda line: print(line, end="", flush=True))
+    try:
+        result = device.wait(timeout=None)
+    except KeyboardInterrupt:
+        device.stop()
+        result = "stopped"
+    print("sim.runner: %s after %d boot(s)" % (result, len(device.boots())))
+
+
+if __name__ == "__main__":
+    main()
