@@ -1,0 +1,66 @@
+# Persisted job bookkeeping: one small JSON file on the device filesystem, so that what happened
+# survives machine.reset() (update boot, rollback, power cut) and a trigger is never run twice.
+#
+#   {"current": {"id": "job-42", "type": "ota_trigger", "url": "https://...", "state": "rebooting",
+#                "from_version": "1.1.0", "from_slot": "ota_0", "to_version": "1.2.0",
+#                "to_slot": "ota_1", "started": 1767225600, "reason": null, "detail": null},
+#    "seen": ["job-40", "job-41", "job-42"]}
+#
+# current.state: downloading (written when the job starts), rebooting (set_boot done, reset next),
+# rolling_back (the health gate failed and resets into the old slot), then one of the terminal
+# states ok / failed / rolled_back once the outcome has been reported.
+# seen: the last _MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
+# broker hands out again at every subscribe, must not start the same job again (also a failed one,
+# else a retained trigger for a broken release would loop after every reconnect).
+# Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty.
+import json
+import os
+
+PATH = "ota_job.json"
+_MAX_SEEN = 16
+TERMINAL = ("ok", "failed", "rolled_back")
+
+
+class Jobs:
+    def __init__(self, path=PATH):
+        self.path = path
+        self.current = None
+        self.seen = []
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            self.current = data.get("current")
+            self.seen = list(data.get("seen", []))[-_MAX_SEEN:]
+        except OSError:  # no file yet: a device that never ran a job
+            pass
+        except (ValueError, AttributeError, TypeError):  # corrupt (power cut mid-write on FAT)
+            print("jobs: %s unreadable, starting empty" % path)
+
+    def seen_before(self, job_id):
+        return job_id in self.seen
+
+    def start(self, job, state, **fields):
+        # Records a new current job and remembers its id; written before anything irreversible.
+        record = {"id": job.get("id"), "type": job.get("type"), "url": job.get("url"),
+                  "state": state, "to_version": job.get("version"), "reason": None, "detail": None}
+        record.update(fields)
+        self.current = record
+        if job.get("id") is not None and job["id"] not in self.seen:
+            self.seen.append(job["id"])
+            del self.seen[:-_MAX_SEEN]
+        self.save()
+
+    def update(self, **fields):
+        self.current.update(fields)
+        self.save()
+
+    def save(self):
+        # Write-then-rename: on littlefs the rename is atomic, so a power cut leaves old or new.
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"current": self.current, "seen": self.seen}, f)
+        try:
+            os.rename(tmp, self.path)
+        except OSError:  # FAT refuses to rename over an existing file (littlefs, the default, does not)
+            os.remove(self.path)
+            os.rename(tmp, self.path)

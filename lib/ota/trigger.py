@@ -1,0 +1,131 @@
+# Strict parsing of the MQTT trigger JSON (the seed guide's message, plus optional fields).
+#
+#   {"type": "ota_trigger", "url": "https://host/fw.bin"}                       the minimal message
+#   {"type": "ota_trigger", "url": ..., "sha256": "<64 hex>", "size": 1234567, "version": "1.2.0",
+#    "id": "job-42", "signature": "...", "expires": 1767225600, "target": "a0b1c2d3e4f5"}
+#   {"type": "ota_revert", "id": "job-43"}                                      boot the other slot
+#
+# parse() returns a normalised dict, None for a message without a type or of an unknown type (ignored:
+# the switch application shares the cmd topics, and new types must not break old firmware), or raises OtaError with a stable reason:
+#   too_long, bad_json, not_object, missing_url, bad_url, bad_sha256_field, bad_size,
+#   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target
+# Unknown extra fields are dropped. Runs unchanged under MicroPython and CPython (host_tests run both
+# on the same payloads): only ASCII is accepted in the fields we keep, so both give the same answers.
+import json
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests)
+    def const(value):
+        return value
+
+from ota.errors import OtaError
+
+MAX_PAYLOAD = const(1024)  # checked before json.loads: a 10 KB message never reaches the parser
+_MAX_URL = const(512)
+_MAX_VERSION = const(31)  # esp_app_desc_t.version is char[32], NUL-terminated
+_MAX_ID = const(40)
+_MAX_SIGNATURE = const(256)  # Ed25519: 88 chars base64, 128 hex
+_MAX_TARGET = const(64)
+
+KNOWN_TYPES = ("ota_trigger", "ota_revert")
+_HEX = "0123456789abcdef"
+
+
+def _printable(text, allow_space):
+    # ASCII printable only: a version or id lands in a topic-visible JSON message and in the job file.
+    low = 0x20 if allow_space else 0x21
+    for ch in text:
+        if not low <= ord(ch) <= 0x7E:
+            return False
+    return True
+
+
+def _short_string(value, limit, allow_space=False):
+    return isinstance(value, str) and 0 < len(value) <= limit and _printable(value, allow_space)
+
+
+def _is_int(value):
+    # JSON true/false come back as bool, which is an int subclass in both Pythons: refuse them.
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_url(url):
+    # Raises OtaError bad_url. The scheme check is the only policy here; https.open enforces the rest
+    # (allow_http, host syntax) when it splits the URL.
+    if not isinstance(url, str):
+        raise OtaError("bad_url", "url is not a string")
+    if len(url) > _MAX_URL:
+        raise OtaError("bad_url", "url longer than %d" % _MAX_URL)
+    if not _printable(url, False):
+        raise OtaError("bad_url", "url has spaces or non-ASCII characters")
+    sep = url.find("://")
+    scheme = url[:sep].lower() if sep > 0 else ""
+    if scheme not in ("https", "http"):
+        raise OtaError("bad_url", "scheme %r not supported" % (scheme or url[:16]))
+    if len(url) == sep + 3 or url[sep + 3] in "/?#":
+        raise OtaError("bad_url", "no host")
+
+
+def _check_sha256(value):
+    if not isinstance(value, str) or len(value) != 64:
+        raise OtaError("bad_sha256_field", "sha256 must be 64 hex characters")
+    value = value.lower()
+    for ch in value:
+        if ch not in _HEX:
+            raise OtaError("bad_sha256_field", "sha256 must be 64 hex characters")
+    return value
+
+
+def _optional(msg, out):
+    # The fields both types share.
+    job_id = msg.get("id")
+    if job_id is not None and not _short_string(job_id, _MAX_ID):
+        raise OtaError("bad_job_id", "id must be 1..%d printable ASCII characters" % _MAX_ID)
+    out["id"] = job_id
+    signature = msg.get("signature")
+    if signature is not None and not _short_string(signature, _MAX_SIGNATURE):
+        raise OtaError("bad_signature_field", "signature must be a short ASCII string")
+    out["signature"] = signature
+    expires = msg.get("expires")
+    if expires is not None and not (_is_int(expires) and expires >= 0):
+        raise OtaError("bad_expires", "expires must be an integer (Unix time)")
+    out["expires"] = expires
+    target = msg.get("target")
+    if target is not None and not _short_string(target, _MAX_TARGET):
+        raise OtaError("bad_target", "target must be a device id")
+    out["target"] = target
+
+
+def parse(payload, max_len=MAX_PAYLOAD):
+    # payload: bytes from the MQTT callback. Returns dict or None; raises OtaError (reasons above).
+    if len(payload) > max_len:
+        raise OtaError("too_long", "%d bytes > %d" % (len(payload), max_len))
+    try:
+        text = payload.decode() if isinstance(payload, (bytes, bytearray)) else payload
+        msg = json.loads(text)
+    except (ValueError, UnicodeError):  # CPython's JSONDecodeError is a ValueError
+        raise OtaError("bad_json", "payload is not UTF-8 JSON")
+    if not isinstance(msg, dict):
+        raise OtaError("not_object", "payload is JSON but not an object")
+    kind = msg.get("type")
+    if kind not in KNOWN_TYPES:  # absent or another application's command on the shared topic
+        return None
+    out = {"type": kind}
+    if kind == "ota_trigger":
+        if "url" not in msg:
+            raise OtaError("missing_url", "ota_trigger needs a url")
+        _check_url(msg["url"])
+        out["url"] = msg["url"]
+        sha256 = msg.get("sha256")
+        out["sha256"] = None if sha256 is None else _check_sha256(sha256)
+        size = msg.get("size")
+        if size is not None and not (_is_int(size) and size > 0):
+            raise OtaError("bad_size", "size must be a positive integer")
+        out["size"] = size
+        version = msg.get("version")
+        if version is not None and not _short_string(version, _MAX_VERSION):
+            raise OtaError("bad_version", "version must be 1..%d printable ASCII characters" % _MAX_VERSION)
+        out["version"] = version
+    _optional(msg, out)
+    return out
