@@ -1,0 +1,48 @@
+# Heap checks before (and during) a download: fail early with `low_memory` and the numbers, rather
+# than with a MemoryError or an `OSError: [Errno 12] ENOMEM` from deep inside the TLS handshake.
+#
+# Two heaps matter on the ESP32-C3 (PLATFORM.md §5): the MicroPython GC heap (our buffer, objects) and
+# the ESP-IDF heap where mbedTLS allocates its session. gc.collect() cannot free the second one, and a
+# TLS session needs one large contiguous block of it, so we check its largest free block.
+import gc
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests)
+    def const(x):
+        return x
+
+from ota.errors import OtaError
+
+# One verified HTTPS session: about 42 KB from the IDF heap (ESP-IDF mbedtls docs, PLATFORM.md §5;
+# MP #6065 counts ~20 KB of buffers alone). Checked against the largest free HEAP_DATA block.
+TLS_BYTES = const(43008)
+
+
+# Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's small list,
+# so it can run every few chunks of a stream with collect=False (no gc.collect() in the copy loop).
+# esp32: the module (tests inject a fake); None imports it, absent on the Unix port and CPython.
+def check(required_bytes, tls=True, collect=True, esp32=None):
+    if collect:
+        gc.collect()
+    mem_free = getattr(gc, "mem_free", None)  # MicroPython only
+    if mem_free is not None:
+        free = mem_free()
+        if free < required_bytes:
+            raise OtaError("low_memory", "gc free %d < %d needed" % (free, required_bytes))
+    if not tls:
+        return
+    if esp32 is None:
+        try:
+            import esp32
+        except ImportError:  # CPython / Unix port: TLS comes from malloc
+            return
+    info = getattr(esp32, "idf_heap_info", None)
+    if info is None:
+        return
+    largest = 0
+    for region in info(esp32.HEAP_DATA):  # (total, free, largest_free_block, min_free)
+        if region[2] > largest:
+            largest = region[2]
+    if largest < TLS_BYTES:
+        raise OtaError("low_memory", "largest idf block %d < %d for TLS" % (largest, TLS_BYTES))

@@ -1,0 +1,145 @@
+# SlotWriter: streams an app image into the inactive OTA slot, 4 KiB sector by sector.
+#
+# Every flush is a 2-argument `writeblocks(block, buf)`, which on the ESP32 erases the range and then
+# programs it (PLATFORM.md §1). Blocks go out in order and exactly once, so each sector of the image is
+# erased exactly once and never programmed over data (NOR would silently AND old and new). The
+# 3-argument form (no erase) is never used.
+#
+# One caller-owned buffer (length a multiple of 4096) serves the whole update: received bytes, the
+# 0xFF padding of the last block and the read-back. Two ways to fill it:
+#   w.write(chunk)                 copies (allocation-free when chunks line up with the buffer)
+#   free = w.free_space()          zero copy: the caller reads straight into the buffer ...
+#   n = stream.readinto(free)
+#   w.commit(n)                    ... and says how much arrived; full buffers are flushed here
+# free_space() returns a memoryview made once at construction while the buffer is empty, so a stream
+# whose readinto fills what it is given costs no allocation per chunk (measured: host_tests and the
+# MicroPython check in the report). After a short read it must slice (one small object).
+#
+# Bytes received but not yet flushed stay in the buffer: after a dropped connection the caller resumes
+# at `w.received` (everything so far is kept, flushed or not). restart() goes back to block 0 when the
+# server ignores Range and sends the whole file again: those sectors are then erased a second time
+# (counted in `restarts`); appending would corrupt the image (esp-idf PR #17960).
+import hashlib
+
+try:
+    from micropython import const
+except ImportError:  # CPython (host tests)
+    def const(x):
+        return x
+
+from ota.errors import OtaError
+
+SECTOR = const(4096)
+_IOCTL_BLOCK_SIZE = const(5)
+_IOCTL_ERASE = const(6)
+
+
+class SlotWriter:
+    # partition: an esp32.Partition (block size 4096) of the inactive slot.
+    # buf: bytearray, len a multiple of 4096. running_info: Partition(RUNNING).info(); looked up when
+    # None (tests pass it). Raises OtaError running_slot, ValueError for a bad buffer or block size.
+    def __init__(self, partition, buf, running_info=None):
+        if not buf or len(buf) % SECTOR:
+            raise ValueError("buffer must be a multiple of 4096 bytes")
+        if partition.ioctl(_IOCTL_BLOCK_SIZE, None) != SECTOR:
+            raise ValueError("partition block size must be 4096")
+        info = partition.info()
+        if running_info is None:
+            import esp32
+
+            running_info = esp32.Partition(esp32.Partition.RUNNING).info()
+        # Partition objects are new at each lookup: compare the flash address, not identity.
+        if info[2] == running_info[2]:
+            raise OtaError("running_slot", "refusing to write the running slot " + info[4])
+        self.partition = partition
+        self.label = info[4]
+        self.slot_size = info[3]
+        self.buf = buf
+        self.view = memoryview(buf)  # made once: handed out by free_space() when the buffer is empty
+        self.restarts = 0
+        self.sectors_erased = 0
+        self._reset()
+
+    def _reset(self):
+        self.flushed = 0  # bytes on flash (a multiple of 4096 until finish())
+        self.fill = 0  # bytes waiting in the buffer
+        self.received = 0  # flushed + fill: where a resumed download continues
+        self._limit = min(len(self.buf), self.slot_size)
+
+    # Raises nothing. Starts the image again at block 0 (a 200 answer to a Range request).
+    def restart(self):
+        self.restarts += 1
+        self._reset()
+
+    # The writable rest of the buffer, for readinto(). Raises nothing.
+    def free_space(self):
+        return self.view if self.fill == 0 else self.view[self.fill:]
+
+    # n bytes were put into free_space(). Raises OtaError too_large (nothing past the slot reaches
+    # flash), OSError from the flash.
+    def commit(self, n):
+        self.fill += n
+        self.received += n
+        if self.fill >= self._limit and self.fill:
+            if self.fill > self._limit:
+                raise OtaError("too_large", "more than the slot's %d bytes" % self.slot_size)
+            self._flush(self.fill)
+
+    # Copying alternative to free_space()/commit(). Raises as commit().
+    def write(self, chunk):
+        size = len(chunk)
+        if self.received + size > self.slot_size:
+            raise OtaError("too_large", "more than the slot's %d bytes" % self.slot_size)
+        done = 0
+        while done < size:
+            n = min(size - done, self._limit - self.fill)
+            # Slicing the source allocates in MicroPython: only when the chunk must be split.
+            self.view[self.fill:self.fill + n] = chunk if n == size else memoryview(chunk)[done:done + n]
+            done += n
+            self.commit(n)
+        return size
+
+    def _flush(self, length):
+        # length: a multiple of 4096 inside the slot. writeblocks erases, then programs.
+        part = self.view if length == len(self.buf) else self.view[:length]
+        self.partition.writeblocks(self.flushed // SECTOR, part)
+        self.sectors_erased += length // SECTOR
+        self.flushed += length
+        self.fill = 0
+        self._limit = min(len(self.buf), self.slot_size - self.flushed)
+
+    # Writes the partial last block padded with 0xFF (erased flash reads 0xFF anyway; the full-sector
+    # write is what erases it). Returns the image bytes written. Raises OSError from the flash.
+    def finish(self):
+        fill = self.fill
+        if fill:
+            end = (fill + SECTOR - 1) // SECTOR * SECTOR
+            buf = self.buf
+            for i in range(fill, end):  # once per update: a loop, not a 4 KiB b"\xff" object
+                buf[i] = 0xFF
+            self._flush(end)
+        self.flushed = self.received
+        return self.received
+
+    # SHA-256 digest (bytes) of the first `length` bytes of the slot, read back through the buffer
+    # (its contents are lost: call after finish()). Raises OSError from the flash.
+    def readback_sha256(self, length):
+        if length > self.slot_size:
+            raise ValueError("read-back past the slot")
+        digest = hashlib.sha256()
+        size = len(self.buf)
+        block = 0
+        while length > 0:
+            space = self.slot_size - block * SECTOR
+            part = self.view if size <= space else self.view[:space]
+            self.partition.readblocks(block, part)
+            digest.update(part if length >= len(part) else part[:length])
+            length -= len(part)
+            block += len(part) // SECTOR
+        return digest.digest()
+
+    # Erases the first sector: no magic byte, so neither set_boot() nor the bootloader accepts the
+    # half-written slot. Raises OSError from the flash.
+    def invalidate(self):
+        self.partition.ioctl(_IOCTL_ERASE, 0)
+        self.sectors_erased += 1
