@@ -310,7 +310,12 @@ class Agent:
         except OtaError as e:
             self._finish(job, "failed", e.reason, e.detail)
         except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
-            self._finish(job, "failed", "no_memory" if e.errno == _ENOMEM else "io_error", str(e))
+            self._finish(job, "failed", "low_memory" if e.errno == _ENOMEM else "io_error", str(e))
+        except MemoryError:  # the GC heap ran out (an import or a buffer): report it, keep running
+            import gc
+
+            gc.collect()
+            self._finish(job, "failed", "low_memory", "MemoryError")
         finally:
             self.busy = None
 

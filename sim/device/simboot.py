@@ -50,7 +50,9 @@ def _finish(marker, status):
 
 def _main():
     os.chdir(DEVDIR + "/fs")
-    sys.path[:] = [DEVICE_DIR, "", DEVDIR + "/frozen", "lib", REPO + "/.mpy_packages"]
+    # As on the board: frozen modules (the port's own, like ssl, in ".frozen"; ours from the image)
+    # before /lib.
+    sys.path[:] = [DEVICE_DIR, "", ".frozen", DEVDIR + "/frozen", "lib", REPO + "/.mpy_packages"]
     gc.collect()
     try:
         try:

@@ -1,0 +1,62 @@
+"""Simulated fleet devices running the real firmware: what the end-to-end tests, `make demo` and the
+benchmarks share. A device is the repository's boot.py/main.py on its filesystem, a config.json that
+points at our broker, the test CA, and a factory image whose frozen code is this checkout's lib/."""
+import json
+import os
+
+from otactl import cmd_image, firmware_image
+from sim.runner import Device
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The GC heap of a simulated fleet device. A real C3 starts with a 64 KiB GC heap and grows it from the
+# IDF heap (about 190 KB free after boot, PLATFORM.md 5). The simulator's heap also holds what the board
+# keeps out of RAM: the sim's own esp32/machine/network modules (C on the board, about 33 KB here) and
+# the bytecode of the frozen modules (in flash on the board). 96wK (192 KB on a 64-bit host) leaves the
+# device code about 110 KB of 64-bit objects, roughly 55 KB of 32-bit ones: below the C3's starting
+# heap, so a device that works here has margin on the board. The agent's update fails cleanly
+# (low_memory) at 64wK; the bare data path is measured at 64wK by `make bench`.
+FLEET_HEAP = "96wK"
+
+FAILING_SELFTEST = b'''# A broken release: its self-test fails, so the health gate never confirms it.
+def run(cfg):
+    return False, "simulated broken release"
+'''
+
+
+def device_files(failing_selftest=False):
+    files = cmd_image.device_files()
+    if failing_selftest:
+        files = [(name, FAILING_SELFTEST if name == "ota/selftest.py" else data) for name, data in files]
+    return files
+
+
+def firmware(version, size=None, failing_selftest=False, **image_options):
+    """An ESP32-C3 app image of `version` whose frozen code is this checkout's device code."""
+    return firmware_image.build_image(version, files=device_files(failing_selftest), size=size,
+                                      **image_options)
+
+
+def device_config(broker_host, broker_port, ota=None, mqtt=None, device_id=None):
+    cfg = {"wifi": {"ssid": "lab", "password": "password1"},
+           "mqtt": dict({"host": broker_host, "port": broker_port, "keepalive_s": 30}, **(mqtt or {})),
+           "ota": dict({"ca_path": "ca.der"}, **(ota or {}))}
+    if device_id:
+        cfg["device_id"] = device_id
+    return cfg
+
+
+def new_device(devdir, image, broker_host, broker_port, ca_der=None, unique_id="a0b1c2d3e4f5",
+               ota=None, mqtt=None, heapsize=None, **sim_settings):
+    """Create (not start) a simulated device: factory `image`, our boot.py/main.py, config.json, CA."""
+    fs = {}
+    for name in ("boot.py", "main.py"):
+        with open(os.path.join(REPO, name), "rb") as f:
+            fs[name] = f.read()
+    fs["config.json"] = json.dumps(device_config(broker_host, broker_port, ota, mqtt))
+    if ca_der:
+        with open(ca_der, "rb") as f:
+            fs["ca.der"] = f.read()
+    device = Device(devdir, heapsize=heapsize or FLEET_HEAP)
+    device.create(image, fs_files=fs, unique_id=unique_id, **sim_settings)
+    return device
