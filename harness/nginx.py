@@ -42,6 +42,7 @@ http {{
         ssl_certificate {cert};
         ssl_certificate_key {key};
         root {root};
+{rate}
 {locations}
     }}
     server {{
@@ -78,7 +79,7 @@ def free_port():
 
 
 class Nginx:
-    def __init__(self, root, certfile, keyfile, target="firmware.bin"):
+    def __init__(self, root, certfile, keyfile, target="firmware.bin", limit_rate=None):
         self.binary = find_nginx()
         if self.binary is None:
             import pytest
@@ -88,6 +89,7 @@ class Nginx:
         self.certfile = os.path.abspath(str(certfile))
         self.keyfile = os.path.abspath(str(keyfile))
         self.target = target
+        self.limit_rate = limit_rate  # bytes/s per connection (nginx limit_rate), e.g. a slow link
         self.tmp = None
         self.process = None
 
@@ -105,6 +107,7 @@ class Nginx:
         # As root, nginx's workers drop to "nobody", who cannot read a private pytest tmp dir.
         values["user"] = "user root;" if os.geteuid() == 0 else ""
         values["locations"] = _LOCATIONS.format(**values)
+        values["rate"] = "        limit_rate %d;" % self.limit_rate if self.limit_rate else ""
         conf = os.path.join(self.tmp, "nginx.conf")
         with open(conf, "w") as f:
             f.write(_CONFIG.format(**values))
