@@ -12,6 +12,7 @@
 # Named points: see POINTS in docs (simflash: erase, program, slot_erase, otadata_erase, otadata_write;
 # esp32: set_boot, set_boot_done, mark_valid; simboot: boot).
 # Runs under MicroPython (the device process) and CPython (unit tests: there die() raises Died).
+import gc
 import json
 import os
 import sys
@@ -118,8 +119,15 @@ def _fire(fault):
 def die(marker):
     # Ends the process at once: no `finally`, no atexit handler of the device code runs.
     # marker -> DEVDIR/last_exit: 'reset', 'soft_reset', 'power_cut' (read by the runner and simboot).
+    # A real reset cannot fail, so this must not either: the device code may have left the heap nearly
+    # full (a MemoryError here would surface in the caller as if the reset had failed).
+    gc.collect()
     for hook in _exit_hooks:
-        hook(marker)
+        try:
+            hook(marker)
+        except MemoryError:
+            gc.collect()
+            hook(marker)
     with open(path("last_exit"), "w") as f:
         f.write(marker)
     if not IS_MICROPYTHON:
