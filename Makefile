@@ -40,7 +40,7 @@ faults: venv
 	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests -k faults
 
 sim: venv
-	$(PY) -m sim.runner
+	$(PY) -m otactl sim
 
 clean:
 	rm -rf build devices

@@ -6,6 +6,7 @@ when their command runs, so `otactl --help` stays fast.
 """
 import argparse
 import importlib
+import signal
 import sys
 
 from .errors import OtaError
@@ -21,6 +22,7 @@ COMMANDS = {
     "revert": ("otactl.cmd_rollout", "do_revert", "argparse_revert", "send devices back to their other slot"),
     "provision": ("otactl.cmd_device", "do_provision", "argparse_provision", "write a device's config with mpremote"),
     "deploy": ("otactl.cmd_device", "do_deploy", "argparse_deploy", "copy compiled device code with mpremote"),
+    "keys": ("otactl.cmd_keys", "do_keys", "argparse_keys", "Ed25519 keys that sign OTA triggers"),
     "sim": ("otactl.cmd_sim", "do_sim", "argparse_sim", "run a simulated ESP32-C3"),
     "demo": ("otactl.demo", "do_demo", "argparse_demo", "the whole OTA cycle on a simulated device"),
 }
@@ -49,8 +51,15 @@ def build_parser(only=None):
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so commands that started a broker, a
+    # server or a simulated device stop them on the way out.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         wanted = argv[0] if argv and argv[0] in COMMANDS else None
         parser = build_parser(only=wanted or "")
@@ -63,6 +72,8 @@ def main(argv=None):
     except OtaError as e:
         print("otactl: %s" % e, file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `otactl ... | head`
+        return 0
     except KeyboardInterrupt:
         print("otactl: interrupted", file=sys.stderr)
         return 130
