@@ -1,0 +1,177 @@
+"""`otactl trigger` and `otactl status`: one trigger by hand, and the fleet from its retained states.
+
+    otactl trigger --manifest releases/firmware-v1.0.1.json --device a0b1c2d3e4f5
+    otactl trigger --url https://host/fw.bin --sha256 ... --size 1462272 --version 1.0.1 --all
+    otactl status [--watch] [--timeout S] [--json]
+
+A trigger is the seed guide's {"type": "ota_trigger", "url": ...} plus sha256, size, version and a
+job id, checked with the device's own parser before it goes out, published with QoS 1 and NOT
+retained: a retained trigger is handed out again by the broker at every subscribe, i.e. after every
+reboot and reconnect of every device, for as long as it stays on the topic. A device joining the
+fleet next year would install today's release; a trigger retained for a release that later proved
+bad keeps offering it, and on the root topic it reaches every device at once, bypassing any staged
+rollout. The job id guards against re-running (the device remembers its last 16 ids), but only
+for as long as the id is remembered. One-shot delivery is what QoS 1 without retain gives.
+"""
+import json
+import sys
+import time
+
+from . import mqtt
+from .cmd_release import load_manifest
+from .errors import OtaError
+from .fleet import Fleet
+from .messages import encode, load_sign_key, new_job_id, trigger_message
+
+_BAR = 20
+
+
+def argparse_trigger(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", help="release manifest (from `otactl release`)")
+    source.add_argument("--url", help="firmware URL (then --sha256/--size/--version as known)")
+    parser.add_argument("--sha256", help="SHA-256 of the image, 64 hex characters")
+    parser.add_argument("--size", type=int, help="image size in bytes")
+    parser.add_argument("--version", help="the image's version (the device checks it)")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", action="append", metavar="ID",
+                     help="device id (repeatable): publishes on /switch/cmd/<id>")
+    who.add_argument("--all", action="store_true", help="every device: publishes on /switch/cmd/root")
+    parser.add_argument("--job", help="job id (default: generated; the device runs a job id once)")
+    parser.add_argument("--force", action="store_true",
+                        help="send to device ids that have no retained state on the broker")
+    parser.add_argument("--sign-key", metavar="KEY", help="sign the trigger (otactl/signing.py)")
+    parser.add_argument("--snapshot-timeout", type=float, default=5.0, metavar="S",
+                        help="how long to wait for the retained states (default 5)")
+    mqtt.add_arguments(parser)
+
+
+def _trigger_fields(args):
+    if args.manifest:
+        if args.sha256 or args.size or args.version:
+            raise OtaError("bad_arguments", "--sha256/--size/--version come from the manifest with --manifest")
+        m = load_manifest(args.manifest)
+        return m["url"], m["sha256"], m["size"], m["version"]
+    sha256 = args.sha256.lower() if args.sha256 else None
+    return args.url, sha256, args.size, args.version
+
+
+def do_trigger(args):
+    url, sha256, size, version = _trigger_fields(args)
+    job = args.job or new_job_id("v%s" % version.lstrip("vV") if version else "job")
+    message, payload = trigger_message(url, sha256, size, version, job)  # checked before connecting
+    key = load_sign_key(args.sign_key) if args.sign_key else None
+    with mqtt.connect(args) as conn:
+        if args.device:
+            devices = list(dict.fromkeys(args.device))
+            if not args.force:
+                fleet = Fleet().snapshot(conn, args.snapshot_timeout)
+                unknown = [d for d in devices if fleet.get(d) is None]
+                if unknown:
+                    raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id> (%d "
+                                   "devices known); check the id, or send anyway with --force"
+                                   % (", ".join(unknown), len(fleet.devices)))
+                for d in devices:
+                    if not fleet.get(d).online:
+                        print("note: %s is offline: the trigger waits in its session only if it "
+                              "connected with a persistent session" % d, file=sys.stderr)
+            sends = [(mqtt.cmd_topic(d), d) for d in devices]
+        else:
+            sends = [(mqtt.CMD_ROOT, "*")]
+        for topic, target in sends:
+            # a signed per-device trigger names its device: replayed elsewhere it is refused
+            data = payload if key is None else encode(message, key, target)[1]
+            conn.publish(topic, data, qos=1, retain=False)
+            print("%s <- %s" % (topic, data.decode()))
+    topics = sends
+    print("job %s sent to %d topic(s); follow it with `otactl status --watch`" % (job, len(topics)))
+    return 0
+
+
+def argparse_status(parser):
+    parser.add_argument("--watch", action="store_true", help="keep updating until Ctrl-C or --timeout")
+    parser.add_argument("--timeout", type=float, metavar="S",
+                        help="with --watch: stop after S seconds; else: wait S for the retained states")
+    parser.add_argument("--json", action="store_true", help="one JSON object per device instead")
+    mqtt.add_arguments(parser)
+
+
+def _ago(ts, now):
+    if ts is None:
+        return "-"
+    seconds = max(0, int(now - ts))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return "%d%s ago" % (seconds // size, unit)
+    return "%ds ago" % seconds
+
+
+def _bar(progress):
+    if not isinstance(progress, (int, float)) or isinstance(progress, bool):
+        return ""
+    filled = int(max(0, min(100, progress)) * _BAR // 100)
+    return "%s%s %3d%%" % ("#" * filled, "." * (_BAR - filled), progress)
+
+
+_STATE_STYLE = {"ok": "green", "failed": "red", "rolled_back": "red", "offline": "dim",
+                "downloading": "cyan", "verifying": "cyan", "rebooting": "yellow", "confirming": "yellow"}
+
+
+def table(fleet, now=None):
+    from rich.table import Table
+
+    now = time.time() if now is None else now
+    devices = fleet.sorted()
+    counts = fleet.counts("state")
+    versions = fleet.counts("version")
+    caption = "%d devices: %s | versions: %s" % (
+        len(devices), ", ".join("%s %d" % (k, n) for k, n in sorted(counts.items(), key=str)),
+        ", ".join("%s %d" % (k, n) for k, n in sorted(versions.items(), key=str)))
+    out = Table(caption=caption, caption_justify="left")
+    for name in ("device", "version", "slot", "state", "progress", "job", "reason", "last seen"):
+        out.add_column(name, no_wrap=True)
+    for d in devices:
+        state = d.state or "?"
+        style = _STATE_STYLE.get(state, "")
+        reason = d.reason or ""
+        if d.detail and state in ("failed", "rolled_back"):
+            reason += " (%s)" % d.detail[:40]
+        out.add_row(d.id, d.version or "-", d.slot or "-", "[%s]%s[/]" % (style, state) if style else state,
+                    _bar(d.progress) if state in ("downloading", "verifying") else "",
+                    d.job or "", reason, _ago(d.last_seen, now))
+    return out
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def do_status(args):
+    with mqtt.connect(args) as conn:
+        fleet = Fleet()
+        snapshot_wait = args.timeout if (args.timeout and not args.watch) else 5.0
+        fleet.snapshot(conn, snapshot_wait)
+        if args.json:
+            for d in fleet.sorted():
+                print(json.dumps(dict(d.fields, id=d.id, last_seen=d.last_seen), sort_keys=True))
+            return 0
+        console = _console()
+        if not args.watch:
+            if not fleet.devices:
+                print("no device states on %s (is the broker the fleet's?)" % conn.where)
+                return 0
+            console.print(table(fleet))
+            return 0
+        from rich.live import Live
+
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        with Live(table(fleet), console=console, refresh_per_second=4) as live:
+            try:
+                while deadline is None or time.monotonic() < deadline:
+                    time.sleep(0.25)
+                    live.update(table(fleet))
+            except KeyboardInterrupt:
+                pass
+    return 0

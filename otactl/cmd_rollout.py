@@ -1,0 +1,149 @@
+"""`otactl rollout` and `otactl revert`: the CLI over otactl/rollout.py (the engine and its rules).
+
+    otactl rollout --manifest releases/firmware-v1.0.1.json --stages 0.1,0.5,1 --max-concurrent 10 \
+        --device-timeout 600 --success-threshold 0.9 --abort-failure-rate 0.2 --log rollout.jsonl
+    otactl rollout --resume --log rollout.jsonl        # after Ctrl-C or a crash
+    otactl revert --log rollout.jsonl                  # after an abort: back to the other slot
+    otactl revert --device a0b1c2d3e4f5 --device ...
+
+Exit status: 0 when the rollout completed, 1 (`otactl: rollout_aborted: ...`) when it aborted.
+"""
+import sys
+
+from . import mqtt, rollout, tracking
+from .cmd_release import load_manifest
+from .errors import OtaError
+
+
+def _fractions(text):
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise OtaError("bad_stages", "--stages takes fractions like 0.1,0.5,1, not %r" % text)
+
+
+def argparse_rollout(parser):
+    parser.add_argument("--manifest", help="release manifest (required unless --resume)")
+    parser.add_argument("--stages", default="0.1,0.5,1",
+                        help="cumulative fractions of the targets per stage (default 0.1,0.5,1)")
+    parser.add_argument("--max-concurrent", type=int, default=10, metavar="N",
+                        help="devices updating at once (default 10)")
+    parser.add_argument("--device-timeout", type=float, default=600.0, metavar="S",
+                        help="a device without a final state S seconds after its trigger fails "
+                             "with 'timeout' (default 600)")
+    parser.add_argument("--success-threshold", type=float, default=0.9,
+                        help="advance when a stage's success rate reaches this (default 0.9)")
+    parser.add_argument("--abort-failure-rate", type=float, default=0.2,
+                        help="abort as soon as a stage's failures exceed this fraction (default 0.2)")
+    parser.add_argument("--only-below", metavar="VERSION",
+                        help="only devices below this version (besides below the manifest's)")
+    parser.add_argument("--job", help="job id (default: generated from the version)")
+    parser.add_argument("--log", default="rollout.jsonl", help="decision log, JSON lines (default rollout.jsonl)")
+    parser.add_argument("--resume", action="store_true", help="continue the rollout in --log")
+    parser.add_argument("--quiet", action="store_true", help="print only stage decisions and the summary")
+    parser.add_argument("--sign-key", metavar="KEY", help="sign each trigger for its device (otactl/signing.py)")
+    mqtt.add_arguments(parser)
+
+
+def _printer(quiet):
+    def show(record):
+        event = record["event"]
+        if event == "start":
+            print("rollout %s of %s: %d targets (%d skipped), stages %s"
+                  % (record["job"], record["manifest"]["version"], len(record["targets"]),
+                     len(record["skipped"]), " ".join("%d" % (hi - lo) for lo, hi in record["stages"])))
+        elif event == "resume":
+            print("resuming: %d devices done, %d in flight (watched, not re-triggered)"
+                  % (record["done"], len(record["in_flight"])))
+        elif event in ("outcome", "revert_outcome") and not quiet:
+            extra = " %s" % record["reason"] if record.get("reason") else ""
+            print("  %-24s %s%s %s" % (record["device"], record["outcome"], extra, record.get("version") or ""))
+        elif event == "stage":
+            print("stage %d: %s (%d devices: %s)" % (record["stage"] + 1, record["decision"], record["devices"],
+                                                    ", ".join("%s %d" % kv for kv in record["counts"].items())))
+        elif event == "abort":
+            print("ABORT: %s: %s" % (record["reason"], record["detail"]))
+        elif event == "revert_start":
+            print("revert %s: %d devices" % (record["job"], len(record["devices"])))
+        sys.stdout.flush()
+    return show
+
+
+def print_summary(summary):
+    print("%s: %s %s, %d targets in %.1fs" % (summary["job"], summary["result"], summary["version"],
+                                            summary["targets"], summary["duration_s"]))
+    print("  outcomes: %s" % (", ".join("%s %d" % kv for kv in sorted(summary["outcomes"].items())) or "none"))
+    if summary["reasons"]:
+        print("  reasons:  %s" % ", ".join("%s %d" % kv for kv in sorted(summary["reasons"].items())))
+    print("  not started: %d; stages done %d of %d; skipped (not targets): %d"
+          % (summary["not_started"], summary["stages_done"], summary["stages"], summary["skipped"]))
+
+
+def do_rollout(args):
+    if not args.manifest and not args.resume:
+        raise OtaError("bad_arguments", "--manifest is required (or --resume to continue --log)")
+    manifest = load_manifest(args.manifest) if args.manifest else None
+    if not args.resume:
+        options = rollout.Options(_fractions(args.stages), args.max_concurrent, args.device_timeout,
+                                  args.success_threshold, args.abort_failure_rate,
+                                  rollout.check_version(args.only_below) if args.only_below else None)
+    show = _printer(args.quiet)
+    key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
+    with mqtt.connect(args) as conn:
+        if args.resume:
+            engine = rollout.Rollout.resume(conn, args.log, manifest, on_event=show, sign_key=key)
+        else:
+            engine = rollout.Rollout(conn, manifest, options, args.log, job=args.job, on_event=show,
+                                     sign_key=key)
+        try:
+            summary = engine.run()
+        except KeyboardInterrupt:
+            print("interrupted: continue with `otactl rollout --resume --log %s`" % args.log, file=sys.stderr)
+            raise
+    print_summary(summary)
+    if summary["result"] == "aborted":
+        raise OtaError("rollout_aborted", "%s; the devices that took %s can go back with `otactl revert "
+                       "--log %s`" % (summary["abort_reason"], summary["version"], args.log))
+    return 0
+
+
+def argparse_revert(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--log", help="rollout log: revert the devices that took its version")
+    source.add_argument("--device", action="append", metavar="ID", help="device id (repeatable)")
+    parser.add_argument("--timeout", type=float, default=180.0, metavar="S",
+                        help="per device: no final state in S seconds -> timeout (default 180)")
+    parser.add_argument("--job", help="job id of the revert (default: generated)")
+    parser.add_argument("--force", action="store_true", help="send to device ids without a retained state")
+    parser.add_argument("--sign-key", metavar="KEY", help="sign the revert message (otactl/signing.py)")
+    mqtt.add_arguments(parser)
+
+
+def do_revert(args):
+    show = _printer(False)
+    with mqtt.connect(args) as conn:
+        tracker = tracking.Tracker(conn, None, args.timeout)
+        tracker.start(10.0)
+        fleet = tracker.fleet
+        if args.log:
+            devices, skipped, _ = rollout.revert_candidates(args.log, fleet)
+            for device, why in sorted(skipped.items()):
+                print("  skip %-24s %s" % (device, why))
+            if not devices:
+                raise OtaError("nothing_to_revert", "no device of %s runs its version now (%d skipped)"
+                               % (args.log, len(skipped)))
+        else:
+            devices = list(dict.fromkeys(args.device))
+            unknown = [d for d in devices if fleet.get(d) is None]
+            if unknown and not args.force:
+                raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id>; check the "
+                               "id, or send anyway with --force" % ", ".join(unknown))
+        key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
+        results = rollout.revert(conn, devices, job=args.job, timeout=args.timeout, log_path=args.log,
+                                 on_event=show, tracker=tracker, sign_key=key)
+    failed = {d: r for d, r in results.items() if r["outcome"] != "ok"}
+    print("reverted %d of %d devices" % (len(results) - len(failed), len(results)))
+    if failed:
+        raise OtaError("revert_failed", "%d devices did not revert: %s" % (
+            len(failed), ", ".join("%s (%s)" % (d, r.get("reason")) for d, r in sorted(failed.items())[:10])))
+    return 0

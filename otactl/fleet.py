@@ -1,0 +1,150 @@
+"""The fleet as the broker knows it: one retained state message per device on /switch/state/<id>
+(lib/ota/state.py builds them: id, version, slot, state, progress, bytes, total, job, reason,
+detail, heap, uptime_s, ts; the last will is {"id", "version", "slot", "state": "offline"}).
+
+    fleet = Fleet()
+    fleet.update(topic, payload)       # from any MQTT callback; returns the Device or None
+    fleet.snapshot(conn)               # subscribe + wait until the retained states are in
+    fleet.devices["a0b1c2"].version
+    fleet.targets(manifest_version)    # online devices below the version, sorted
+"""
+import json
+import os
+import sys
+import threading
+import time
+
+from . import mqtt
+from .errors import OtaError
+
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+if _LIB not in sys.path:
+    sys.path.insert(0, _LIB)
+from ota import version as device_version  # noqa: E402  the device's own comparison
+from ota.errors import OtaError as DeviceError  # noqa: E402
+
+BUSY_STATES = ("downloading", "verifying", "rebooting", "confirming")
+TERMINAL_STATES = ("ok", "failed", "rolled_back")
+
+
+def compare_versions(a, b):
+    """-1/0/1 as the device compares; OtaError bad_version for a version it cannot order."""
+    try:
+        return device_version.compare(a, b)
+    except DeviceError as e:
+        raise OtaError(e.reason, e.detail)
+
+
+def is_below(current, wanted):
+    """True when `current` is provably older than `wanted` (unknown or odd versions are not)."""
+    if not current:
+        return False
+    try:
+        return device_version.compare(current, wanted) < 0
+    except DeviceError:
+        return False
+
+
+class Device:
+    __slots__ = ("id", "fields", "received")
+
+    def __init__(self, device_id, fields, received):
+        self.id = device_id
+        self.fields = fields
+        self.received = received  # time.time() when this message arrived here
+
+    def __getattr__(self, name):
+        # id, version, slot, state, progress, job, reason, detail, ts ... (None when absent)
+        try:
+            return self.__getattribute__("fields").get(name)
+        except AttributeError:
+            raise AttributeError(name)
+
+    @property
+    def online(self):
+        return self.fields.get("state") != "offline"
+
+    @property
+    def last_seen(self):
+        """Unix time of the device's own timestamp, else of our receipt of the message."""
+        ts = self.fields.get("ts")
+        return ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) else self.received
+
+
+def parse_state(payload):
+    """A state message -> dict, or None when it is not a JSON object (ignored, never fatal)."""
+    try:
+        fields = json.loads(payload)
+    except (ValueError, UnicodeError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+class Fleet:
+    def __init__(self):
+        self.devices = {}
+        self.lock = threading.Lock()
+
+    def update(self, topic, payload, now=None):
+        device_id = mqtt.device_of(topic)
+        if device_id is None:
+            return None
+        if not payload:  # an empty retained message deletes the device's state
+            with self.lock:
+                self.devices.pop(device_id, None)
+            return None
+        fields = parse_state(payload)
+        if fields is None:
+            return None
+        device = Device(device_id, fields, time.time() if now is None else now)
+        with self.lock:
+            self.devices[device_id] = device
+        return device
+
+    def snapshot(self, conn, timeout=5.0):
+        """Subscribe `conn` to the state topics and return once the retained states are in."""
+        previous = conn.on_message
+
+        def on_message(topic, payload, retained):
+            self.update(topic, payload)
+            if previous is not None:
+                previous(topic, payload, retained)
+
+        conn.on_message = on_message
+        conn.subscribe(mqtt.STATE_FILTER, qos=1)
+        conn.sync(timeout)
+        return self
+
+    def sorted(self):
+        with self.lock:
+            return [self.devices[k] for k in sorted(self.devices)]
+
+    def get(self, device_id):
+        with self.lock:
+            return self.devices.get(device_id)
+
+    def targets(self, wanted_version, only_below=None):
+        """(targets, skipped): online idle-or-finished devices below `wanted_version` (and below
+        `only_below` when given), sorted by id; skipped maps every other id to why."""
+        targets, skipped = [], {}
+        for device in self.sorted():
+            if not device.online:
+                skipped[device.id] = "offline"
+            elif device.state in BUSY_STATES:
+                skipped[device.id] = "busy_%s" % device.state
+            elif not device.version:
+                skipped[device.id] = "unknown_version"
+            elif not is_below(device.version, wanted_version):
+                skipped[device.id] = "up_to_date"
+            elif only_below and not is_below(device.version, only_below):
+                skipped[device.id] = "not_below_%s" % only_below
+            else:
+                targets.append(device.id)
+        return targets, skipped
+
+    def counts(self, field):
+        out = {}
+        for device in self.sorted():
+            key = device.fields.get(field)
+            out[key] = out.get(key, 0) + 1
+        return out

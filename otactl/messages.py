@@ -1,0 +1,69 @@
+"""The messages otactl sends to devices: triggers and reverts, each checked with the device's own
+parser (lib/ota/trigger.py) before it leaves, and optionally signed (otactl/signing.py).
+
+    message, payload = trigger_message(url, sha256, size, version, job)   # (dict, bytes)
+    message, payload = revert_message(job)
+    key = load_sign_key(path); payload = encode(message, key, target=device_id)[1]
+"""
+import json
+import os
+import secrets
+import sys
+
+from .errors import OtaError
+
+_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
+if _LIB not in sys.path:
+    sys.path.insert(0, _LIB)
+from ota import trigger as device_trigger  # noqa: E402
+from ota.errors import OtaError as DeviceError  # noqa: E402
+
+MAX_JOB_ID = 40  # lib/ota/trigger.py _MAX_ID
+
+
+def new_job_id(prefix):
+    job = "%s-%s" % (prefix, secrets.token_hex(4))
+    return job[-MAX_JOB_ID:] if len(job) > MAX_JOB_ID else job
+
+
+def load_sign_key(path):
+    """The Ed25519 key for --sign-key (otactl/signing.py). Raises OtaError."""
+    try:
+        from . import signing
+    except ImportError as e:
+        raise OtaError("not_available", "--sign-key needs otactl/signing.py (signed triggers): %s" % e)
+    return signing.load_private_key(path)
+
+
+def sign(message, key, target="*"):
+    """otactl/signing.py's sign_trigger: adds target, expires and signature. A per-device trigger is
+    signed for that device alone, so it cannot be replayed to the rest of the fleet."""
+    from . import signing
+
+    return signing.sign_trigger(message, key, target=target)
+
+
+def trigger_message(url, sha256=None, size=None, version=None, job=None, sign_key=None, target="*"):
+    """The seed guide's {"type": "ota_trigger", "url": ...} plus sha256/size/version/id, checked with
+    the device's own parser (lib/ota/trigger.py). sign_key: from load_sign_key(). Returns
+    (dict, bytes). Raises OtaError."""
+    message = {"type": "ota_trigger", "url": url}
+    for key, value in (("sha256", sha256), ("size", size), ("version", version), ("id", job)):
+        if value is not None:
+            message[key] = value
+    return encode(message, sign_key, target)
+
+
+def revert_message(job, sign_key=None, target="*"):
+    return encode({"type": "ota_revert", "id": job}, sign_key, target)
+
+
+def encode(message, sign_key=None, target="*"):
+    if sign_key is not None:
+        message = sign(message, sign_key, target)
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    try:
+        device_trigger.parse(payload)
+    except DeviceError as e:  # the device would refuse it: say so here, not on 1,000 devices
+        raise OtaError(e.reason, "the device would refuse this trigger: %s" % e.detail)
+    return message, payload

@@ -1,0 +1,162 @@
+"""Following devices through a job: the decision log, and the tracker that turns retained state
+messages into per-device outcomes (shared by the rollout engine and revert).
+
+Log: JSON lines, one {"event": ..., "t": unix time, ...} object per line, flushed as written; the
+file is created at the first record. Log.read() tolerates a last line cut by a crash.
+
+Tracker.judge(device, fields, wanted_version): a state message carrying the job id settles
+    ok + wanted version -> ok          ok + reason same_version -> same_version
+    ok + another version -> wrong_version
+    failed -> failed (reason), except "failed" from the NEW image (its health gate): the old image's
+              "rolled_back" follows, so it waits for that
+    rolled_back -> rolled_back (reason)
+    busy refusal naming this job -> failed busy
+and a device with no final state by its deadline -> timeout (or the failure it last reported).
+"""
+import json
+import queue
+import time
+
+from . import mqtt
+from .errors import OtaError
+from .fleet import TERMINAL_STATES, Fleet
+
+
+class Log:
+    """The JSON-lines decision log: one object per line, flushed and fsynced as written."""
+
+    def __init__(self, path):
+        self.path = path
+        self.file = None  # opened at the first write: a refused rollout leaves no file
+
+    def write(self, event, **fields):
+        record = {"event": event, "t": round(time.time(), 3)}
+        record.update(fields)
+        if self.path:
+            if self.file is None:
+                self.file = open(self.path, "a")
+            self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
+            self.file.flush()
+        return record
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+    @staticmethod
+    def read(path):
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise OtaError("bad_log", "cannot read %s: %s" % (path, e.strerror))
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if number == len(lines):  # the last line, cut by a crash mid-write: ignored
+                    break
+                raise OtaError("bad_log", "%s line %d is not JSON" % (path, number))
+        if not records or records[0].get("event") != "start":
+            raise OtaError("bad_log", "%s does not start with a rollout's start record" % path)
+        return records
+
+
+class Tracker:
+    """Devices in flight for one job: trigger times, deadlines, the last state seen."""
+
+    def __init__(self, conn, job, timeout):
+        self.conn = conn
+        self.job = job
+        self.timeout = timeout
+        self.events = queue.Queue()
+        self.fleet = Fleet()
+        self.in_flight = {}  # device -> (deadline, stage)
+        self.last = {}  # device -> fields of the last message with our job
+
+    def on_message(self, topic, payload, retained):
+        device = self.fleet.update(topic, payload)
+        if device is not None:
+            self.events.put(device)
+
+    def start(self, snapshot_timeout):
+        self.conn.on_message = self.on_message
+        self.conn.subscribe(mqtt.STATE_FILTER, qos=1)
+        self.conn.sync(snapshot_timeout)
+
+    def drain_snapshot(self):
+        while True:
+            try:
+                self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def send(self, devices, payload_for):
+        infos = [self.conn.publish_nowait(mqtt.cmd_topic(d), payload_for(d), qos=1) for d in devices]
+        for d, info in zip(devices, infos):
+            try:
+                info.wait_for_publish(30)
+            except (RuntimeError, ValueError) as e:
+                raise OtaError("broker_unreachable", "trigger for %s not sent: %s" % (d, e))
+            if not info.is_published():
+                raise OtaError("broker_unreachable", "no PUBACK for the trigger of %s" % d)
+
+    def watch(self, device, stage=None, now=None):
+        self.in_flight[device] = ((now or time.monotonic()) + self.timeout, stage)
+
+    def next_events(self, wait):
+        """Devices whose state changed, waiting up to `wait` seconds for the first."""
+        out = []
+        try:
+            out.append(self.events.get(timeout=max(0.0, wait)))
+            while True:
+                out.append(self.events.get_nowait())
+        except queue.Empty:
+            pass
+        return out
+
+    def judge(self, device, fields, wanted_version):
+        """The outcome a state message settles for `device`, or None (not final yet)."""
+        if fields.get("job") != self.job:
+            if fields.get("reason") == "busy" and fields.get("detail") == "refused " + self.job:
+                return "failed", "busy", "the device was running another job"
+            return None
+        self.last[device] = fields
+        state = fields.get("state")
+        if state not in TERMINAL_STATES:
+            return None
+        reason, detail, version = fields.get("reason"), fields.get("detail"), fields.get("version")
+        if state == "ok":
+            if reason == "same_version":
+                return "same_version", reason, detail
+            if wanted_version is None or version == wanted_version:
+                return "ok", reason, detail
+            return "wrong_version", "wrong_version", "reports %s, expected %s" % (version, wanted_version)
+        if state == "failed" and wanted_version is not None and version == wanted_version:
+            return None  # the new image failed its health gate: "rolled_back" comes from the old one
+        return state, reason, detail
+
+    def expired(self, now):
+        return [d for d, (deadline, _) in self.in_flight.items() if deadline <= now]
+
+    def timeout_outcome(self, device):
+        last = self.last.get(device)
+        if last and last.get("state") == "failed":
+            return "failed", last.get("reason"), last.get("detail")
+        seen = self.fleet.get(device)
+        where = "no state for this job"
+        if last:
+            where = "last state %s" % last.get("state")
+            if last.get("progress") is not None:
+                where += " %s%%" % last.get("progress")
+        elif seen is not None and seen.state == "offline":
+            where = "device offline"
+        return "timeout", "timeout", "no final state in %gs (%s)" % (self.timeout, where)
+
+    def wait_time(self, now, cap=1.0):
+        if not self.in_flight:
+            return cap
+        return max(0.0, min(cap, min(d for d, _ in self.in_flight.values()) - now))
