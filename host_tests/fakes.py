@@ -302,6 +302,13 @@ class FakeServer:
         self.opens = []  # (url, start, kwargs)
         self.responses = []
 
+    @staticmethod
+    def reason(error):
+        # The real module's naming of a readinto OSError (pure: no socket involved).
+        from ota import https
+
+        return https.reason(error)
+
     def open(self, url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http=False,
              connect_timeout=10, read_timeout=10, max_redirects=5, headers=None):
         plan = self.plans.pop(0) if self.plans else {}

@@ -167,7 +167,7 @@ def test_206_at_the_wrong_offset_is_refused():
 
 @pytest.mark.parametrize("drop,reason", [(OtaError("connection_lost", "x"), "connection_lost"),
                                          (OSError(errno.ETIMEDOUT, "t"), "timeout"),
-                                         (OSError(errno.ECONNRESET, "r"), "io_error")])
+                                         (OSError(errno.ECONNRESET, "r"), "connection_lost")])
 def test_retries_exhausted(drop, reason):
     img = make_image()
     esp = fakes.make_device(SLOT)

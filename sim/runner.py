@@ -140,8 +140,30 @@ class Device:
             return default
 
     def counters(self):
-        """{"boots": [per-boot record, ...]}; see sim/device/simflash.py for the fields."""
-        return self._json("counters.json", {"boots": []})
+        """{"boots": [per-boot record, ...]}; see sim/device/simflash.py for the fields. Each record
+        also gets erased_sectors ({"0x1e0000": n}) and erases_by_partition ({"ota_1": n}), expanded
+        here from the device's compact erase_counts."""
+        boots = []
+        try:
+            with open(self.path("counters.jsonl")) as f:
+                lines = [line for line in f if line.strip()]
+        except OSError:
+            lines = []
+        table = None
+        for line in lines:
+            record = json.loads(line)
+            counts = bytes.fromhex(record.pop("erase_counts", ""))
+            if counts and table is None:
+                table = self.partitions()
+            record["erased_sectors"] = {"0x%x" % (i * 4096): n for i, n in enumerate(counts) if n}
+            by_partition = {}
+            for i, n in enumerate(counts):
+                if n:
+                    label = next((p.label for p in table if p.offset <= i * 4096 < p.end), "-")
+                    by_partition[label] = by_partition.get(label, 0) + n
+            record["erases_by_partition"] = by_partition
+            boots.append(record)
+        return {"boots": boots}
 
     def boot_counters(self, index=-1):
         return self.counters()["boots"][index]
@@ -294,11 +316,9 @@ class Device:
         return marker
 
     def _append_counters(self, record):
-        data = self.counters()
-        record["boot"] = len(data["boots"]) + 1
-        data["boots"].append(record)
-        with open(self.path("counters.json"), "w") as f:
-            json.dump(data, f)
+        record["boot"] = len(self.counters()["boots"]) + 1
+        with open(self.path("counters.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
 
     def _annotate_last_boot(self, marker):
         boots = self.boots()

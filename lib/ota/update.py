@@ -148,6 +148,9 @@ class _Update:
                     raise  # before the body started, retrying is the agent's job
                 error = e
             else:
+                # The handshake and the headers leave garbage behind; collect it once per
+                # connection, before the copy loop (never inside it), so the peak stays low.
+                gc.collect()
                 try:
                     self.accept(resp, start)
                     if self.stream(resp):
@@ -156,8 +159,9 @@ class _Update:
                     if self.total is None or received >= self.total:
                         return False
                     error = OtaError("truncated", "body ended at %d of %d" % (received, self.total))
-                except _Drop as e:
-                    error = _reason(e.args[0])
+                except _Drop as e:  # a reset or timeout mid-body: worth a resume, named as such
+                    named = self.https.reason(e.args[0])
+                    error = OtaError(named, str(e.args[0])) if named else _reason(e.args[0])
                 except OtaError as e:
                     if e.reason not in _RESUMABLE:
                         raise

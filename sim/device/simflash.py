@@ -1,7 +1,7 @@
 # The simulated SPI NOR flash: DEVDIR/flash.bin (4 MiB) with NOR semantics and instruments.
 #
 # NOR: erase_sector() sets a 4 KiB sector to 0xFF; program() stores old AND new (bits only go 1 -> 0).
-# Instruments (this process = this boot), saved as one record per boot in DEVDIR/counters.json:
+# Instruments (this process = this boot), as sim.runner.Device.counters() reports them:
 #   sector_erases           every erase_sector() call
 #   erases_by_partition     {label: erases} (labels from the partition table, '-' outside any)
 #   erased_sectors          {"0x1e0000": n} per sector address (n > 1 means the sector was erased again)
@@ -10,10 +10,11 @@
 #                           (programming over data: legal on NOR, a writer that erases first never does)
 #   overprogrammed_bytes    bytes whose stored value differs from the value asked for (a 1 bit that
 #                           could not be set over a 0: silent corruption, write verification is off)
-# counters.json: {"boots": [record, ...]}, appended at every process end (die() or normal exit).
+# DEVDIR/counters.jsonl: one line per boot, appended at every process end (die() or normal exit),
+# with the per-sector erase counts as one hex string that the runner expands into the two dicts.
 # The in-process counters are in `counters`; erased sectors live in a 1 KiB bytearray (no dict growth
 # in the device's GC heap while it writes).
-import json
+import binascii
 
 import simdev
 
@@ -29,6 +30,11 @@ CHUNK = const(1024)  # scratch size: small on purpose, the sim shares the device
 
 counters = {"sector_erases": 0, "bytes_programmed": 0, "dirty_programs": 0, "overprogrammed_bytes": 0}
 _erase_counts = bytearray(FLASH_SIZE // SECTOR)  # saturates at 255
+# 1 for a sector erased in this process and not programmed since: programming it needs no read-back
+# check (the common writeblocks path: erase, then program the whole sector). Speed only; the
+# semantics are the same either way.
+_clean = bytearray(FLASH_SIZE // SECTOR)
+_ERASED = b"\xff" * CHUNK  # what an erase writes, made once
 scratch = bytearray(CHUNK)  # shared with simimage and simboot (never used by two at once)
 _scratch_view = memoryview(scratch)
 
@@ -126,13 +132,12 @@ def read(addr, buf):
 def erase_sector(addr):
     # addr must be 4096-aligned (the callers check ranges and raise the ESP errors).
     simdev.point("erase")
-    for i in range(CHUNK):
-        scratch[i] = 0xFF
     _file.seek(addr)
     for _ in range(SECTOR // CHUNK):
-        _file.write(scratch)
+        _file.write(_ERASED)
     counters["sector_erases"] += 1
     index = addr // SECTOR
+    _clean[index] = 1
     if _erase_counts[index] < 255:
         _erase_counts[index] += 1
     if _otadata[0] <= addr < _otadata[1]:
@@ -149,7 +154,8 @@ def program(addr, data):
     simdev.point("program")
     total = len(data)
     allowed = simdev.bytes_allowed(counters["bytes_programmed"], total)
-    if allowed == total and _erased(addr, total):
+    index = addr // SECTOR
+    if allowed == total and ((_clean[index] and addr % SECTOR + total <= SECTOR) or _erased(addr, total)):
         _file.seek(addr)
         _file.write(data)
     else:
@@ -159,6 +165,8 @@ def program(addr, data):
             n = min(CHUNK, allowed - done)
             _program_chunk(addr + done, view[done:done + n], n)
             done += n
+    for i in range(index, (addr + max(allowed, 1) - 1) // SECTOR + 1):
+        _clean[i] = 0
     counters["bytes_programmed"] += allowed
     if allowed < total:
         simdev.cut_now()
@@ -209,19 +217,20 @@ def erases_by_partition():
 
 
 def save_counters(exit_reason="exit"):
-    # Appends this boot's record to DEVDIR/counters.json once per process.
+    # Appends this boot's record as one line to DEVDIR/counters.jsonl, once per process. It runs at a
+    # reset, when the device code may have left little heap: so it builds no dict of sectors and
+    # never rereads earlier boots. The erase count of every sector goes out as one hex string
+    # ("erase_counts"); the host runner turns it into erased_sectors / erases_by_partition.
     global _saved
     if _saved or simdev.devdir is None:
         return
     _saved = True
     if _file is not None:
         _file.flush()
-    record = dict(counters)
-    record["boot"] = simdev.boot_number
-    record["exit"] = exit_reason
-    record["erases_by_partition"] = erases_by_partition()
-    record["erased_sectors"] = erased_sectors()
-    data = simdev.read_json("counters.json", {})
-    data.setdefault("boots", []).append(record)
-    with open(simdev.path("counters.json"), "w") as f:
-        f.write(json.dumps(data))
+    with open(simdev.path("counters.jsonl"), "a") as f:
+        f.write('{"boot": %d, "exit": "%s"' % (simdev.boot_number, exit_reason))
+        for name in counters:
+            f.write(', "%s": %d' % (name, counters[name]))
+        f.write(', "erase_counts": "')
+        f.write(binascii.hexlify(_erase_counts).decode())
+        f.write('"}\n')
