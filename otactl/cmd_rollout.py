@@ -75,8 +75,8 @@ def print_summary(summary):
     print("  outcomes: %s" % (", ".join("%s %d" % kv for kv in sorted(summary["outcomes"].items())) or "none"))
     if summary["reasons"]:
         print("  reasons:  %s" % ", ".join("%s %d" % kv for kv in sorted(summary["reasons"].items())))
-    print("  not started: %d; stages done %d of %d; skipped (not targets): %d"
-          % (summary["not_started"], summary["stages_done"], summary["stages"], summary["skipped"]))
+    print("  not started: %d; stages advanced %d of %d; skipped (not targets): %d"
+          % (summary["not_started"], summary["stages_advanced"], summary["stages"], summary["skipped"]))
 
 
 def do_rollout(args):
@@ -102,8 +102,11 @@ def do_rollout(args):
             raise
     print_summary(summary)
     if summary["result"] == "aborted":
-        raise OtaError("rollout_aborted", "%s; the devices that took %s can go back with `otactl revert "
-                       "--log %s`" % (summary["abort_reason"], summary["version"], args.log))
+        hint = ""
+        if summary["outcomes"].get("ok"):
+            hint = "; the devices that took %s can go back with `otactl revert --log %s`" % (
+                summary["version"], args.log)
+        raise OtaError("rollout_aborted", summary["abort_reason"] + hint)
     return 0
 
 
@@ -114,6 +117,8 @@ def argparse_revert(parser):
     parser.add_argument("--timeout", type=float, default=180.0, metavar="S",
                         help="per device: no final state in S seconds -> timeout (default 180)")
     parser.add_argument("--job", help="job id of the revert (default: generated)")
+    parser.add_argument("--max-concurrent", type=int, default=10, metavar="N",
+                        help="at most N devices rebooting at once (default 10)")
     parser.add_argument("--force", action="store_true", help="send to device ids without a retained state")
     parser.add_argument("--sign-key", metavar="KEY", help="sign the revert message (otactl/signing.py)")
     mqtt.add_arguments(parser)
@@ -140,7 +145,8 @@ def do_revert(args):
                                "id, or send anyway with --force" % ", ".join(unknown))
         key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
         results = rollout.revert(conn, devices, job=args.job, timeout=args.timeout, log_path=args.log,
-                                 on_event=show, tracker=tracker, sign_key=key)
+                                 on_event=show, tracker=tracker, sign_key=key,
+                                 max_concurrent=args.max_concurrent)
     failed = {d: r for d, r in results.items() if r["outcome"] != "ok"}
     print("reverted %d of %d devices" % (len(results) - len(failed), len(results)))
     if failed:

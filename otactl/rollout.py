@@ -102,7 +102,8 @@ class Rollout:
         self.skipped = {}
         self.outcomes = {}  # device -> record
         self.triggered = set()
-        self.decided_stages = set()
+        self.decided_stages = set()  # advanced or aborted: a resume skips both
+        self.advanced_stages = set()
         self.stage_counts = {}  # stage -> {"ok": n, "failed": n}
         self.resumed = None
         self.aborted = None
@@ -135,6 +136,8 @@ class Rollout:
                 engine._count(r)
             elif r["event"] == "stage":
                 engine.decided_stages.add(r["stage"])
+                if r.get("decision") == "advance":
+                    engine.advanced_stages.add(r["stage"])
         engine.resumed = records
         return engine
 
@@ -259,6 +262,7 @@ class Rollout:
         rate = counts["ok"] / size
         if rate >= self.options.success_threshold:
             self.decided_stages.add(number)
+            self.advanced_stages.add(number)
             self._emit("stage", stage=number, decision="advance", devices=size, success_rate=round(rate, 4),
                        counts=counts)
         else:
@@ -294,6 +298,7 @@ class Rollout:
             "reasons": reasons,
             "not_started": len(not_started),
             "stages_done": len(self.decided_stages),
+            "stages_advanced": len(self.advanced_stages),
             "stages": len(self.bounds),
             "duration_s": round(time.monotonic() - self.started, 3),
             "since_first_start_s": round(time.time() - first, 3) if first else None,
