@@ -2,13 +2,14 @@
 #
 #   {"type": "ota_trigger", "url": "https://host/fw.bin"}                       the minimal message
 #   {"type": "ota_trigger", "url": ..., "sha256": "<64 hex>", "size": 1234567, "version": "1.2.0",
-#    "id": "job-42", "signature": "...", "expires": 1767225600, "target": "a0b1c2d3e4f5"}
+#    "id": "job-42", "signature": "<128 hex>", "expires": 1767225600, "target": "a0b1c2d3e4f5",
+#    "allow_downgrade": false}                                                 (docs/SIGNING.md)
 #   {"type": "ota_revert", "id": "job-43"}                                      boot the other slot
 #
 # parse() returns a normalised dict, None for a message without a type or of an unknown type (ignored:
 # the switch application shares the cmd topics, and new types must not break old firmware), or raises OtaError with a stable reason:
 #   too_long, bad_json, not_object, missing_url, bad_url, bad_sha256_field, bad_size,
-#   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target
+#   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target, bad_allow_downgrade
 # Unknown extra fields are dropped. Runs unchanged under MicroPython and CPython (host_tests run both
 # on the same payloads): only ASCII is accepted in the fields we keep, so both give the same answers.
 import json
@@ -26,7 +27,7 @@ _MAX_URL = const(512)
 _MAX_VERSION = const(31)  # esp_app_desc_t.version is char[32], NUL-terminated
 _MAX_ID = const(40)
 _MAX_SIGNATURE = const(256)  # Ed25519: 88 chars base64, 128 hex
-_MAX_TARGET = const(64)
+_MAX_TARGET = const(200)  # "*", one id, or a comma-separated list of ids (about 15)
 
 KNOWN_TYPES = ("ota_trigger", "ota_revert")
 _HEX = "0123456789abcdef"
@@ -95,6 +96,12 @@ def _optional(msg, out):
     if target is not None and not _short_string(target, _MAX_TARGET):
         raise OtaError("bad_target", "target must be a device id")
     out["target"] = target
+    # Only a signed trigger may lower the version (signature.allow_downgrade); the flag is covered by
+    # the signature, so it must survive parsing.
+    allow_downgrade = msg.get("allow_downgrade", False)
+    if not isinstance(allow_downgrade, bool):
+        raise OtaError("bad_allow_downgrade", "allow_downgrade must be true or false")
+    out["allow_downgrade"] = allow_downgrade
 
 
 def parse(payload, max_len=MAX_PAYLOAD):
