@@ -24,7 +24,9 @@ def test_sim_device_idle_bad_trigger_broker_restart(tmp_path):
     image = firmware_image.build_image("1.0.0", files=cmd_image.device_files())
     with Broker(str(tmp_path / "broker")) as broker:
         watch = Watcher(broker.host, broker.port)
-        dev = Device(str(tmp_path / "dev"))
+        from harness.simfleet import FLEET_HEAP
+
+        dev = Device(str(tmp_path / "dev"), heapsize=FLEET_HEAP)
         cfg = {"mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 10},
                "wifi": {"ssid": "lab", "password": "password1"}}
         with open(os.path.join(ROOT, "main.py"), "rb") as f:

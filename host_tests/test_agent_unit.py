@@ -126,6 +126,7 @@ class Updater:
 
     def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None):
         self.calls.append(dict(url=url, sha256=sha256, size=size, version=version, token=token))
+        self.configs = getattr(self, "configs", []) + [config]
         for done in range(0, self.total + 1, 65536):
             if self.during:
                 self.during(done)
@@ -476,3 +477,88 @@ def test_bad_config_falls_back_to_defaults(tmp_path, capsys):
     assert cfg == config.merge({})
     out = capsys.readouterr().out
     assert "bad_config" in out and "short" not in out
+
+
+# --- signed triggers (docs/SIGNING.md): the agent's side of the policy ---------------------------------
+from otactl import signing  # noqa: E402
+
+KEY = signing.generate_key()
+PUB = signing.public_key_hex(KEY)
+OTHER_KEY = signing.generate_key()
+
+
+def signed(key=KEY, **fields):
+    base = {"type": "ota_trigger", "url": GOOD_URL, "sha256": "ab" * 32, "size": 300000, "version": "1.1.0",
+            "id": fields.pop("id", "s1")}
+    base.update(fields.pop("extra", {}))
+    return signing.sign_trigger(base, key, **fields)
+
+
+def test_signed_trigger_verified_before_download(env):
+    up = Updater()
+    a = env.make(up, ota={"require_signature": True, "signing_pubkey": PUB})
+    connected(a)
+    deliver(a, signed())
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert len(up.calls) == 1 and up.configs[0]["allow_downgrade"] is False
+
+
+@pytest.mark.parametrize("make_trigger,reason", [
+    (lambda: {"type": "ota_trigger", "url": GOOD_URL, "id": "u1"}, "unsigned"),
+    (lambda: signed(key=OTHER_KEY), "bad_signature"),
+    (lambda: dict(signed(), url=GOOD_URL + "?evil"), "bad_signature"),  # a field changed after signing
+    (lambda: signed(now=1_000_000_000, expires_in=60), "expired"),
+])
+def test_signature_refusals_before_any_download(env, make_trigger, reason):
+    up = Updater()
+    a = env.make(up, ota={"require_signature": True, "signing_pubkey": PUB})
+    connected(a)
+    deliver(a, make_trigger())
+    a.run_pending()
+    last = a.client.states()[-1]
+    assert (last["state"], last["reason"]) == ("failed", reason) and up.calls == []
+
+
+def test_signed_downgrade_flag_reaches_the_updater_only_when_verified(env):
+    up = Updater()
+    a = env.make(up, ota={"signing_pubkey": PUB})
+    connected(a)
+    deliver(a, signed(allow_downgrade=True, id="d1"))
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert up.configs[-1]["allow_downgrade"] is True
+    # The same flag on an unsigned trigger changes nothing.
+    b = env.make(up)
+    connected(b)
+    deliver(b, {"type": "ota_trigger", "url": GOOD_URL, "id": "d2", "allow_downgrade": True})
+    with pytest.raises(Reset):
+        b.run_pending()
+    assert up.configs[-1]["allow_downgrade"] is False
+
+
+def test_target_list_and_wrong_target_on_own_topic(env):
+    a = env.make(Updater(), ota={"signing_pubkey": PUB})
+    connected(a)
+    n = len(a.client.published)
+    deliver(a, signed(target="ffffffffffff", id="t0"))  # fleet topic, not for us: silence
+    assert a.pending is None and len(a.client.published) == n
+    deliver(a, signed(target="ffffffffffff", id="t1"), topic=b"/switch/cmd/" + DEV.encode())
+    assert a.client.states()[-1]["reason"] == "wrong_target" and a.pending is None
+    deliver(a, signed(target="ffffffffffff," + DEV, id="t2"))  # a list naming us
+    assert a.pending["id"] == "t2"
+
+
+def test_replayed_signed_trigger_is_named_and_not_run(env):
+    up = Updater()
+    a = env.make(up, ota={"signing_pubkey": PUB})
+    connected(a)
+    trig = signed(id="r1")
+    deliver(a, trig)
+    with pytest.raises(Reset):
+        a.run_pending()
+    b = env.make(up, ota={"signing_pubkey": PUB})  # after the reboot: r1 is in the seen list
+    connected(b)
+    deliver(b, trig)
+    assert b.pending is None and b.client.states()[-1]["reason"] == "replayed"
+    assert len(up.calls) == 1

@@ -19,7 +19,7 @@ import time
 import esp32
 import machine
 
-from ota import config, health, jobs, selftest, state, trigger, version
+from ota import config, health, jobs, selftest, signature, state, trigger, version
 from ota.errors import OtaError
 
 CONFIG_PATH = "config.json"
@@ -218,7 +218,7 @@ class Agent:
                 if self.gate is not None:
                     self._confirm()
                 self._serve()
-            except OSError as e:
+            except (OSError, MemoryError) as e:  # MemoryError: a fragmented heap while connecting
                 print("agent: connection lost:", e)
                 self._drop()
                 if self.gate is not None and self.gate.expired():
@@ -265,21 +265,33 @@ class Agent:
             print("agent: bad trigger:", e)
             self._refuse(e.reason, e.detail)
             return
-        if job is None or (job["target"] is not None and job["target"] != self.device_id):
+        if job is None:
             return
-        if job["id"] is None:
+        if not signature.target_matches(job["target"], self.device_id):
+            # On the fleet topic a trigger for other devices is none of our business; on our own
+            # topic it is a mistake (or a replay) worth saying so.
+            if topic == self.cmd_topics[1] or topic == self.cmd_topics[1].encode():
+                self._refuse("wrong_target", "for %s, not %s" % (job["target"], self.device_id))
+            return
+        if job["id"] is None and job["signature"] is None:  # a signed trigger must carry its own id
             job["id"] = _auto_id(job)
-        if self.jobs.seen_before(job["id"]) or (self.pending or {}).get("id") == job["id"]:
+        if job["id"] is not None and (self.jobs.seen_before(job["id"])
+                                      or (self.pending or {}).get("id") == job["id"]):
+            # Silent for a QoS 1 redelivery or a retained trigger seen again; a signed trigger
+            # replayed is said out loud (the state stays what it is, with the reason added).
             print("agent: duplicate job ignored:", job["id"])
+            if job["signature"] is not None and (self.busy or {}).get("id") != job["id"]:
+                self._refuse("replayed", "job %s was seen before" % job["id"], keep_state=True)
             return
         if self.busy is not None or self.pending is not None:
             self._refuse("busy", "refused " + job["id"])
             return
         self.pending = job
 
-    def _refuse(self, reason, detail):
-        # A trigger that is not run. While a job runs its state stays, with the reason added.
-        if self.busy is None:
+    def _refuse(self, reason, detail, keep_state=False):
+        # A trigger that is not run. While a job runs (or keep_state) the state stays, with the
+        # reason added.
+        if self.busy is None and not keep_state:
             self.publish("failed", reason=reason, detail=detail)
         else:
             name, fields = self.reporter.last_state
@@ -329,19 +341,18 @@ class Agent:
         self._try_publish(final, job=job["id"], reason=reason, detail=detail)
 
     def _check_policy(self, job):
-        # Raises OtaError sha256_required, expired, signature_required, signature_unsupported.
+        # Raises OtaError sha256_required, expired, and the signature reasons below.
         if job["type"] == "ota_trigger" and job["sha256"] is None and self.ota.get("require_sha256"):
             raise OtaError("sha256_required", "policy ota.require_sha256: the trigger has no sha256")
         now = state.unix_time()
         if job["expires"] is not None and now is not None and now > job["expires"]:
             raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))
-        if self.ota.get("require_signature"):
-            # HOOK (signed triggers, next issue): verify job["signature"] (Ed25519 over the canonical
-            # trigger) against ota.signing_pubkey here, before anything is downloaded. Until that
-            # lands, a device that requires signatures refuses every trigger.
-            if job["signature"] is None:
-                raise OtaError("signature_required", "policy ota.require_signature")
-            raise OtaError("signature_unsupported", "this firmware cannot verify signatures yet")
+        # Before anything is downloaded (docs/SIGNING.md). Raises unsigned, no_signing_key,
+        # bad_signature, missing_id, missing_expires, clock_not_set, expired, expires_too_far,
+        # wrong_target, replayed. With a verified signature the trigger's sha256 is the operator's
+        # word: the web server is untrusted storage.
+        job["verified"] = signature.check(job, self.ota, self.device_id, now, self.jobs.seen,
+                                          signature.public_keys(self.ota))
 
     def _update(self, job):
         updater = self.updater
@@ -357,8 +368,13 @@ class Agent:
                           total=job["size"])
         if self.tls:
             self._disconnect()  # one TLS session at a time on a C3 (PLATFORM.md §5)
+        policy = self.ota
+        downgrade = signature.allow_downgrade(job, self.ota, job.get("verified"))
+        if downgrade != bool(self.ota.get("allow_downgrade")):
+            policy = dict(self.ota)
+            policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
-                         token=self.ota.get("token"), config=self.ota, progress=self._progress)
+                         token=self.ota.get("token"), config=policy, progress=self._progress)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
@@ -402,14 +418,19 @@ class Agent:
         self._reboot(job)
 
     def _reboot(self, job, **fields):
-        if self.client is None:
-            try:  # one attempt to say "rebooting"; the new image reports the outcome in any case
-                self._mqtt()
-            except OSError as e:
-                print("agent: no MQTT before reboot:", e)
-        self._try_publish("rebooting", job=job["id"], **fields)
-        self._disconnect()  # clean: no "offline" last will over the "rebooting" state
-        machine.reset()
+        # Never returns. set_boot() already pointed otadata at the new slot: whatever goes wrong
+        # while saying so (even a MemoryError), the reset must happen, or the next unrelated reset
+        # would boot the new image with no one watching its health gate.
+        try:
+            if self.client is None:
+                try:  # one attempt to say "rebooting"; the new image reports the outcome in any case
+                    self._mqtt()
+                except OSError as e:
+                    print("agent: no MQTT before reboot:", e)
+            self._try_publish("rebooting", job=job["id"], **fields)
+            self._disconnect()  # clean: no "offline" last will over the "rebooting" state
+        finally:
+            machine.reset()
 
 
 def _auto_id(job):
