@@ -13,7 +13,7 @@ sys.path.insert(0, ROOT)
 
 from otactl import cmd_image, firmware_image as fi  # noqa: E402
 from otactl.errors import OtaError  # noqa: E402
-import simpayload  # noqa: E402  (sim/device, put on sys.path by firmware_image)
+from otactl.firmware_image import simpayload  # noqa: E402  (loaded by file, sim/device stays off sys.path)
 
 ESPTOOL = os.path.join(ROOT, ".venv", "bin", "esptool")
 SLOT = 0x1D0000

@@ -58,13 +58,7 @@ def do_sim(args):
         print("otactl sim: from another terminal, update it to %s:\n  mosquitto_pub -p %d -t /switch/cmd/root"
               " -m '{\"type\":\"ota_trigger\",\"url\":\"%s\",\"sha256\":\"%s\"}'\n  mosquitto_sub -p %d -v -t"
               " '/switch/state/#'" % (newer, broker.port, url, hashlib.sha256(blob).hexdigest(), broker.port))
-        device.start(on_line=lambda line: print(line, end="", flush=True))
-        try:
-            result = device.wait(timeout=None)
-        except KeyboardInterrupt:
-            device.stop()
-            result = "stopped"
-        print("otactl sim: %s after %d boot(s)" % (result, len(device.boots())))
+        print("otactl sim: %s after %d boot(s)" % (device.watch(), len(device.boots())))
     finally:
         for service in reversed(started):
             service.stop()

@@ -20,13 +20,27 @@ import sys
 from .errors import OtaError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _path in (os.path.join(REPO, "lib"), os.path.join(REPO, "sim", "device")):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+_LIB = os.path.join(REPO, "lib")  # holds only the `ota` package: nothing of the stdlib is shadowed
+if _LIB not in sys.path:
+    sys.path.insert(0, _LIB)
 
 from ota import image as device_image  # noqa: E402  the device's code, not a copy
 from ota.errors import OtaError as DeviceError  # noqa: E402
-import simpayload  # noqa: E402
+
+
+def _load_simpayload():
+    # By file, not through sys.path: sim/device/ also holds the simulator's machine, network and ssl
+    # modules, which must never shadow CPython's own in this process.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "simpayload", os.path.join(REPO, "sim", "device", "simpayload.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+simpayload = _load_simpayload()
 
 CHIP_ID_C3 = 5
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2": 12, "esp32c6": 13,

@@ -231,6 +231,15 @@ class Device:
             self.stop()
             raise
 
+    def watch(self):
+        """For a person: boot, echo the console until the device stops or Ctrl-C; returns the result."""
+        self.start(on_line=lambda line: print(line, end="", flush=True))
+        try:
+            return self.wait(timeout=None)
+        except KeyboardInterrupt:
+            self.stop()
+            return "stopped"
+
     def wait(self, timeout=60):
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -338,8 +347,10 @@ def main(argv=None):
     parser.add_argument("--image", help="an app image file instead of building one from lib/")
     parser.add_argument("--keep", action="store_true", help="boot the existing device folder as it is")
     parser.add_argument("--max-boots", type=int, default=50)
+    # The fleet's heap (harness/simfleet.py FLEET_HEAP explains the number): the agent needs it.
+    parser.add_argument("--heapsize", default="128wK")
     args = parser.parse_args(argv)
-    device = Device(args.devdir, max_boots=args.max_boots)
+    device = Device(args.devdir, heapsize=args.heapsize, max_boots=args.max_boots)
     if not args.keep:
         if args.image:
             with open(args.image, "rb") as f:
@@ -363,13 +374,7 @@ def main(argv=None):
                 fs[name] = f.read()
         device.create(image, fs_files=fs)
     print("sim.runner: device %s (Ctrl-C to stop)" % device.devdir)
-    device.start(on_line=lambda line: print(line, end="", flush=True))
-    try:
-        result = device.wait(timeout=None)
-    except KeyboardInterrupt:
-        device.stop()
-        result = "stopped"
-    print("sim.runner: %s after %d boot(s)" % (result, len(device.boots())))
+    print("sim.runner: %s after %d boot(s)" % (device.watch(), len(device.boots())))
 
 
 if __name__ == "__main__":
