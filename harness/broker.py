@@ -47,7 +47,9 @@ class Mosquitto:
             (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
 
     def command(self, broker):
-        lines = ["per_listener_settings true", "persistence false", "log_dest stdout",
+        # log_dest file, not stdout: mosquitto flushes its log file at every line but block-buffers
+        # stdout into our file, and tests read the connect/disconnect lines while it runs.
+        lines = ["per_listener_settings true", "persistence false", "log_dest file " + broker.log_path,
                  "log_type error", "log_type warning", "log_type notice", "log_type information",
                  "connection_messages true",
                  # Started as root (CI containers) mosquitto would switch to user "mosquitto", which

@@ -20,6 +20,7 @@ import esp32
 import machine
 
 from ota import config, health, jobs, selftest, signature, state, trigger, version
+from ota import mqtt as mqtt_client
 from ota.errors import OtaError
 
 CONFIG_PATH = "config.json"
@@ -135,10 +136,9 @@ class Agent:
             print("agent: ntptime failed:", e)
 
     def _tls_context(self, mqtt):
-        # For micropython-lib's umqtt.simple (frozen in our firmware): MQTTClient(..., ssl=ctx), which
-        # calls ctx.wrap_socket(sock, server_hostname=server): SNI and the name check come with it.
-        # PyPI's micropython-umqtt.simple 1.3.4 (the Unix-port runs) takes ssl=True + ssl_params and
-        # does `import ussl`, gone in MicroPython 1.29: plain MQTT only there.
+        # The verified context for MQTT over TLS; ota.mqtt.client hands it to either umqtt.simple
+        # flavour (micropython-lib's ssl=<SSLContext>, PyPI 1.3.4's ssl=True + `import ussl`) with
+        # server_hostname = the broker host: SNI and the name check. Raises OSError (CA file).
         import ssl
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -154,12 +154,10 @@ class Agent:
         if mqtt_class is None:
             from umqtt.simple import MQTTClient as mqtt_class
         mqtt = _section(self.cfg, "mqtt")
-        kwargs = {}
-        if self.tls:
-            kwargs["ssl"] = self._tls_context(mqtt)
-        client = mqtt_class(self.device_id, mqtt.get("host"), port=mqtt.get("port", 0),
-                            user=mqtt.get("user"), password=mqtt.get("password"),
-                            keepalive=mqtt.get("keepalive_s", 60), **kwargs)
+        context = self._tls_context(mqtt) if self.tls else None
+        client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"), mqtt.get("port", 0),
+                                    mqtt.get("user"), mqtt.get("password"),
+                                    mqtt.get("keepalive_s", 60), ssl_context=context)
         client.set_callback(self._on_message)
         client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
         try:

@@ -1,0 +1,68 @@
+# The MQTT client, built the same way for both umqtt.simple flavours, and never with unverified TLS.
+#
+#   c = mqtt.client(MQTTClient, "a0b1c2d3e4f5", "broker.lan", 8883, "dev", "secret", 60,
+#                   ssl_context=ctx)        # ctx: ssl.SSLContext, CERT_REQUIRED, the CA loaded
+#   c.connect()
+#
+# Two umqtt.simple exist (PLATFORM.md §6):
+# - micropython-lib's (frozen in the official firmware and in ours on a board):
+#   MQTTClient(..., ssl=<SSLContext>); connect() calls ctx.wrap_socket(sock, server_hostname=server),
+#   so SNI and the name check come with it.
+# - PyPI's micropython-umqtt.simple 1.3.4 (what the simulator freezes from .mpy_packages/):
+#   MQTTClient(..., ssl=True, ssl_params={}); connect() does `import ussl` and
+#   `ussl.wrap_socket(sock, **ssl_params)`. MicroPython 1.29 has no `ussl`, and the old ussl's
+#   wrap_socket defaults to CERT_NONE: TLS without any certificate check.
+# Telling them apart: 1.3.4's __init__ always sets `ssl_params`; micropython-lib's has no such
+# attribute (checked against micropython-lib's micropython/umqtt.simple/umqtt/simple.py). Both accept
+# ssl=<object> in the constructor, so the client is made the same way and then, for 1.3.4, pointed at
+# the `ussl` stand-in below, whose wrap_socket only wraps with the context we give it: whatever a
+# caller puts in ssl_params (cert_reqs=CERT_NONE, ...), the device never does unverified MQTT TLS.
+import sys
+
+_CERT_REQUIRED = 2  # ssl.CERT_REQUIRED on MicroPython and CPython
+
+
+class Tls:
+    # What both flavours call to wrap the connected socket: micropython-lib's umqtt calls
+    # wrap_socket(sock, server_hostname=its server), 1.3.4 through the ussl stand-in. The name
+    # checked is always ours (server_hostname, default the broker host).
+    def __init__(self, context, server_hostname):
+        self.context = context
+        self.server_hostname = server_hostname
+
+    def wrap_socket(self, sock, server_hostname=None):
+        # Raises ValueError (certificate refused) or OSError (handshake, ENOMEM), as SSLContext does.
+        return self.context.wrap_socket(sock, server_hostname=self.server_hostname)
+
+
+class Ussl:
+    # Registered as sys.modules["ussl"] for umqtt.simple 1.3.4's `import ussl`. Refuses to wrap
+    # without our Tls (a caller that made a 1.3.4 client itself with ssl=True gets an error, not an
+    # unverified session).
+    @staticmethod
+    def wrap_socket(sock, tls=None, **ignored):
+        if tls is None:
+            raise ValueError("ota.mqtt: refusing unverified TLS (no context; use ota.mqtt.client)")
+        return tls.wrap_socket(sock)
+
+
+# Returns the MQTTClient instance, not connected. Raises ValueError when ssl_context does not require
+# a verified certificate (an object without verify_mode, such as a unit-test fake, is taken as it is).
+def client(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context=None,
+           server_hostname=None):
+    if ssl_context is None:
+        return MQTTClient(client_id, host, port=port, user=user, password=password,
+                          keepalive=keepalive)
+    if getattr(ssl_context, "verify_mode", _CERT_REQUIRED) != _CERT_REQUIRED:
+        raise ValueError("ota.mqtt: the SSL context must use CERT_REQUIRED")
+    name = server_hostname or host
+    # micropython-lib's umqtt passes its own server as server_hostname: hand it the context itself
+    # when that is the name to check, so nothing wraps it.
+    tls = ssl_context if name == host else Tls(ssl_context, name)
+    c = MQTTClient(client_id, host, port=port, user=user, password=password, keepalive=keepalive,
+                   ssl=tls)
+    if hasattr(c, "ssl_params"):  # PyPI's 1.3.4: ssl=True + ssl_params + `import ussl`
+        c.ssl = True
+        c.ssl_params = {"tls": Tls(ssl_context, name)}
+        sys.modules["ussl"] = Ussl
+    return c
