@@ -562,3 +562,29 @@ def test_replayed_signed_trigger_is_named_and_not_run(env):
     deliver(b, trig)
     assert b.pending is None and b.client.states()[-1]["reason"] == "replayed"
     assert len(up.calls) == 1
+
+
+def test_plain_http_refused_before_downloading_unless_allowed(env):
+    up = Updater()
+    a = env.make(up)
+    connected(a)
+    deliver(a, {"type": "ota_trigger", "url": "http://fw.example.com/app.bin", "id": "h1"})
+    a.run_pending()
+    states = [m["state"] for m in a.client.states()]
+    assert "downloading" not in states and a.client.states()[-1]["reason"] == "http_not_allowed"
+    assert up.calls == []
+    b = env.make(up, ota={"allow_http": True})
+    connected(b)
+    deliver(b, {"type": "ota_trigger", "url": "http://fw.example.com/app.bin", "id": "h2"})
+    with pytest.raises(Reset):
+        b.run_pending()
+    assert len(up.calls) == 1
+
+
+def test_mqtt_port_follows_tls_unless_set(env):
+    a = env.make(mqtt={"port": None})  # the default
+    connected(a)
+    assert a.client.port == 0  # umqtt.simple: 0 means 1883, or 8883 with ssl
+    b = env.make(mqtt={"port": 1999})
+    connected(b)
+    assert b.client.port == 1999

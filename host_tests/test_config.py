@@ -92,7 +92,7 @@ def test_load_merges_sections(tmp_path):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"mqtt": {"host": "broker.lan"}}))
     cfg = config.load(str(path))
-    assert cfg["mqtt"]["host"] == "broker.lan" and cfg["mqtt"]["port"] == 1883
+    assert cfg["mqtt"]["host"] == "broker.lan" and cfg["mqtt"]["port"] is None  # 1883, 8883 with tls
     assert config.DEFAULTS["mqtt"]["host"] == ""  # DEFAULTS never shared or changed
 
 

@@ -155,7 +155,8 @@ class Agent:
             from umqtt.simple import MQTTClient as mqtt_class
         mqtt = _section(self.cfg, "mqtt")
         context = self._tls_context(mqtt) if self.tls else None
-        client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"), mqtt.get("port", 0),
+        client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
+                                    mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
                                     mqtt.get("user"), mqtt.get("password"),
                                     mqtt.get("keepalive_s", 60), ssl_context=context)
         client.set_callback(self._on_message)
@@ -342,6 +343,9 @@ class Agent:
         # Raises OtaError sha256_required, expired, and the signature reasons below.
         if job["type"] == "ota_trigger" and job["sha256"] is None and self.ota.get("require_sha256"):
             raise OtaError("sha256_required", "policy ota.require_sha256: the trigger has no sha256")
+        if job["type"] == "ota_trigger" and job["url"][:7].lower() == "http://" and not self.ota.get("allow_http"):
+            # Said before "downloading" is published (https.open would refuse it all the same).
+            raise OtaError("http_not_allowed", "policy ota.allow_http is off: use https://")
         now = state.unix_time()
         if job["expires"] is not None and now is not None and now > job["expires"]:
             raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))

@@ -16,7 +16,7 @@ from ota.errors import OtaError
 DEFAULTS = {
     "device_id": None,
     "wifi": {"ssid": "", "password": ""},
-    "mqtt": {"host": "", "port": 1883, "tls": False, "ca_path": "ca.der", "user": None,
+    "mqtt": {"host": "", "port": None, "tls": False, "ca_path": "ca.der", "user": None,
              "password": None, "keepalive_s": 60},
     "topics": {"cmd_root": "/switch/cmd/root", "cmd_device": "/switch/cmd/{id}",
                "state": "/switch/state/{id}"},
@@ -41,7 +41,7 @@ _SCHEMA = (
     ("wifi.ssid", "str", 0, 32),
     ("wifi.password", "str", 0, 63),
     ("mqtt.host", "str", 0, 253),
-    ("mqtt.port", "int", 1, 65535),
+    ("mqtt.port", "opt_int", 1, 65535),  # None: 1883, or 8883 with tls
     ("mqtt.tls", "bool", 0, 0),
     ("mqtt.ca_path", "path", 1, 64),
     ("mqtt.user", "opt_str", 1, 128),
