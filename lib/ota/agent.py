@@ -158,7 +158,8 @@ class Agent:
         client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
                                     mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
                                     mqtt.get("user"), mqtt.get("password"),
-                                    mqtt.get("keepalive_s", 60), ssl_context=context)
+                                    mqtt.get("keepalive_s", 60), ssl_context=context,
+                                    max_payload=trigger.MAX_PAYLOAD, on_oversize=self._oversize)
         client.set_callback(self._on_message)
         client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
         try:
@@ -286,6 +287,11 @@ class Agent:
             self._refuse("busy", "refused " + job["id"])
             return
         self.pending = job
+
+    def _oversize(self, topic, size):
+        # ota.mqtt drained a payload too big to hold: refused as trigger.parse would refuse it.
+        print("agent: bad trigger: too_long:", size, "bytes")
+        self._refuse("too_long", "%d bytes > %d" % (size, trigger.MAX_PAYLOAD))
 
     def _refuse(self, reason, detail, keep_state=False):
         # A trigger that is not run. While a job runs (or keep_state) the state stays, with the

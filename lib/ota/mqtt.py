@@ -46,10 +46,80 @@ class Ussl:
         return tls.wrap_socket(sock)
 
 
+_DISCARD = bytearray(256)  # an oversized payload is drained through this, never held whole
+_guarded = {}  # MQTTClient class -> its guarded subclass
+
+
+def _guard(MQTTClient):
+    # A subclass whose wait_msg never holds more than max_payload bytes of a PUBLISH: umqtt reads the
+    # whole payload into the heap (sock.read(size)), so one 64 KB message on a command topic is a
+    # MemoryError and a dropped broker connection (host_tests/test_faults_fuzz.py found it). Larger
+    # payloads are drained in 256-byte reads, acknowledged as usual, and handed to on_oversize(topic,
+    # size) instead of the callback. The packet parsing is MQTT 3.1.1's PUBLISH (QoS 0 and 1: all we
+    # subscribe with); everything else goes back to umqtt as before.
+    if MQTTClient in _guarded:
+        return _guarded[MQTTClient]
+
+    class Guarded(MQTTClient):
+        max_payload = 1024
+        on_oversize = None
+
+        def wait_msg(self):
+            sock = self.sock
+            first = sock.read(1)
+            sock.setblocking(True)
+            if first is None:
+                return None
+            if first == b"":
+                raise OSError(-1)
+            kind = first[0]
+            if kind == 0xD0:  # PINGRESP: one more byte, its length (0)
+                sock.read(1)
+                return None
+            if kind & 0xF0 != 0x30:  # not a PUBLISH: SUBACK, PUBACK... for umqtt's own loops
+                return kind
+            size = self._recv_len()
+            head = sock.read(2)
+            topic = sock.read(head[0] << 8 | head[1])
+            size -= len(topic) + 2
+            packet_id = None
+            if kind & 6:
+                head = sock.read(2)
+                packet_id = head[0] << 8 | head[1]
+                size -= 2
+            if size > self.max_payload:
+                left = size
+                while left:
+                    left -= sock.readinto(_DISCARD, min(left, len(_DISCARD))) or 0
+                if self.on_oversize is not None:
+                    self.on_oversize(topic, size)
+            else:
+                self.cb(topic, sock.read(size))
+            if kind & 6 == 2:  # QoS 1: PUBACK
+                sock.write(bytes((0x40, 2, packet_id >> 8, packet_id & 0xFF)))
+            return kind
+
+    _guarded[MQTTClient] = Guarded
+    return Guarded
+
+
 # Returns the MQTTClient instance, not connected. Raises ValueError when ssl_context does not require
 # a verified certificate (an object without verify_mode, such as a unit-test fake, is taken as it is).
+# max_payload: PUBLISH payloads above it are drained, not held (see _guard); a class that is not
+# umqtt's (no _recv_len, e.g. a unit-test fake) is used as it is.
 def client(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context=None,
-           server_hostname=None):
+           server_hostname=None, max_payload=None, on_oversize=None):
+    if max_payload is not None and hasattr(MQTTClient, "_recv_len"):
+        MQTTClient = _guard(MQTTClient)
+    c = _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context,
+              server_hostname)
+    if max_payload is not None and hasattr(MQTTClient, "_recv_len"):
+        c.max_payload = max_payload
+        c.on_oversize = on_oversize
+    return c
+
+
+def _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context, server_hostname):
     if ssl_context is None:
         return MQTTClient(client_id, host, port=port, user=user, password=password,
                           keepalive=keepalive)
