@@ -107,7 +107,7 @@ def _cases():
 
     add("net: stall", "stall mid-body once", stall_once, SUCCESS, evidence=ended("stalled"))
     add("net: stall", "stall from the first byte, always", stall_always, refused("timeout"),
-        evidence=ended("stalled"))
+        ota={"retries": 1}, evidence=ended("stalled", 2))  # a first connection is retried too
 
     def slow(seconds):
         def check(proxy, dev):
@@ -126,12 +126,18 @@ def _cases():
         proxy.rst_handshake(times=1)
         return "proxy"
 
+    def rst_always(proxy, dev):
+        proxy.rst_handshake(times=100)
+        return "proxy"
+
     def drop_then_rst(proxy, dev):
         proxy.sequence({"kind": "drop", "n": "random", "size": BIG}, {"kind": "rst"}, {"kind": "rst"})
         return "proxy"
 
-    add("net: RST in TLS handshake", "first connection", rst_handshake, refused("tls_failed", "connection_lost"),
+    add("net: RST in TLS handshake", "first connection, once (retried)", rst_handshake, SUCCESS,
         evidence=ended("rst in handshake"))
+    add("net: RST in TLS handshake", "every connection", rst_always, refused("tls_failed", "connection_lost"),
+        ota={"retries": 1}, evidence=ended("rst in handshake", 2))
     add("net: RST in TLS handshake", "on the resume connections (after a drop)", drop_then_rst, SUCCESS,
         evidence=ended("rst in handshake", 2))
 

@@ -188,11 +188,24 @@ def test_reconnect_failure_counts_as_a_retry():
     assert result["result"] == "ok"
 
 
-def test_first_connection_failure_is_not_retried():
-    server = fakes.FakeServer(make_image(), plans=[{"fail": OtaError("connect_failed", "x")}])
+@pytest.mark.parametrize("reason", ["connect_failed", "dns_failed", "tls_verify_failed", "http_404"])
+def test_first_connection_failure_of_a_wrong_url_is_not_retried(reason):
+    server = fakes.FakeServer(make_image(), plans=[{"fail": OtaError(reason, "x")}])
     with pytest.raises(OtaError) as e:
         run(server)
-    assert e.value.reason == "connect_failed" and len(server.opens) == 1
+    assert e.value.reason == reason and len(server.opens) == 1
+
+
+@pytest.mark.parametrize("reason", ["timeout", "connection_lost", "tls_failed"])
+def test_first_connection_on_a_flaky_link_is_retried(reason):
+    img = make_image()
+    server = fakes.FakeServer(img, plans=[{"fail": OtaError(reason, "x")}, {"fail": OtaError(reason, "x")}, {}])
+    result, _ = run(server, sha256=sha(img))
+    assert result["result"] == "ok" and len(server.opens) == 3
+    always = fakes.FakeServer(img, plans=[{"fail": OtaError(reason, "x")}] * 10)
+    with pytest.raises(OtaError) as e:
+        run(always, config={"retries": 2})
+    assert e.value.reason == reason and len(always.opens) == 3  # the first try and 2 retries
 
 
 def test_heap_too_low_before_any_connection():

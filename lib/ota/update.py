@@ -33,6 +33,9 @@ _HEADER_BYTES = const(0x100)  # image.check_header needs this much of the image
 _VALIDATE_FAILED = const(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED from Partition.set_boot()
 # Connection-level failures worth a reconnect once the body has started (reasons of https.py).
 _RESUMABLE = ("connection_lost", "timeout", "connect_failed", "dns_failed", "tls_failed")
+# Before the first byte: only what a flaky link does is retried; a host that does not resolve or
+# refuses connections is a wrong URL or a server that is down, said at once.
+_RETRY_FIRST = ("connection_lost", "timeout", "tls_failed")
 _OPEN_KEYS = ("ca_path", "token_host", "allow_http", "connect_timeout", "read_timeout")
 
 
@@ -144,8 +147,8 @@ class _Update:
             except OSError as e:  # https.py lets only ENOMEM through: never worth a retry
                 raise _reason(e)
             except OtaError as e:
-                if not failures or e.reason not in _RESUMABLE:
-                    raise  # before the body started, retrying is the agent's job
+                if e.reason not in (_RESUMABLE if self.writer.received else _RETRY_FIRST):
+                    raise
                 error = e
             else:
                 # The handshake and the headers leave garbage behind; collect it once per
