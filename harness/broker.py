@@ -19,6 +19,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -82,7 +83,9 @@ class Amqtt:
 
     @staticmethod
     def binary():
-        return shutil.which("amqtt")
+        # pip puts it next to this interpreter (.venv/bin), which need not be on PATH.
+        beside = os.path.join(os.path.dirname(sys.executable), "amqtt")
+        return beside if os.access(beside, os.X_OK) else shutil.which("amqtt")
 
     def command(self, broker):
         if broker.tls or broker.password_file:
@@ -98,7 +101,11 @@ BACKENDS = (Mosquitto, Amqtt)
 
 
 def find_backend():
+    # OTA_BROKER=amqtt (or mosquitto) picks one, e.g. to test the fallback on a machine that has both.
+    wanted = os.environ.get("OTA_BROKER")
     for backend in BACKENDS:
+        if wanted and backend.name != wanted:
+            continue
         if backend.binary():
             return backend()
     return None

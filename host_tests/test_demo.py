@@ -32,3 +32,19 @@ def test_demo_reports_a_missing_broker_clearly(tmp_path):
                          cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
     assert run.returncode == 1
     assert run.stderr.strip().startswith("otactl: missing_dependency: no MQTT broker")
+
+
+def _amqtt():
+    from harness.broker import Amqtt
+
+    return Amqtt.binary()
+
+
+@pytest.mark.skipif(_amqtt() is None, reason="amqtt not installed (bootstrap installs it only where "
+                                             "mosquitto is missing)")
+def test_demo_on_the_amqtt_fallback_broker(tmp_path):
+    env = dict(os.environ, OTA_BROKER="amqtt")
+    run = subprocess.run([sys.executable, "-m", "otactl", "demo", "--workdir", str(tmp_path / "demo")],
+                         cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "MQTT broker: amqtt" in run.stdout and "summary: 1.0.0 -> 1.0.1" in run.stdout

