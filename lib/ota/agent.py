@@ -1,15 +1,11 @@
-# The MQTT agent: bring up Wi-Fi and MQTT, report state, run triggers, and hold the ONE retry loop of
-# the program (STYLE.md 5; the resilience contract of mqtt_as: `while True: try ... except OSError`).
+# The MQTT agent: bring up Wi-Fi and MQTT, report state, take triggers in, and hold the ONE retry loop
+# of the program (STYLE.md 5; the resilience contract of mqtt_as: `while True: try ... except OSError`).
 #
 # Topics (config "topics"): commands on /switch/cmd/root and /switch/cmd/<id> (QoS 1), the retained
 # state on /switch/state/<id> (state.py), last will: the retained {"state": "offline"} message.
 #
-# MQTT during the download (README "MQTT during the download"): over TLS the agent publishes
-# "downloading", DISCONNECTs (a clean disconnect: the broker keeps the retained "downloading", no last
-# will) and reconnects after the download: two mbedTLS sessions at once do not fit a C3 (PLATFORM.md §5).
-# Over plain MQTT it stays connected: progress is published (rate-limited), the socket is polled
-# between chunks (keepalive, and a second trigger is answered "busy"), and a broker that drops
-# mid-download does not stop the download: the result is published after the reconnect.
+# The Agent is a Link (link.py: Wi-Fi, clock, the MQTT session, publishing); a queued trigger is run by
+# commands.py (policy, the update or revert, the outcome, the reboot, MQTT during the download).
 #
 # Bad config: config.load()/validate() failing is printed (reason and detail only, never the values)
 # and the agent runs on config.DEFAULTS, so a device with a broken config.json still boots, and a NEW
@@ -19,16 +15,14 @@ import time
 import esp32
 import machine
 
-from ota import config, health, jobs, selftest, signature, state, trigger, version
-from ota import mqtt as mqtt_client
+from ota import commands, config, health, jobs, selftest, signature, state, trigger, version
 from ota.errors import OtaError
+from ota.link import Link
 
 CONFIG_PATH = "config.json"
 _BACKOFF_MIN_S = 2
 _BACKOFF_MAX_S = 60
-_WIFI_WAIT_MS = 20000
 _POLL_S = 0.1
-_ENOMEM = 12
 
 
 def _section(cfg, name):
@@ -46,7 +40,7 @@ def load_config(path=CONFIG_PATH):
     return config.merge({})
 
 
-class Agent:
+class Agent(Link):
     def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH):
         self.cfg = cfg
         self.ota = _section(cfg, "ota")
@@ -76,7 +70,7 @@ class Agent:
             print("agent: running version unknown:", e)
             self.version = None
         self.reporter = state.Reporter(device_id, self.version, self.slot)
-        self.throttle = None  # per job
+        self.commands = commands.Runner(self)  # runs what _on_message queued (commands.py)
         self.jobs = jobs.Jobs(jobs_path)
         self.client = None
         self.clock_set = False
@@ -103,107 +97,6 @@ class Agent:
             final = "rolled_back" if kind == "rolled_back" else "failed"
             self.jobs.update(state=final, reason=reason, detail=detail)
             self.reporter.message(final, job=job, reason=reason, detail=detail)
-
-    # --- connections ---------------------------------------------------------------------------------
-    def _wifi(self):
-        # Raises OSError when the link is not up within _WIFI_WAIT_MS (or the health deadline).
-        network = self.network
-        if network is None:
-            import network
-        wlan = network.WLAN(network.STA_IF)
-        wlan.active(True)
-        if wlan.isconnected():
-            return
-        wifi = _section(self.cfg, "wifi")
-        wlan.connect(wifi.get("ssid"), wifi.get("password"))
-        wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
-        start = state.ticks_ms()
-        while not wlan.isconnected():
-            if state.ticks_diff(state.ticks_ms(), start) > wait_ms:
-                raise OSError(110, "wifi not connected")
-            time.sleep(_POLL_S)
-
-    def _set_clock(self):
-        # TLS certificate checks need the time; a failure is tolerated (plain MQTT, http URLs work).
-        if self.clock_set:
-            return
-        try:
-            import ntptime
-
-            ntptime.settime()
-            self.clock_set = True
-        except (OSError, OverflowError, ImportError) as e:
-            print("agent: ntptime failed:", e)
-
-    def _tls_context(self, mqtt):
-        # The verified context for MQTT over TLS; ota.mqtt.client hands it to either umqtt.simple
-        # flavour (micropython-lib's ssl=<SSLContext>, PyPI 1.3.4's ssl=True + `import ussl`) with
-        # server_hostname = the broker host: SNI and the name check. Raises OSError (CA file).
-        import ssl
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # the MPL default is CERT_NONE (PLATFORM.md §6)
-        with open(mqtt.get("ca_path", "ca.der"), "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())  # DER
-        return ctx
-
-    def _mqtt(self):
-        # Connects, subscribes, publishes the retained state. Raises OSError (MQTTException is
-        # turned into OSError: the loop handles both the same way).
-        mqtt_class = self.mqtt_class
-        if mqtt_class is None:
-            from umqtt.simple import MQTTClient as mqtt_class
-        mqtt = _section(self.cfg, "mqtt")
-        context = self._tls_context(mqtt) if self.tls else None
-        client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
-                                    mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
-                                    mqtt.get("user"), mqtt.get("password"),
-                                    mqtt.get("keepalive_s", 60), ssl_context=context,
-                                    max_payload=trigger.MAX_PAYLOAD, on_oversize=self._oversize)
-        client.set_callback(self._on_message)
-        client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
-        try:
-            client.connect()
-            self.client = client
-            for topic in self.cmd_topics:
-                client.subscribe(topic.encode(), qos=1)
-        except Exception as e:  # umqtt's MQTTException (CONNACK refused), assert on a garbled reply
-            self._drop()
-            if isinstance(e, OSError):
-                raise
-            raise OSError(111, "mqtt: %r" % e)
-        self.last_send = state.ticks_ms()
-        self._publish_again()
-
-    def _drop(self):
-        client, self.client = self.client, None
-        if client is not None and client.sock is not None:
-            try:
-                client.sock.close()
-            except OSError:
-                pass
-
-    def _disconnect(self):
-        # A clean DISCONNECT: the broker discards the last will, the retained state stays as it is.
-        client, self.client = self.client, None
-        if client is not None:
-            try:
-                client.disconnect()
-            except OSError:
-                pass
-
-    def publish(self, state_name, **fields):
-        # Builds the state message; sends it if connected. QoS 0: umqtt's QoS 1 publish waits for the
-        # PUBACK inside wait_msg, which would re-enter _on_message. Raises OSError.
-        msg = self.reporter.message(state_name, **fields)
-        if self.client is not None:
-            self.client.publish(self.state_topic.encode(), msg, retain=True)
-            self.last_send = state.ticks_ms()
-
-    def _publish_again(self):
-        # After a (re)connect: the latest state, rebuilt with fresh heap/uptime/ts.
-        last = self.reporter.last_state
-        self.publish(last[0], **last[1])
 
     # --- the loop ----------------------------------------------------------------------------------
     def run(self):
@@ -304,141 +197,10 @@ class Agent:
             fields.update(reason=reason, detail=detail)
             self.publish(name, **fields)
 
-    def _try_publish(self, state_name, **fields):
-        # For the job path: a broker gone mid-job must not fail the job. The loop reconnects later
-        # and publishes the latest state again.
-        try:
-            self.publish(state_name, **fields)
-        except OSError as e:
-            print("agent: MQTT lost during the job:", e)
-            self._drop()
-
     def run_pending(self):
         # Runs the queued trigger to its end: reset (does not return), or a published "ok"/"failed".
         job, self.pending = self.pending, None
-        try:
-            self._check_policy(job)
-            if self.other is None:
-                raise OtaError("no_ota_slot", "this build has no second OTA slot")
-            if job["type"] == "ota_revert":
-                self._revert(job)
-            else:
-                self._update(job)
-        except OtaError as e:
-            self._finish(job, "failed", e.reason, e.detail)
-        except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
-            self._finish(job, "failed", "low_memory" if e.errno == _ENOMEM else "io_error", str(e))
-        except MemoryError:  # the GC heap ran out (an import or a buffer): report it, keep running
-            import gc
-
-            gc.collect()
-            self._finish(job, "failed", "low_memory", "MemoryError")
-        finally:
-            self.busy = None
-
-    def _finish(self, job, final, reason=None, detail=None):
-        record = self.jobs.current
-        if record is not None and record.get("id") == job["id"]:
-            self.jobs.update(state=final, reason=reason, detail=detail)
-        else:  # refused before it started: remembered, so a retained trigger is not refused again
-            self.jobs.start(job, final, reason=reason, detail=detail, from_slot=self.slot,
-                            from_version=self.version)
-        self._try_publish(final, job=job["id"], reason=reason, detail=detail)
-
-    def _check_policy(self, job):
-        # Raises OtaError sha256_required, expired, and the signature reasons below.
-        if job["type"] == "ota_trigger" and job["sha256"] is None and self.ota.get("require_sha256"):
-            raise OtaError("sha256_required", "policy ota.require_sha256: the trigger has no sha256")
-        if job["type"] == "ota_trigger" and job["url"][:7].lower() == "http://" and not self.ota.get("allow_http"):
-            # Said before "downloading" is published (https.open would refuse it all the same).
-            raise OtaError("http_not_allowed", "policy ota.allow_http is off: use https://")
-        now = state.unix_time()
-        if job["expires"] is not None and now is not None and now > job["expires"]:
-            raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))
-        # Before anything is downloaded (docs/SIGNING.md). Raises unsigned, no_signing_key,
-        # bad_signature, missing_id, missing_expires, clock_not_set, expired, expires_too_far,
-        # wrong_target, replayed. With a verified signature the trigger's sha256 is the operator's
-        # word: the web server is untrusted storage.
-        job["verified"] = signature.check(job, self.ota, self.device_id, now, self.jobs.seen,
-                                          signature.public_keys(self.ota))
-
-    def _update(self, job):
-        updater = self.updater
-        if updater is None:
-            from ota import update
-
-            updater = update.run
-        self.jobs.start(job, "downloading", from_version=self.version, from_slot=self.slot,
-                        to_slot=self.other.info()[4], started=state.unix_time())
-        self.busy = job
-        self.throttle = state.Throttle(self.ota.get("progress_interval_s", 5) * 1000, 5)
-        self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
-                          total=job["size"])
-        if self.tls:
-            self._disconnect()  # one TLS session at a time on a C3 (PLATFORM.md §5)
-        policy = self.ota
-        downgrade = signature.allow_downgrade(job, self.ota, job.get("verified"))
-        if downgrade != bool(self.ota.get("allow_downgrade")):
-            policy = dict(self.ota)
-            policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
-        result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
-                         token=self.ota.get("token"), config=policy, progress=self._progress)
-        if result["result"] == "same_version":
-            self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
-            return
-        self.jobs.update(state="rebooting", to_slot=result.get("slot"), to_version=result.get("version"))
-        self._reboot(job, done=result.get("bytes"), total=result.get("bytes"), progress=100)
-
-    def _progress(self, done, total):
-        # update.run's callback, every ota.progress_bytes. Polls MQTT (keepalive, triggers -> busy)
-        # and publishes rate-limited progress. Never raises: the download matters more than MQTT.
-        if self.client is None:
-            return
-        try:
-            self.client.check_msg()
-            if total and done >= total:
-                self.publish("verifying", job=self.busy["id"], progress=100, done=done, total=total)
-            elif self.throttle.due(done, total):
-                self.publish("downloading", job=self.busy["id"], progress=state.percent(done, total),
-                             done=done, total=total)
-        except OSError as e:
-            print("agent: MQTT lost during the download:", e)
-            self._drop()
-
-    def _revert(self, job):
-        # ota_revert: boot the other slot, if it holds an app image. Raises OtaError revert_no_image,
-        # revert_invalid_image.
-        from ota import image
-
-        label, size = self.other.info()[4], self.other.info()[3]
-        first = bytearray(0x100)
-        self.other.readblocks(0, first)
-        try:
-            info = image.check_header(first, size)
-        except OtaError as e:
-            raise OtaError("revert_no_image", "%s: %s" % (label, e))
-        self.jobs.start(job, "rebooting", from_version=self.version, from_slot=self.slot, to_slot=label,
-                        to_version=info.get("version"), started=state.unix_time())
-        try:
-            self.other.set_boot()  # validates the whole image (esp_image_verify)
-        except OSError as e:
-            raise OtaError("revert_invalid_image", "%s: %s" % (label, e))
-        self._reboot(job)
-
-    def _reboot(self, job, **fields):
-        # Never returns. set_boot() already pointed otadata at the new slot: whatever goes wrong
-        # while saying so (even a MemoryError), the reset must happen, or the next unrelated reset
-        # would boot the new image with no one watching its health gate.
-        try:
-            if self.client is None:
-                try:  # one attempt to say "rebooting"; the new image reports the outcome in any case
-                    self._mqtt()
-                except OSError as e:
-                    print("agent: no MQTT before reboot:", e)
-            self._try_publish("rebooting", job=job["id"], **fields)
-            self._disconnect()  # clean: no "offline" last will over the "rebooting" state
-        finally:
-            machine.reset()
+        self.commands.run(job)
 
 
 def _auto_id(job):

@@ -13,34 +13,22 @@
 # server problem). Response.readinto() lets socket errors through as OSError, because a try block
 # would cost its zero-allocation hot path; reason(e) names them (timeout / connection_lost).
 # Resuming is the caller's job (update.py): open(url, start=bytes_received).
+#
+# The answer (status line, headers, body framing, Response) is http_response.py; the socket adapter
+# and the OSError -> reason mapping are http_stream.py.
 import errno
 import socket
 import ssl
-import sys
 
 from ota import url as urls
 from ota.errors import OtaError
+from ota.http_response import Response, read_head
+# reason is not used here: it is imported for the callers' https.reason(e) (update.py, tests, bench).
+from ota.http_stream import errno_of, message, raise_io, reason, wrap  # noqa: F401
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-_MICROPYTHON = sys.implementation.name == "micropython"
-_HEADER_LINE = const(2048)  # longest header line: signed S3 / GitHub Location URLs run ~1 KB
-_MAX_HEADERS = const(64)
-_CHUNK_LINE = const(80)  # "1000;ext=..." chunk-size line
 _open_file = open  # the builtin, before this module's open() shadows it
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "micropython-ota/1"
-
-try:
-    _TIMEOUT_TYPES = (TimeoutError,)  # CPython raises it for socket timeouts, with errno None
-except NameError:
-    _TIMEOUT_TYPES = ()  # MicroPython: OSError(ETIMEDOUT)
 
 
 # Open url and read the status line and headers, following redirects. Returns a Response whose
@@ -67,7 +55,7 @@ def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http
                           context if scheme == "https" else None)
         try:
             _send(stream, request)
-            status, fields = _read_head(stream)
+            status, fields = read_head(stream)
             if status in _REDIRECTS:
                 location = fields.get("location")
                 if not location:
@@ -89,109 +77,6 @@ def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http
         if scheme == "https" and new_scheme != "https":
             raise OtaError("insecure_redirect", host)
         scheme = new_scheme
-
-
-class Response:
-    # Reads the body of one answer. readinto() does no allocation for identity bodies (one socket
-    # readinto per call); chunked bodies cost a small allocation per chunk-size line.
-    def __init__(self, stream, status, fields, start, url):
-        self.status = status
-        self.url = url  # after redirects
-        self.range_start = None
-        coding = fields.get("transfer-encoding", "identity")
-        if coding not in ("chunked", "identity"):
-            raise OtaError("bad_response", "Transfer-Encoding " + coding[:40])  # e.g. gzip
-        self.chunked = coding == "chunked"
-        self.length = None if self.chunked else _int_field(fields, "content-length")
-        self.total = self.length
-        if status == 206:
-            self.range_start, end, self.total = _content_range(fields.get("content-range"))
-            if self.range_start != start:
-                raise OtaError("bad_response", "asked for byte %d, got %d" % (start, self.range_start))
-            if self.length is not None and self.length != end + 1 - self.range_start:
-                raise OtaError("bad_response", "Content-Length disagrees with Content-Range")
-            if self.length is None and not self.chunked:
-                self.length = end + 1 - self.range_start
-        self._stream = stream
-        # Body bytes still to come when Content-Length framed; -1 when chunked or until EOF, which
-        # sends every call down the slow path.
-        self._left = -1 if self.length is None else self.length
-        self._chunk_left = 0
-        self._done = False
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    # Fill buf with body bytes; returns how many, fewer than len(buf) only at the end of the body or,
-    # when chunked, at a chunk boundary; 0 once the body is complete.
-    # Raises OSError when the connection fails (reset, or no byte for read_timeout seconds:
-    # reason(e) names it "timeout" or "connection_lost"; inside chunk framing these come as
-    # OtaError with those reasons), OtaError("connection_lost") when the body ends before
-    # Content-Length (or the last chunk), OtaError("bad_response") for bad chunk framing.
-    # Either way the caller may resume with open(..., start=bytes_received).
-    def readinto(self, buf):
-        # The hot path: one socket readinto straight into the caller's buffer, no allocation.
-        # Deliberately tiny, without a try block: a function whose locals + stack + exception
-        # handlers exceed 11 words gets its frame on the GC heap at every call (MicroPython's
-        # VM_MAX_STATE_ON_STACK). The MicroPython socket's readinto(buf) fills buf or hits EOF.
-        if self._left >= len(buf):
-            n = self._stream.readinto(buf)
-            self._left -= n
-            if n == 0:
-                raise OtaError("connection_lost", "body ended %d bytes early" % self._left)
-            return n
-        return self._readinto_slow(buf)
-
-    def _readinto_slow(self, buf):
-        if self._done:
-            return 0
-        if self.chunked:
-            return self._readinto_chunked(buf)
-        if self._left == 0:
-            self._done = True
-            return 0
-        want = len(buf) if self._left < 0 else self._left
-        n = self._stream.readinto(buf, want)
-        if n == 0:
-            if self._left > 0:
-                raise OtaError("connection_lost", "body ended %d bytes early" % self._left)
-            self._done = True  # no Content-Length: the body ends with the connection
-        elif self._left > 0:
-            self._left -= n
-        return n
-
-    def _readinto_chunked(self, buf):
-        if self._chunk_left == 0:
-            line = _readline(self._stream, _CHUNK_LINE)
-            size = line.split(b";")[0].strip()
-            try:
-                self._chunk_left = int(size, 16)
-            except ValueError:
-                self._chunk_left = -1
-            if self._chunk_left < 0:
-                raise OtaError("bad_response", "bad chunk size")
-            if self._chunk_left == 0:
-                _read_fields(self._stream)  # trailers, up to the blank line
-                self._done = True
-                return 0
-        want = len(buf)
-        if self._chunk_left < want:
-            want = self._chunk_left
-        n = self._stream.readinto(buf, want)
-        if n == 0:
-            raise OtaError("connection_lost", "chunked body cut")
-        self._chunk_left -= n
-        if self._chunk_left == 0 and _readline(self._stream, _CHUNK_LINE) != b"\r\n":
-            raise OtaError("bad_response", "no CRLF after chunk")
-        return n
-
-    def close(self):
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
 
 
 # The SSLContext for the CA file on the device filesystem. PEM is converted to DER here: the
@@ -256,7 +141,7 @@ def _connect(host, port, connect_timeout, read_timeout, context):
         try:
             sock.connect(info[-1])
         except OSError as e:
-            code = _errno(e)
+            code = errno_of(e)
             if code is None or code in (errno.ETIMEDOUT, errno.EAGAIN, errno.EINPROGRESS):
                 raise OtaError("timeout", "connect to %s:%d" % (host, port))
             raise OtaError("connect_failed", "%s:%d: %s" % (host, port, e))
@@ -267,10 +152,10 @@ def _connect(host, port, connect_timeout, read_timeout, context):
             except ValueError as e:
                 # MicroPython: ValueError("\nThe certificate validity has expired\n") and the like;
                 # CPython: ssl.SSLCertVerificationError (a ValueError too).
-                raise OtaError("tls_verify_failed", "%s: %s" % (host, _message(e)))
+                raise OtaError("tls_verify_failed", "%s: %s" % (host, message(e)))
             except OSError as e:
-                _raise_io(e, "tls_failed", "handshake with " + host)
-        stream = sock if _MICROPYTHON else _CPythonStream(sock)
+                raise_io(e, "tls_failed", "handshake with " + host)
+        stream = wrap(sock)
         sock = None
         return stream
     finally:
@@ -282,146 +167,5 @@ def _send(stream, request):
     try:
         stream.write(request)
     except OSError as e:
-        _raise_io(e, "connection_lost", "sending request")
+        raise_io(e, "connection_lost", "sending request")
 
-
-# Status line and headers. Returns (status, {lower-case name: str value}) for the headers we use.
-def _read_head(stream):
-    line = _readline(stream, _HEADER_LINE)
-    parts = line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
-        raise OtaError("bad_response", "status line %r" % line[:40])
-    try:
-        status = int(parts[1])
-    except ValueError:
-        raise OtaError("bad_response", "status line %r" % line[:40])
-    return status, _read_fields(stream)
-
-
-_WANTED = ("content-length", "content-range", "transfer-encoding", "location")
-
-
-def _read_fields(stream):
-    fields = {}
-    for _ in range(_MAX_HEADERS):
-        line = _readline(stream, _HEADER_LINE)
-        if line == b"\r\n" or line == b"\n":
-            return fields
-        colon = line.find(b":")
-        if colon <= 0:
-            raise OtaError("bad_response", "header line %r" % line[:40])
-        name = line[:colon].strip().lower().decode()
-        if name in _WANTED:
-            value = line[colon + 1 :].strip().decode()
-            if name != "location":
-                value = value.lower()
-            if name in fields and fields[name] != value:
-                raise OtaError("bad_response", "conflicting " + name)
-            fields[name] = value
-    raise OtaError("bad_response", "more than %d header lines" % _MAX_HEADERS)
-
-
-def _readline(stream, limit):
-    try:
-        line = stream.readline(limit)
-    except OSError as e:
-        _raise_io(e, "connection_lost", "reading headers")
-    if not line:
-        raise OtaError("connection_lost", "closed where a header or chunk line was due")
-    if not line.endswith(b"\n"):
-        if len(line) >= limit:
-            raise OtaError("bad_response", "header line longer than %d" % limit)
-        raise OtaError("connection_lost", "closed inside a header line")
-    return line
-
-
-def _int_field(fields, name):
-    text = fields.get(name)
-    if text is None:
-        return None
-    if not text or len(text) > 12 or not _digits(text):
-        raise OtaError("bad_response", "%s: %s" % (name, text[:20]))
-    return int(text)
-
-
-def _digits(text):
-    for ch in text:
-        if ch not in "0123456789":
-            return False
-    return True
-
-
-# "bytes 100-1999/2000" -> (100, 1999, 2000); total None for "/*".
-def _content_range(text):
-    if not text or not text.startswith("bytes "):
-        raise OtaError("bad_response", "206 without a byte Content-Range")
-    parts = text[6:].split("/")
-    span = parts[0].split("-")
-    if len(parts) != 2 or len(span) != 2:
-        raise OtaError("bad_response", "Content-Range " + text[:40])
-    first, last, total = span[0], span[1], parts[1]
-    if not (first and last and _digits(first) and _digits(last)) or int(last) < int(first):
-        raise OtaError("bad_response", "Content-Range " + text[:40])
-    if total == "*":
-        total = None
-    elif total and _digits(total):
-        total = int(total)
-    else:
-        raise OtaError("bad_response", "Content-Range " + text[:40])
-    return int(first), int(last), total
-
-
-def _errno(e):
-    if isinstance(e, _TIMEOUT_TYPES):
-        return errno.ETIMEDOUT
-    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
-    # The MicroPython TLS layer passes socket errors through mbedTLS and may flip their sign.
-    return -code if code is not None and -256 < code < 0 else code
-
-
-# The reason code for an OSError that Response.readinto let through: "timeout" or
-# "connection_lost"; None for ENOMEM (a device state to report as it is, not a network failure).
-def reason(e):
-    code = _errno(e)
-    if code == errno.ENOMEM:
-        return None
-    if code in (errno.ETIMEDOUT, errno.EAGAIN):
-        return "timeout"
-    return "connection_lost"
-
-
-# Map an OSError to a reason: timeouts -> timeout, out of memory stays OSError, the rest -> reason.
-def _raise_io(e, reason, doing):
-    code = _errno(e)
-    if code == errno.ENOMEM:
-        raise e
-    if code in (errno.ETIMEDOUT, errno.EAGAIN):
-        raise OtaError("timeout", doing)
-    raise OtaError(reason, "%s: %s" % (doing, _message(e)))
-
-
-# "-29184 MBEDTLS_ERR_SSL_INVALID_RECORD", or mbedTLS's verify text on one line.
-def _message(e):
-    text = " ".join(str(a).strip() for a in e.args) if e.args else type(e).__name__
-    return "; ".join([line.strip() for line in text.split("\n") if line.strip()])
-
-
-class _CPythonStream:
-    # CPython sockets lack MicroPython's readinto(buf, n)/readline/write: adapt them, so this module
-    # also runs under CPython (unit tests, host tools).
-    def __init__(self, sock):
-        self._sock = sock
-        self._file = sock.makefile("rb")
-
-    def readinto(self, buf, n=None):
-        return self._file.readinto(memoryview(buf)[:n])
-
-    def readline(self, limit):
-        return self._file.readline(limit)
-
-    def write(self, data):
-        self._sock.sendall(data)
-
-    def close(self):
-        self._file.close()
-        self._sock.close()

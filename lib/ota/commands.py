@@ -1,0 +1,168 @@
+# Running one queued command to its end, for the agent (agent.py queues it from the MQTT callback and
+# calls Runner.run from its loop): the policy checks, then the update job or ota_revert, then the
+# outcome: a reset into the new slot (does not return), or a published "ok"/"failed".
+#
+# MQTT during the download (README "MQTT during the download"): over TLS the agent publishes
+# "downloading", DISCONNECTs (a clean disconnect: the broker keeps the retained "downloading", no last
+# will) and reconnects after the download: two mbedTLS sessions at once do not fit a C3 (PLATFORM.md §5).
+# Over plain MQTT it stays connected: progress is published (rate-limited), the socket is polled
+# between chunks (keepalive, and a second trigger is answered "busy"), and a broker that drops
+# mid-download does not stop the download: the result is published after the reconnect.
+#
+# The Runner is the agent's job half, split out to keep each file readable: it works on the agent's
+# state (jobs, busy, other slot) and connection (agent.publish, _mqtt, _drop, _disconnect).
+import machine
+
+from ota import signature, state
+from ota.errors import OtaError
+
+_ENOMEM = 12
+
+
+class Runner:
+    def __init__(self, agent):
+        self.agent = agent
+        self.throttle = None  # per job
+
+    def run(self, job):
+        # Never raises for a failed job: the reason goes into the job record and the state topic.
+        agent = self.agent
+        try:
+            self._check_policy(job)
+            if agent.other is None:
+                raise OtaError("no_ota_slot", "this build has no second OTA slot")
+            if job["type"] == "ota_revert":
+                self._revert(job)
+            else:
+                self._update(job)
+        except OtaError as e:
+            self._finish(job, "failed", e.reason, e.detail)
+        except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
+            self._finish(job, "failed", "low_memory" if e.errno == _ENOMEM else "io_error", str(e))
+        except MemoryError:  # the GC heap ran out (an import or a buffer): report it, keep running
+            import gc
+
+            gc.collect()
+            self._finish(job, "failed", "low_memory", "MemoryError")
+        finally:
+            agent.busy = None
+
+    def _try_publish(self, state_name, **fields):
+        # For the job path: a broker gone mid-job must not fail the job. The loop reconnects later
+        # and publishes the latest state again.
+        try:
+            self.agent.publish(state_name, **fields)
+        except OSError as e:
+            print("agent: MQTT lost during the job:", e)
+            self.agent._drop()
+
+    def _finish(self, job, final, reason=None, detail=None):
+        agent = self.agent
+        record = agent.jobs.current
+        if record is not None and record.get("id") == job["id"]:
+            agent.jobs.update(state=final, reason=reason, detail=detail)
+        else:  # refused before it started: remembered, so a retained trigger is not refused again
+            agent.jobs.start(job, final, reason=reason, detail=detail, from_slot=agent.slot,
+                             from_version=agent.version)
+        self._try_publish(final, job=job["id"], reason=reason, detail=detail)
+
+    def _check_policy(self, job):
+        # Raises OtaError sha256_required, expired, and the signature reasons below.
+        agent, ota = self.agent, self.agent.ota
+        if job["type"] == "ota_trigger" and job["sha256"] is None and ota.get("require_sha256"):
+            raise OtaError("sha256_required", "policy ota.require_sha256: the trigger has no sha256")
+        if job["type"] == "ota_trigger" and job["url"][:7].lower() == "http://" and not ota.get("allow_http"):
+            # Said before "downloading" is published (https.open would refuse it all the same).
+            raise OtaError("http_not_allowed", "policy ota.allow_http is off: use https://")
+        now = state.unix_time()
+        if job["expires"] is not None and now is not None and now > job["expires"]:
+            raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))
+        # Before anything is downloaded (docs/SIGNING.md). Raises unsigned, no_signing_key,
+        # bad_signature, missing_id, missing_expires, clock_not_set, expired, expires_too_far,
+        # wrong_target, replayed. With a verified signature the trigger's sha256 is the operator's
+        # word: the web server is untrusted storage.
+        job["verified"] = signature.check(job, ota, agent.device_id, now, agent.jobs.seen,
+                                          signature.public_keys(ota))
+
+    def _update(self, job):
+        agent = self.agent
+        updater = agent.updater
+        if updater is None:
+            from ota import update
+
+            updater = update.run
+        agent.jobs.start(job, "downloading", from_version=agent.version, from_slot=agent.slot,
+                         to_slot=agent.other.info()[4], started=state.unix_time())
+        agent.busy = job
+        self.throttle = state.Throttle(agent.ota.get("progress_interval_s", 5) * 1000, 5)
+        self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
+                          total=job["size"])
+        if agent.tls:
+            agent._disconnect()  # one TLS session at a time on a C3 (PLATFORM.md §5)
+        policy = agent.ota
+        downgrade = signature.allow_downgrade(job, agent.ota, job.get("verified"))
+        if downgrade != bool(agent.ota.get("allow_downgrade")):
+            policy = dict(agent.ota)
+            policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
+        result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
+                         token=agent.ota.get("token"), config=policy, progress=self._progress)
+        if result["result"] == "same_version":
+            self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
+            return
+        agent.jobs.update(state="rebooting", to_slot=result.get("slot"),
+                          to_version=result.get("version"))
+        self._reboot(job, done=result.get("bytes"), total=result.get("bytes"), progress=100)
+
+    def _progress(self, done, total):
+        # update.run's callback, every ota.progress_bytes. Polls MQTT (keepalive, triggers -> busy)
+        # and publishes rate-limited progress. Never raises: the download matters more than MQTT.
+        agent = self.agent
+        if agent.client is None:
+            return
+        try:
+            agent.client.check_msg()
+            if total and done >= total:
+                agent.publish("verifying", job=agent.busy["id"], progress=100, done=done, total=total)
+            elif self.throttle.due(done, total):
+                agent.publish("downloading", job=agent.busy["id"], progress=state.percent(done, total),
+                              done=done, total=total)
+        except OSError as e:
+            print("agent: MQTT lost during the download:", e)
+            agent._drop()
+
+    def _revert(self, job):
+        # ota_revert: boot the other slot, if it holds an app image. Raises OtaError revert_no_image,
+        # revert_invalid_image.
+        from ota import image
+
+        agent = self.agent
+        other = agent.other
+        label, size = other.info()[4], other.info()[3]
+        first = bytearray(0x100)
+        other.readblocks(0, first)
+        try:
+            info = image.check_header(first, size)
+        except OtaError as e:
+            raise OtaError("revert_no_image", "%s: %s" % (label, e))
+        agent.jobs.start(job, "rebooting", from_version=agent.version, from_slot=agent.slot,
+                         to_slot=label, to_version=info.get("version"), started=state.unix_time())
+        try:
+            other.set_boot()  # validates the whole image (esp_image_verify)
+        except OSError as e:
+            raise OtaError("revert_invalid_image", "%s: %s" % (label, e))
+        self._reboot(job)
+
+    def _reboot(self, job, **fields):
+        # Never returns. set_boot() already pointed otadata at the new slot: whatever goes wrong
+        # while saying so (even a MemoryError), the reset must happen, or the next unrelated reset
+        # would boot the new image with no one watching its health gate.
+        try:
+            if self.agent.client is None:
+                try:  # one attempt to say "rebooting"; the new image reports the outcome in any case
+                    self.agent._mqtt()
+                except OSError as e:
+                    print("agent: no MQTT before reboot:", e)
+            self._try_publish("rebooting", job=job["id"], **fields)
+            self.agent._disconnect()  # clean: no "offline" last will over the "rebooting" state
+        finally:
+            machine.reset()

@@ -1,0 +1,114 @@
+# The agent's link to the broker: Wi-Fi, the clock (NTP), the MQTT session (verified TLS, last will,
+# subscriptions) and publishing the retained state. Agent (agent.py) is a Link: these methods work on
+# the attributes Agent.__init__ sets (cfg, network, mqtt_class, tls, device_id, cmd_topics,
+# state_topic, reporter, gate, clock_set, client) and hand incoming messages to its _on_message and
+# _oversize. Nothing here retries: a failure raises OSError to the agent's one retry loop.
+import time
+
+from ota import state, trigger
+from ota import mqtt as mqtt_client
+
+_WIFI_WAIT_MS = 20000
+_WIFI_POLL_S = 0.1
+
+
+class Link:
+    def _wifi(self):
+        # Raises OSError when the link is not up within _WIFI_WAIT_MS (or the health deadline).
+        network = self.network
+        if network is None:
+            import network
+        wlan = network.WLAN(network.STA_IF)
+        wlan.active(True)
+        if wlan.isconnected():
+            return
+        wifi = self.cfg.get("wifi") or {}
+        wlan.connect(wifi.get("ssid"), wifi.get("password"))
+        wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
+        start = state.ticks_ms()
+        while not wlan.isconnected():
+            if state.ticks_diff(state.ticks_ms(), start) > wait_ms:
+                raise OSError(110, "wifi not connected")
+            time.sleep(_WIFI_POLL_S)
+
+    def _set_clock(self):
+        # TLS certificate checks need the time; a failure is tolerated (plain MQTT, http URLs work).
+        if self.clock_set:
+            return
+        try:
+            import ntptime
+
+            ntptime.settime()
+            self.clock_set = True
+        except (OSError, OverflowError, ImportError) as e:
+            print("agent: ntptime failed:", e)
+
+    def _tls_context(self, mqtt):
+        # The verified context for MQTT over TLS; ota.mqtt.client hands it to either umqtt.simple
+        # flavour (micropython-lib's ssl=<SSLContext>, PyPI 1.3.4's ssl=True + `import ussl`) with
+        # server_hostname = the broker host: SNI and the name check. Raises OSError (CA file).
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = ssl.CERT_REQUIRED  # the MPL default is CERT_NONE (PLATFORM.md §6)
+        with open(mqtt.get("ca_path", "ca.der"), "rb") as f:
+            ctx.load_verify_locations(cadata=f.read())  # DER
+        return ctx
+
+    def _mqtt(self):
+        # Connects, subscribes, publishes the retained state. Raises OSError (MQTTException is
+        # turned into OSError: the loop handles both the same way).
+        mqtt_class = self.mqtt_class
+        if mqtt_class is None:
+            from umqtt.simple import MQTTClient as mqtt_class
+        mqtt = self.cfg.get("mqtt") or {}
+        context = self._tls_context(mqtt) if self.tls else None
+        client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
+                                    mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
+                                    mqtt.get("user"), mqtt.get("password"),
+                                    mqtt.get("keepalive_s", 60), ssl_context=context,
+                                    max_payload=trigger.MAX_PAYLOAD, on_oversize=self._oversize)
+        client.set_callback(self._on_message)
+        client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
+        try:
+            client.connect()
+            self.client = client
+            for topic in self.cmd_topics:
+                client.subscribe(topic.encode(), qos=1)
+        except Exception as e:  # umqtt's MQTTException (CONNACK refused), assert on a garbled reply
+            self._drop()
+            if isinstance(e, OSError):
+                raise
+            raise OSError(111, "mqtt: %r" % e)
+        self.last_send = state.ticks_ms()
+        self._publish_again()
+
+    def _drop(self):
+        client, self.client = self.client, None
+        if client is not None and client.sock is not None:
+            try:
+                client.sock.close()
+            except OSError:
+                pass
+
+    def _disconnect(self):
+        # A clean DISCONNECT: the broker discards the last will, the retained state stays as it is.
+        client, self.client = self.client, None
+        if client is not None:
+            try:
+                client.disconnect()
+            except OSError:
+                pass
+
+    def publish(self, state_name, **fields):
+        # Builds the state message; sends it if connected. QoS 0: umqtt's QoS 1 publish waits for the
+        # PUBACK inside wait_msg, which would re-enter _on_message. Raises OSError.
+        msg = self.reporter.message(state_name, **fields)
+        if self.client is not None:
+            self.client.publish(self.state_topic.encode(), msg, retain=True)
+            self.last_send = state.ticks_ms()
+
+    def _publish_again(self):
+        # After a (re)connect: the latest state, rebuilt with fresh heap/uptime/ts.
+        last = self.reporter.last_state
+        self.publish(last[0], **last[1])
