@@ -588,3 +588,17 @@ def test_mqtt_port_follows_tls_unless_set(env):
     b = env.make(mqtt={"port": 1999})
     connected(b)
     assert b.client.port == 1999
+
+
+def test_a_forged_trigger_cannot_burn_the_job_id_of_the_real_one(env):
+    up = Updater()
+    a = env.make(up, ota={"require_signature": True, "signing_pubkey": PUB})
+    connected(a)
+    deliver(a, signed(key=OTHER_KEY, id="job-7"))  # forged: same id, wrong key
+    a.run_pending()
+    assert a.client.states()[-1]["reason"] == "bad_signature"
+    deliver(a, signed(id="job-7"))  # the operator's real one still runs
+    assert a.pending is not None and a.pending["id"] == "job-7"
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert len(up.calls) == 1

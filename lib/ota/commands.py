@@ -19,6 +19,10 @@ from ota.errors import OtaError
 _ENOMEM = 12
 
 
+# Refusals of a trigger that was not proven to come from the operator (ota.signature.check).
+_UNAUTHENTICATED = ("unsigned", "no_signing_key", "bad_signature", "missing_id", "missing_expires",
+                    "clock_not_set", "expired", "expires_too_far", "wrong_target")
+
 class Runner:
     def __init__(self, agent):
         self.agent = agent
@@ -62,8 +66,10 @@ class Runner:
         if record is not None and record.get("id") == job["id"]:
             agent.jobs.update(state=final, reason=reason, detail=detail)
         else:  # refused before it started: remembered, so a retained trigger is not refused again
-            agent.jobs.start(job, final, reason=reason, detail=detail, from_slot=agent.slot,
-                             from_version=agent.version)
+            # ...except one whose signature did not hold: remembering its id would let anyone who
+            # guesses a job id block the operator's real, signed trigger of that id.
+            agent.jobs.start(job, final, remember=reason not in _UNAUTHENTICATED, reason=reason,
+                             detail=detail, from_slot=agent.slot, from_version=agent.version)
         self._try_publish(final, job=job["id"], reason=reason, detail=detail)
 
     def _check_policy(self, job):

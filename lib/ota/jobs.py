@@ -39,13 +39,14 @@ class Jobs:
     def seen_before(self, job_id):
         return job_id in self.seen
 
-    def start(self, job, state, **fields):
-        # Records a new current job and remembers its id; written before anything irreversible.
+    def start(self, job, state, remember=True, **fields):
+        # Records a new current job and (unless told not to) remembers its id; written before
+        # anything irreversible.
         record = {"id": job.get("id"), "type": job.get("type"), "url": job.get("url"),
                   "state": state, "to_version": job.get("version"), "reason": None, "detail": None}
         record.update(fields)
         self.current = record
-        if job.get("id") is not None and job["id"] not in self.seen:
+        if remember and job.get("id") is not None and job["id"] not in self.seen:
             self.seen.append(job["id"])
             del self.seen[:-_MAX_SEEN]
         self.save()
