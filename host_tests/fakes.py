@@ -2,6 +2,7 @@
 # PLATFORM.md §1 to the error codes (NOR flash: erase sets 0xFF, programming ANDs), a scripted HTTPS
 # server behind a fake `https.open`, and a builder of small valid ESP32-C3 app images.
 # Tests place nothing in sys.modules: update.run() and heap.check() take the modules as arguments.
+import binascii
 import errno
 import hashlib
 import os
@@ -243,13 +244,44 @@ class FakeEsp32:
         return list(self.heap_regions) if capabilities == self.HEAP_DATA else []
 
 
-def make_device(slot_size=0x40000, running="ota_0", **kw):
+def make_device(slot_size=0x40000, running="ota_0", otadata=False, **kw):
     # Two OTA slots of slot_size; the inactive one starts holding stale data (an older image).
+    # otadata=True adds the data/ota partition (add_otadata); fill it with write_otadata(). The fake's
+    # set_boot and mark_app_valid_cancel_rollback do not touch it.
     ota0 = Slot("ota_0", slot_size, 0x10000, 0x10)
     ota1 = Slot("ota_1", slot_size, 0x10000 + slot_size, 0x11)
     for slot in (ota0, ota1):
         slot.data[:] = pattern(slot_size, seed=7)
-    return FakeEsp32([ota0, ota1], running=running, **kw)
+    esp = FakeEsp32([ota0, ota1], running=running, **kw)
+    if otadata:
+        add_otadata(esp)
+    return esp
+
+
+def add_otadata(esp):
+    # The data/ota partition, erased, first in the table (as in partitions.csv).
+    esp.slots["otadata"] = Slot("otadata", 2 * SECTOR, 0xD000, 0x00, type_=1)
+    esp.order.insert(0, "otadata")
+    return esp
+
+
+OTA_STATES = {"NEW": 0, "PENDING_VERIFY": 1, "VALID": 2, "INVALID": 3, "ABORTED": 4, "UNDEFINED": 0xFFFFFFFF}
+
+
+def otadata_crc(seq):
+    return binascii.crc32(struct.pack("<I", seq), 0xFFFFFFFF)
+
+
+def write_otadata(esp, sector, seq, state, crc=None):
+    # Erases otadata sector 0 or 1 and programs one 32-byte entry (PLATFORM.md 2): seq, 20 x 0xFF,
+    # state (a name of OTA_STATES or an int), crc (default: the right one). seq None: leave it erased.
+    slot = esp.slots["otadata"]
+    slot.erase(sector * SECTOR)
+    if seq is None:
+        return
+    state = OTA_STATES.get(state, state)
+    crc = otadata_crc(seq) if crc is None else crc
+    slot.program(sector * SECTOR, struct.pack("<I", seq) + b"\xff" * 20 + struct.pack("<II", state, crc))
 
 
 # ---------------------------------------------------------------- HTTPS server and https.open

@@ -363,6 +363,82 @@ def test_revert_refused_when_set_boot_rejects(env):
     assert jobs.Jobs(env.jobs_path).current["state"] == "failed"
 
 
+@pytest.mark.parametrize("last", ["ABORTED", "INVALID"])
+def test_revert_refused_to_a_slot_whose_last_boot_failed(env, last):
+    # The rolled-back release still sits in ota_1, its otadata entry ABORTED: booting it again would
+    # only roll back once more. Refused before the job record or otadata changes.
+    fakes.add_otadata(env.esp)
+    fakes.write_otadata(env.esp, 0, 1, "VALID")
+    fakes.write_otadata(env.esp, 1, 2, last)
+    image = fakes.build_image("1.1.0")
+    env.esp.slots["ota_1"].data[:len(image)] = image
+    a = env.make()
+    connected(a)
+    deliver(a, {"type": "ota_revert", "id": "r4"})
+    a.run_pending()
+    last_state = a.client.states()[-1]
+    assert (last_state["state"], last_state["reason"]) == ("failed", "revert_aborted_image")
+    assert "ota_1" in last_state["detail"] and last in last_state["detail"]
+    assert env.esp.boot == "ota_0" and env.esp.slots["ota_1"].set_boot_calls == 0
+    assert jobs.Jobs(env.jobs_path).current["reason"] == "revert_aborted_image"
+
+
+def test_revert_allowed_to_a_valid_or_never_named_slot(env):
+    fakes.add_otadata(env.esp)
+    fakes.write_otadata(env.esp, 0, 1, "VALID")
+    fakes.write_otadata(env.esp, 1, 2, "VALID")
+    fakes.write_otadata(env.esp, 0, 3, "VALID")  # ota_0 again (seq 3): ota_1's VALID entry is older
+    image = fakes.build_image("0.9.0")
+    env.esp.slots["ota_1"].data[:len(image)] = image
+    a = env.make()
+    connected(a)
+    deliver(a, {"type": "ota_revert", "id": "r5"})
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert env.esp.boot == "ota_1"
+
+
+def test_update_records_the_target_otadata_state_before_the_job(env):
+    fakes.add_otadata(env.esp)
+    fakes.write_otadata(env.esp, 0, 1, "VALID")
+    fakes.write_otadata(env.esp, 1, 2, "ABORTED")
+    seen = []
+    up = Updater(during=lambda done: seen.append(jobs.Jobs(env.jobs_path).current.get("to_otadata")))
+    a = env.make(up)
+    connected(a)
+    deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "u1"})
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert seen and set(seen) == {"ABORTED"}
+
+
+def _double_cut(env, before):
+    # Power cut after set_boot (record still "downloading"), then during the new image's first boot:
+    # the bootloader turned its PENDING_VERIFY entry into ABORTED and booted ota_0 again.
+    fakes.add_otadata(env.esp)
+    fakes.write_otadata(env.esp, 0, 1, "VALID")
+    fakes.write_otadata(env.esp, 1, 2, "ABORTED")
+    j = jobs.Jobs(env.jobs_path)
+    j.start({"id": "job-6", "type": "ota_trigger", "url": GOOD_URL}, "downloading", from_slot="ota_0",
+            to_slot="ota_1", to_otadata=before)
+    a = env.make()
+    connected(a)
+    return a.client.states()[-1]
+
+
+def test_double_power_cut_reported_rolled_back_boot_failed(env):
+    last = _double_cut(env, None)
+    assert (last["state"], last["reason"], last["job"], last["slot"]) == \
+        ("rolled_back", "boot_failed", "job-6", "ota_0")
+    assert jobs.Jobs(env.jobs_path).current["state"] == "rolled_back"
+
+
+def test_cut_download_after_an_earlier_rollback_stays_interrupted(env):
+    # ota_1 was ABORTED by an earlier job: the same entry would be there had this one reached set_boot.
+    last = _double_cut(env, "ABORTED")
+    assert (last["state"], last["reason"]) == ("failed", "interrupted")
+
+
 def _update_boot(env):
     # The state after a job rebooted: record "rebooting" from ota_0 to ota_1, ota_1 now running.
     j = jobs.Jobs(env.jobs_path)

@@ -1,7 +1,8 @@
 # The whole cycle of issue 4 on the simulator, checked from the broker's side and from the flash:
 # the real micropython binary runs this checkout's main.py -> ota.agent; a trigger published as the
 # seed guide shows (plus sha256) makes it stream a 1.7 MB image over verified TLS from real nginx,
-# reboot into it, pass the health gate and confirm; a release whose self-test fails is rolled back.
+# reboot into it, pass the health gate and confirm; a release whose self-test fails is rolled back, and
+# an ota_revert to it is then refused.
 import hashlib
 import os
 import time
@@ -93,18 +94,29 @@ def test_failing_selftest_rolls_back(world):
         watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
         watch.publish("/switch/cmd/" + DEVICE_ID, _trigger(world, "1.0.2-bad", id="job-bad"))
         back = watch.wait_for(lambda m: m.state == "rolled_back", timeout=60)
+        aborted_otadata = device.read_otadata()
+        # The bad release still sits in ota_1, its otadata entry ABORTED: an ota_revert to it would
+        # only roll back again. Refused (ota.otadata on MicroPython), and the device stays on 1.0.0.
+        watch.publish("/switch/cmd/" + DEVICE_ID, {"type": "ota_revert", "id": "job-revert-bad"})
+        refused = watch.wait_for(lambda m: m.get("job") == "job-revert-bad" and m.state == "failed", timeout=30)
+        time.sleep(1)  # a reset would show up as a new boot below
     finally:
         device.stop()
         watch.close()
     assert back.get("version") == "1.0.0" and back.get("job") == "job-bad"
     assert back.get("slot") == "ota_0"
     assert back.get("reason"), back
+    assert refused.get("reason") == "revert_aborted_image", refused
+    assert "ota_1" in refused.get("detail") and "ABORTED" in refused.get("detail"), refused
+    assert (refused.get("version"), refused.get("slot")) == ("1.0.0", "ota_0"), refused
     boots = device.boots()
     assert [b["version"] for b in boots] == ["1.0.0", "1.0.2", "1.0.0"]
     otadata = device.read_otadata()
+    assert otadata == aborted_otadata  # the refusal touched nothing
     assert otadata["slot"] == "ota_0"
     states = {e["state_name"] for e in otadata["entries"] if e["valid"] or e["state_name"] == "ABORTED"}
     assert "ABORTED" in states, otadata
+    assert "Traceback" not in device.console()
 
 
 def test_progress_is_reported_on_a_slow_link(world):

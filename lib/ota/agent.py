@@ -15,7 +15,7 @@ import time
 import esp32
 import machine
 
-from ota import commands, config, health, jobs, selftest, signature, state, trigger, version
+from ota import commands, config, health, jobs, otadata, selftest, signature, state, trigger, version
 from ota.errors import OtaError
 from ota.link import Link
 
@@ -81,8 +81,14 @@ class Agent(Link):
 
     # --- boot: what the job record says about this boot (health.py) -------------------------------
     def _boot(self):
-        kind, reason, detail = health.classify(self.jobs.current, self.slot)
         record = self.jobs.current or {}
+        slot_states = None
+        if record.get("state") == "downloading":  # only a job cut before its reboot needs otadata
+            try:
+                slot_states = otadata.read(esp32)
+            except OSError as e:  # unreadable: classify as without it; the agent must run
+                print("agent: otadata unreadable:", e)
+        kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states)
         job = record.get("id")
         if kind == "update":
             self.gate = health.Gate(self.ota.get("health_timeout_s", 120))

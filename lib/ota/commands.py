@@ -13,7 +13,7 @@
 # state (jobs, busy, other slot) and connection (agent.publish, _mqtt, _drop, _disconnect).
 import machine
 
-from ota import signature, state
+from ota import otadata, signature, state
 from ota.errors import OtaError
 
 _ENOMEM = 12
@@ -97,8 +97,12 @@ class Runner:
             from ota import update
 
             updater = update.run
+        to_slot = agent.other.info()[4]
+        # to_otadata: the target's otadata state before this job, so that after a double power cut an
+        # ABORTED entry can be told apart from one an earlier job left there (health.classify).
         agent.jobs.start(job, "downloading", from_version=agent.version, from_slot=agent.slot,
-                         to_slot=agent.other.info()[4], started=state.unix_time())
+                         to_slot=to_slot, to_otadata=otadata.read().get(to_slot),
+                         started=state.unix_time())
         agent.busy = job
         self.throttle = state.Throttle(agent.ota.get("progress_interval_s", 5) * 1000, 5)
         self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
@@ -137,8 +141,9 @@ class Runner:
             agent._drop()
 
     def _revert(self, job):
-        # ota_revert: boot the other slot, if it holds an app image. Raises OtaError revert_no_image,
-        # revert_invalid_image.
+        # ota_revert: boot the other slot, if it holds an app image that did not fail its last boot.
+        # Raises OtaError revert_no_image, revert_aborted_image, revert_invalid_image; OSError from
+        # the flash reads.
         from ota import image
 
         agent = self.agent
@@ -150,6 +155,11 @@ class Runner:
             info = image.check_header(first, size)
         except OtaError as e:
             raise OtaError("revert_no_image", "%s: %s" % (label, e))
+        # ABORTED: the image booted in PENDING_VERIFY and reset before it confirmed (health gate failed,
+        # crashed, power cut); INVALID: it was declared bad. Booting it again would only roll back.
+        last = otadata.read().get(label)
+        if last in ("ABORTED", "INVALID"):
+            raise OtaError("revert_aborted_image", "%s: its last boot ended %s" % (label, last))
         agent.jobs.start(job, "rebooting", from_version=agent.version, from_slot=agent.slot,
                          to_slot=label, to_version=info.get("version"), started=state.unix_time())
         try:

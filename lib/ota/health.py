@@ -7,15 +7,17 @@
 #   self-test and marks the slot valid -> state "ok".  Not healthy within ota.health_timeout_s ->
 #   roll_back(): the reason goes into the job record, then machine.reset().
 #   old image boots again -> classify() == "rolled_back" -> state "rolled_back", reason from the record
-#   ("boot_failed" if the new image died before it could write one).
+#   ("boot_failed" if the new image died before it could write one, also after a double power cut that
+#   otadata shows: the record says "downloading" but the bootloader ABORTED the new slot).
 from ota.state import ticks_diff, ticks_ms
 
 _ESP_ERR_NOT_FOUND = -261  # no otadata partition: the build has no rollback
 _ESP_FAIL = 1  # running the factory app: nothing to confirm
 
 
-def classify(record, running_slot):
-    # record: Jobs.current (or None). Returns (kind, reason, detail), kind one of:
+def classify(record, running_slot, slot_states=None):
+    # record: Jobs.current (or None); slot_states: ota.otadata.read() (the agent reads it only for a
+    # record still "downloading"; None = unknown). Returns (kind, reason, detail), kind one of:
     #   normal       no job in flight (none, or its outcome was already reported)
     #   update       first boot of the job's new slot: the health gate must run
     #   rolled_back  the new slot was left (health gate failed, or it crashed) -> report
@@ -28,7 +30,18 @@ def classify(record, running_slot):
     if state == "downloading":
         # set_boot() happens inside update.run(); a power cut between it and the "rebooting" write
         # leaves "downloading" with the new slot running: still an update boot.
-        return ("update", None, None) if moved else ("interrupted", "interrupted", "reset during download")
+        if moved:
+            return "update", None, None
+        # Back on the old slot. A cut during the download, or a double cut: one after set_boot (before
+        # "rebooting" was written), then one during the new image's first boot, which the bootloader
+        # then ABORTED. Only if the target was not ABORTED already when the job started (to_otadata):
+        # set_boot to the same slot rewrites the same seq, so an earlier job's ABORTED entry looks
+        # identical. Unknown (no to_otadata: an older record) stays "interrupted".
+        target = record.get("to_slot")
+        before = record.get("to_otadata", "ABORTED")
+        if (slot_states or {}).get(target) == "ABORTED" and before != "ABORTED":
+            return "rolled_back", "boot_failed", "%s ABORTED: the new image booted, did not confirm" % target
+        return "interrupted", "interrupted", "reset during download"
     if state == "rebooting":
         if moved:
             return "update", None, None

@@ -3,12 +3,14 @@
 #
 #   {"current": {"id": "job-42", "type": "ota_trigger", "url": "https://...", "state": "rebooting",
 #                "from_version": "1.1.0", "from_slot": "ota_0", "to_version": "1.2.0",
-#                "to_slot": "ota_1", "started": 1767225600, "reason": null, "detail": null},
+#                "to_slot": "ota_1", "to_otadata": "VALID", "started": 1767225600, "reason": null,
+#                "detail": null},
 #    "seen": ["job-40", "job-41", "job-42"]}
 #
 # current.state: downloading (written when the job starts), rebooting (set_boot done, reset next),
 # rolling_back (the health gate failed and resets into the old slot), then one of the terminal
 # states ok / failed / rolled_back once the outcome has been reported.
+# to_otadata (updates): to_slot's otadata state when the job started (ota.otadata; health.classify).
 # seen: the last _MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
 # broker hands out again at every subscribe, must not start the same job again (also a failed one,
 # else a retained trigger for a broken release would loop after every reconnect).
