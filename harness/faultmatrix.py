@@ -30,6 +30,15 @@ _started = time.monotonic()
 _notes = []
 
 
+def select(cases):
+    """OTA_FAULTS_ONLY=text replays only the cases whose group or name contains it. Cases are tuples
+    (group, name, ...); returns (cases, the groups in order)."""
+    only = os.environ.get("OTA_FAULTS_ONLY")
+    if only:
+        cases = [c for c in cases if only in c[0] + " / " + c[1]]
+    return cases, list(dict.fromkeys(c[0] for c in cases))
+
+
 def record(fault, case, outcome, reason=None, bricked=False, allowed=True, seconds=None, detail=None, n=1):
     """Adds one row; thread-safe (the power cases run on a thread pool). n: how many cases the row
     stands for (a fuzz run is one row of thousands). Returns the row."""

@@ -43,3 +43,15 @@ def run_cli(argv):
 def read_log(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def max_in_flight(records):
+    # The most devices between their trigger and their outcome at once, from a rollout log.
+    now = peak = 0
+    for r in records:
+        if r["event"] == "trigger":
+            now += 1
+            peak = max(peak, now)
+        elif r["event"] == "outcome":
+            now -= 1
+    return peak

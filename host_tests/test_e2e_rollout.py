@@ -23,6 +23,7 @@ from harness import simfleet
 from harness.broker import Broker, Watcher, find_backend
 from harness.nginx import Nginx, find_nginx
 from harness.tls import make_pki
+from fleet_helpers import max_in_flight
 from otactl import rollout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,17 +106,6 @@ def busy_peak(messages, job):
     return peak, spans
 
 
-def log_peak(records):
-    now = peak = 0
-    for r in records:
-        if r["event"] == "trigger":
-            now += 1
-            peak = max(peak, now)
-        elif r["event"] == "outcome":
-            now -= 1
-    return peak
-
-
 def on_slot(device, label, versions):
     # The flash agrees: the bootloader picks `label` from otadata, confirmed (VALID), and the boots
     # ran exactly `versions`.
@@ -180,7 +170,7 @@ def test_staged_rollout_updates_the_whole_fleet(world, tmp_path):
     assert [r["device"] for r in records if r["event"] == "trigger" and r["stage"] == 1] == \
         rollout._order(job, DEVICE_IDS)[3:]
     # At most 2 at once: by the log, and by the devices' own state messages.
-    assert log_peak(records) == 2
+    assert max_in_flight(records) == 2
     peak, spans = busy_peak(world["watch"].messages, job)
     assert peak <= 2 and sorted(spans) == DEVICE_IDS and all(end is not None for _, end in spans.values())
 

@@ -171,10 +171,7 @@ def _cases():
     return cases
 
 
-CASES = _cases()
-if os.environ.get("OTA_FAULTS_ONLY"):  # replay: only the cases whose group or name contains this text
-    CASES = [c for c in CASES if os.environ["OTA_FAULTS_ONLY"] in c[0] + " / " + c[1]]
-GROUPS = list(dict.fromkeys(c[0] for c in CASES))
+CASES, GROUPS = faultmatrix.select(_cases())
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fleet_helpers import (MANIFEST, broker, broker_args, manifest_file, needs_broker, read_log,  # noqa
+from fleet_helpers import (MANIFEST, max_in_flight, broker, broker_args, manifest_file, needs_broker, read_log,  # noqa
                            run_cli)
 from otactl import mqtt, rollout  # noqa: E402
 from otactl.errors import OtaError  # noqa: E402
@@ -50,17 +50,6 @@ def conn(broker):
 
 def ids(n, prefix="dev"):
     return ["%s-%02d" % (prefix, i) for i in range(n)]
-
-
-def max_in_flight(records):
-    now = peak = 0
-    for r in records:
-        if r["event"] == "trigger":
-            now += 1
-            peak = max(peak, now)
-        elif r["event"] == "outcome":
-            now -= 1
-    return peak
 
 
 def test_stage_bounds():
