@@ -12,7 +12,6 @@
 # Short form (`make test`): 12 cases. Full form (OTA_FAULTS=full): more seeds, k = 8 drops, the whole
 # 200 KB image at 10 KB/s, the dev server's stall and a 404.
 import hashlib
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor

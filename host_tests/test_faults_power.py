@@ -15,7 +15,6 @@
 # verify, set_boot, the otadata write, the first boot of the new image and the confirmation.
 # One broker and one nginx per module, images built once, 3 devices at a time.
 import hashlib
-import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
