@@ -303,26 +303,35 @@ def test_faults_fuzz_device_payloads(tmp_path):
         try:
             watch.wait_for(lambda m: m.state == "idle", timeout=60)
             answered = 0
+
+            def probe(tag, attempts, timeout, mark):
+                # A valid trigger for a closed local port, answered failed/connect_failed. A command
+                # sent while the device reconnects would be lost (clean MQTT session), so an
+                # unanswered probe is sent again a few times before the device counts as unresponsive.
+                # Returns the number of probes lost; None when none was answered.
+                lost = 0
+                for attempt in range(attempts):
+                    job = "probe-%s-%d" % (tag, attempt)
+                    watch.publish("/switch/cmd/" + device_id,
+                                  {"type": "ota_trigger", "url": "https://localhost:%d/probe.bin" % CLOSED_PORT,
+                                   "id": job})
+                    try:
+                        watch.wait_for(lambda m: m.get("job") == job, timeout=timeout, start=mark)
+                        return lost
+                    except TimeoutError:
+                        lost += 1
+                return None
+
             for first in range(0, len(payloads), BATCH):
                 mark = len(watch.messages)
                 for cmd, payload in payloads[first:first + BATCH]:
                     watch.publish(cmd, payload)
-                # The probe: a valid trigger for a closed local port, answered failed/connect_failed.
-                # Commands sent while the device reconnects are lost (clean MQTT session), so an
-                # unanswered probe is sent again, a few times, before the device counts as unresponsive.
-                for attempt in range(4):
-                    probe = "probe-%d-%d" % (first, attempt)
-                    watch.publish("/switch/cmd/" + device_id,
-                                  {"type": "ota_trigger", "url": "https://localhost:%d/probe.bin" % CLOSED_PORT,
-                                   "id": probe})
-                    try:
-                        watch.wait_for(lambda m: m.get("job") == probe, timeout=10, start=mark)
-                        break
-                    except TimeoutError:
-                        probes_lost += 1
-                else:
+                lost = probe(first, 4, 10, mark)
+                if lost is None:
+                    probes_lost += 4
                     problems.append("no answer to 4 probes after payloads %d..%d" % (first, first + BATCH - 1))
                     break
+                probes_lost += lost
                 answered += len(watch.messages) - mark
                 if device.result is not None:
                     problems.append("the device process ended: %s" % device.result)
@@ -339,18 +348,12 @@ def test_faults_fuzz_device_payloads(tmp_path):
                                    timeout=10, start=mark)
                 except TimeoutError:
                     problems.append("a 64 KB message was not refused as too_long")
-                for attempt in range(10):
-                    probe = "probe-big-%d" % attempt
-                    watch.publish("/switch/cmd/" + device_id,
-                                  {"type": "ota_trigger", "url": "https://localhost:%d/probe.bin" % CLOSED_PORT,
-                                   "id": probe})
-                    try:
-                        watch.wait_for(lambda m: m.get("job") == probe, timeout=4, start=mark)
-                        break
-                    except TimeoutError:
-                        probes_lost += 1
-                else:
+                lost = probe("big", 10, 4, mark)
+                if lost is None:
+                    probes_lost += 10
                     problems.append("no answer to 10 probes after a 64 KB message")
+                else:
+                    probes_lost += lost
             fuzz_seconds = time.monotonic() - started
             # The next valid trigger works.
             mark = len(watch.messages)
