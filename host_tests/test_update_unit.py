@@ -364,3 +364,17 @@ def test_running_version_read_from_the_running_slot():
     result = update.run(URL, config=FAST, https=fakes.FakeServer(make_image("1.1.0")), esp32=esp,
                         image=image)
     assert result["result"] == "same_version"
+
+
+def test_gc_heap_checked_again_during_the_stream(monkeypatch):
+    # Plenty before the connection, then the heap shrinks mid-download: a clean low_memory, the slot
+    # invalidated and set_boot never called, instead of a MemoryError in the middle of a flash write.
+    readings = iter([10 ** 6] * 3 + [1000] * 1000)
+    monkeypatch.setattr(heap.gc, "mem_free", lambda: next(readings), raising=False)
+    esp = fakes.make_device(SLOT)
+    img = make_image(size=200000)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(img), esp=esp, sha256=sha(img))
+    assert e.value.reason == "low_memory" and "during the download" in e.value.detail
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096

@@ -19,6 +19,15 @@ from ota.errors import OtaError
 TLS_BYTES = const(43008)
 
 
+# During the stream, every _STREAM_CHECK_BYTES: the GC heap only (gc.mem_free() allocates nothing; the
+# TLS session is already open). Raises OtaError low_memory: a clean failure, slot invalidated, instead
+# of a MemoryError half-way through a flash write. Returns nothing.
+def check_stream(required_bytes):
+    mem_free = getattr(gc, "mem_free", None)  # MicroPython only
+    if mem_free is not None and mem_free() < required_bytes:
+        raise OtaError("low_memory", "gc free %d < %d during the download" % (mem_free(), required_bytes))
+
+
 # Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's small list,
 # so it can run every few chunks of a stream with collect=False (no gc.collect() in the copy loop).
 # esp32: the module (tests inject a fake); None imports it, absent on the Unix port and CPython.

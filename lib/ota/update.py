@@ -30,6 +30,7 @@ from ota.errors import OtaError
 from ota.writer import SlotWriter
 
 _HEADER_BYTES = const(0x100)  # image.check_header needs this much of the image
+_HEAP_EVERY = const(65536)  # bytes between two heap checks during the stream (cheap, no collect)
 _VALIDATE_FAILED = const(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED from Partition.set_boot()
 # Connection-level failures worth a reconnect once the body has started (reasons of https.py).
 _RESUMABLE = ("connection_lost", "timeout", "connect_failed", "dns_failed", "tls_failed")
@@ -71,6 +72,7 @@ class _Update:
         self.verifier = self.image.Verifier(self.writer.slot_size)
         self.info = self.new_version = None
         self.next_report = 0
+        self.next_heap_check = _HEAP_EVERY
 
     # Raises OtaError version_mismatch, downgrade, bad_version, check_header's reasons.
     # Returns True for the running version. An unknown version (empty, no trigger version) goes ahead.
@@ -117,6 +119,9 @@ class _Update:
             self.sha.update(data)
             self.verifier.feed(data)
             w.commit(n)
+            if w.received >= self.next_heap_check:
+                self.next_heap_check = w.received + _HEAP_EVERY
+                heap.check_stream(self.cfg["min_free"])
             if self.progress and w.received >= self.next_report:
                 self.next_report = w.received + self.cfg["progress_bytes"]
                 self.progress(w.received, self.total)
