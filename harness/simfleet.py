@@ -1,6 +1,7 @@
 """Simulated fleet devices running the real firmware: what the end-to-end tests, `make demo` and the
 benchmarks share. A device is the repository's boot.py/main.py on its filesystem, a config.json that
 points at our broker, the test CA, and a factory image whose frozen code is this checkout's lib/."""
+import contextlib
 import json
 import os
 
@@ -60,3 +61,25 @@ def new_device(devdir, image, broker_host, broker_port, ca_der=None, unique_id="
     device = Device(devdir, heapsize=heapsize or FLEET_HEAP)
     device.create(image, fs_files=fs, unique_id=unique_id, **sim_settings)
     return device
+
+
+@contextlib.contextmanager
+def lab(root, images, extra_files=None):
+    """What an end-to-end test stands on: a test CA, root/www holding firmware-<name>.bin for each
+    {name: image bytes} (plus extra_files {file name: bytes}), a real broker and nginx serving www over
+    TLS. Yields {root, www, pki, broker, web, images}; stops both servers on the way out."""
+    from harness.broker import Broker
+    from harness.nginx import Nginx
+    from harness.tls import make_pki
+
+    root = str(root)
+    pki = make_pki(os.path.join(root, "pki"))
+    www = os.path.join(root, "www")
+    os.makedirs(www, exist_ok=True)
+    files = dict(("firmware-%s.bin" % name, blob) for name, blob in images.items())
+    files.update(extra_files or {})
+    for name, blob in files.items():
+        with open(os.path.join(www, name), "wb") as f:
+            f.write(blob)
+    with Broker(os.path.join(root, "broker")) as broker, Nginx(www, pki.server_cert, pki.server_key) as web:
+        yield {"root": root, "www": www, "pki": pki, "broker": broker, "web": web, "images": images}

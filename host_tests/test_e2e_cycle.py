@@ -11,9 +11,8 @@ import pytest
 
 from harness import simfleet
 from harness.devserver import DevServer
-from harness.broker import Broker, Watcher, find_backend
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.broker import Watcher, find_backend
+from harness.nginx import find_nginx
 
 DEVICE_ID = "a0b1c2d3e4f5"
 STATE_TOPIC = "/switch/state/" + DEVICE_ID
@@ -23,24 +22,18 @@ pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cycle")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {
         "1.0.0": simfleet.firmware("1.0.0"),
         "1.0.1": simfleet.firmware("1.0.1", size=1713728),
         "1.0.2-bad": simfleet.firmware("1.0.2", failing_selftest=True),
     }
-    for name, blob in images.items():
-        (www / ("firmware-%s.bin" % name)).write_bytes(blob)
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web:
-        yield {"root": root, "pki": pki, "broker": broker, "web": web, "images": images}
+    with simfleet.lab(tmp_path_factory.mktemp("cycle"), images) as world:
+        yield world
 
 
 def _device(world, name, **options):
     broker = world["broker"]
-    return simfleet.new_device(str(world["root"] / name), world["images"]["1.0.0"], broker.host,
+    return simfleet.new_device(os.path.join(world["root"], name), world["images"]["1.0.0"], broker.host,
                                broker.port, ca_der=world["pki"].ca_der, **options)
 
 
@@ -125,7 +118,7 @@ def test_progress_is_reported_on_a_slow_link(world):
     pki = world["pki"]
     watch = Watcher(broker.host, broker.port)
     device = _device(world, "dev-slow", ota={"progress_interval_s": 1})
-    with DevServer(str(world["root"] / "www"), pki.server_cert, pki.server_key) as slow:
+    with DevServer(world["www"], pki.server_cert, pki.server_key) as slow:
         slow.faults.trickle = 400 * 1024
         device.start()
         try:

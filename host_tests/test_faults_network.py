@@ -12,6 +12,7 @@
 # Short form (`make test`): 12 cases. Full form (OTA_FAULTS=full): more seeds, k = 8 drops, the whole
 # 200 KB image at 10 KB/s, the dev server's stall and a 404.
 import hashlib
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness import faultmatrix, simfleet
-from harness.broker import Broker, Watcher, find_backend
+from harness.broker import Watcher, find_backend
 from harness.devserver import DevServer
 from harness.faultproxy import FaultProxy
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.nginx import find_nginx
 
 pytest_plugins = ["harness.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
@@ -175,21 +175,15 @@ CASES, GROUPS = faultmatrix.select(_cases())
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults-net")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1", size=BIG),
               "1.0.1-small": simfleet.firmware("1.0.1", size=SMALL)}
-    for name, blob in images.items():
-        (www / ("firmware-%s.bin" % name)).write_bytes(blob)
-    (www / "firmware.bin").write_bytes(images["1.0.1"])  # where nginx's fixed redirect routes lead
     faultmatrix.note("network faults: seed %d (proxy offsets; proxies seeded %d + case index)" % (SEED, SEED))
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web:
-        watch = Watcher(broker.host, broker.port)
+    # firmware.bin: where nginx's fixed redirect routes lead
+    with simfleet.lab(tmp_path_factory.mktemp("faults-net"), images,
+                      {"firmware.bin": images["1.0.1"]}) as world:
+        watch = Watcher(world["broker"].host, world["broker"].port)
         try:
-            yield {"root": root, "www": www, "pki": pki, "broker": broker, "web": web, "images": images,
-                   "watch": watch}
+            yield dict(world, watch=watch)
         finally:
             watch.close()
 
@@ -223,7 +217,7 @@ def _run(world, index, case):
     pki = world["pki"]
     problems, outcome, device = [], None, None
     proxy = FaultProxy(("127.0.0.1", world["web"].port), seed=SEED + index).start()
-    dev = DevServer(str(world["www"]), pki.server_cert, pki.server_key).start()
+    dev = DevServer(world["www"], pki.server_cert, pki.server_key).start()
     dev.rng.seed(SEED + index)
 
     def wait(predicate, start):
@@ -236,7 +230,7 @@ def _run(world, index, case):
         return wait(lambda m: m.get("job") == job_id and m.state in ("ok", "failed", "rolled_back"), mark)
 
     try:
-        device = simfleet.new_device(str(world["root"] / uid), world["images"]["1.0.0"], broker.host,
+        device = simfleet.new_device(os.path.join(world["root"], uid), world["images"]["1.0.0"], broker.host,
                                      broker.port, ca_der=pki.ca_der, unique_id=uid, ota=ota)
         device.start()
         wait(lambda m: m.state == "idle", 0)

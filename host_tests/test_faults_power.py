@@ -15,6 +15,7 @@
 # verify, set_boot, the otadata write, the first boot of the new image and the confirmation.
 # One broker and one nginx per module, images built once, 3 devices at a time.
 import hashlib
+import os
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness import faultmatrix, simfleet
-from harness.broker import Broker, Watcher, find_backend
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.broker import Watcher, find_backend
+from harness.nginx import find_nginx
 
 pytest_plugins = ["harness.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
@@ -143,20 +143,14 @@ CASES, GROUPS = faultmatrix.select(_cases())
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults-power")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1", size=BIG),
               "1.0.2": simfleet.firmware("1.0.2", size=BIG - 4096)}
-    for name, blob in images.items():
-        (www / ("firmware-%s.bin" % name)).write_bytes(blob)
     faultmatrix.note("power cuts: seed %d (download offsets), %d cases, image %d bytes (%d sectors)"
                      % (SEED, len(CASES), BIG, SECTORS))
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web:
-        watch = Watcher(broker.host, broker.port)
+    with simfleet.lab(tmp_path_factory.mktemp("faults-power"), images) as world:
+        watch = Watcher(world["broker"].host, world["broker"].port)
         try:
-            yield {"root": root, "pki": pki, "broker": broker, "web": web, "images": images, "watch": watch}
+            yield dict(world, watch=watch)
         finally:
             watch.close()
 
@@ -188,7 +182,7 @@ class Case:
     def run(self):
         world = self.world
         broker = world["broker"]
-        self.device = simfleet.new_device(str(world["root"] / self.uid), world["images"]["1.0.0"], broker.host,
+        self.device = simfleet.new_device(os.path.join(world["root"], self.uid), world["images"]["1.0.0"], broker.host,
                                           broker.port, ca_der=world["pki"].ca_der, unique_id=self.uid)
         if self.faults:
             self.device.set_fault(self.faults)

@@ -200,10 +200,6 @@ def _program_chunk(addr, chunk, n):
     _file.write(old)
 
 
-def erased_sectors():
-    return {"0x%x" % (i * SECTOR): n for i, n in enumerate(_erase_counts) if n}
-
-
 def erases_by_partition():
     result = {}
     for i, n in enumerate(_erase_counts):
