@@ -3,7 +3,6 @@
 # Fakes go into sys.modules before the import (MicroPython's own test style); esp32 is the
 # NOR-flash fake of fakes.py, machine.reset() raises Reset.
 import json
-import os
 import sys
 import types
 

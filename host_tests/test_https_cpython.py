@@ -1,7 +1,6 @@
 # lib/ota/https.py under CPython against the dev server: the same client code through the CPython
 # stream adapter (what host-side unit tests of update.py run), plus header parsing edge cases fed
 # by a raw TLS socket server.
-import hashlib
 import os
 import random
 import socket

@@ -6,7 +6,6 @@ commands to send it a trigger from another terminal. Ctrl-C stops everything it 
 """
 import hashlib
 import os
-import time
 
 from .errors import OtaError
 
