@@ -55,16 +55,26 @@ def _cases():
         # evidence(proxy, dev) -> None, or what shows the fault did not happen as planned
         cases.append((group, name, setup, allowed, image, dict(OTA, **(ota or {})), evidence))
 
+    def settled(proxy, prefix, count):
+        # The device can report its job before the proxy's thread (polling every 0.2 s) has
+        # noticed the client closing: give the record a few seconds to catch up.
+        deadline = time.monotonic() + 5
+        while True:
+            seen = sum(1 for end in proxy.ends() if (end or "").startswith(prefix))
+            if seen >= count or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.05)
+
     def ended(prefix, count=1):
         def check(proxy, dev):
-            seen = sum(1 for end in proxy.ends() if (end or "").startswith(prefix))
+            seen = settled(proxy, prefix, count)
             return None if seen >= count else "%d of %d connections ended %r: %s" % (
                 seen, count, prefix, proxy.ends())
         return check
 
     def cut(count=1):
         def check(proxy, dev):
-            seen = sum(1 for end in proxy.ends() if (end or "").startswith(("dropped", "reset")))
+            seen = settled(proxy, ("dropped", "reset"), count)
             return None if seen >= count else "%d of %d connections cut: %s" % (seen, count, proxy.ends())
         return check
 
@@ -110,6 +120,9 @@ def _cases():
 
     def slow(seconds):
         def check(proxy, dev):
+            deadline = time.monotonic() + 5  # as in settled(): the proxy's record may lag the device
+            while (not proxy.connections or proxy.connections[0]["seconds"] is None) and time.monotonic() < deadline:
+                time.sleep(0.05)
             took = proxy.connections[0]["seconds"] if proxy.connections else 0
             return None if took and took >= seconds else "the download took %s s, not >= %s" % (took, seconds)
         return check
