@@ -209,13 +209,13 @@ def hashing(job):
     # Seconds of CPU in the hashes of the pipeline over the image now in the other slot (flash reads
     # not timed): one SHA-256 pass (update.py hashes the file, and again at the read-back) and the
     # image Verifier (its own SHA-256 + the XOR checksum).
-    from ota import image
+    from ota import image_verify
 
     part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
     sha = hashlib.sha256()
-    verifier = image.Verifier(part.info()[3])
+    verifier = image_verify.Verifier(part.info()[3])
     sha_us = verify_us = 0
     left = job["size"]
     block = 0

@@ -1,4 +1,4 @@
-"""lib/ota/image.py, the device's image checks: check_header reasons, the streaming Verifier in any
+"""lib/ota/image.py and image_verify.py, the device's image checks: check_header reasons, the streaming Verifier in any
 chunking, and the same file under the real MicroPython binary (speed, zero allocation per chunk)."""
 import os
 import random
@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from otactl import firmware_image as fi  # noqa: E402  (puts lib/ on sys.path)
-from ota import image  # noqa: E402
+from ota import image, image_verify  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
@@ -114,7 +114,7 @@ def test_descriptor_text_must_decode(app):
 # ------------------------------------------------------------------ Verifier
 
 def verify(blob, sizes=None, slot=SLOT):
-    v = image.Verifier(slot)
+    v = image_verify.Verifier(slot)
     view = memoryview(blob)
     pos = 0
     rng = random.Random(sizes) if isinstance(sizes, int) else None
@@ -145,7 +145,7 @@ def test_any_chunking_finds_the_same_fault(app, seed):
 
 
 def test_image_length_is_known_after_the_last_segment_header(app):
-    v = image.Verifier(SLOT)
+    v = image_verify.Verifier(SLOT)
     last_header = fi.segments_of(app)[-1][1] - 8
     v.feed(memoryview(app)[:last_header + 7])
     assert v.image_length is None
@@ -168,7 +168,7 @@ def test_truncated_anywhere_is_truncated(app):
 
 def test_too_large_is_raised_while_streaming_before_the_end():
     blob = fi.build_image("1.0.0", size=SLOT + 0x10000)
-    v = image.Verifier(SLOT)
+    v = image_verify.Verifier(SLOT)
     view = memoryview(blob)
     with pytest.raises(OtaError) as e:
         for pos in range(0, len(blob), 4096):
@@ -217,14 +217,14 @@ def test_inspector_and_device_agree_on_every_variant(app):
 MP_SCRIPT = r"""
 import sys, gc, time, micropython
 sys.path.insert(0, %(lib)r)
-from ota import image
+from ota import image, image_verify
 from ota.errors import OtaError
 buf = bytearray(4096)
 mv = memoryview(buf)
 with open(%(path)r, "rb") as f:
     n = f.readinto(buf)
     info = image.check_header(mv[:n], %(slot)d, 4)
-    v = image.Verifier(%(slot)d)
+    v = image_verify.Verifier(%(slot)d)
     v.feed(mv[:n])
     chunks = 0
     steady = 0

@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 import fakes
-from ota import heap, image, update
+from ota import heap, update
 from ota.errors import OtaError
 
 SLOT = 0x40000
@@ -30,7 +30,7 @@ def run(server, esp=None, running="1.0.0", config=None, **kw):
     esp = esp or fakes.make_device(SLOT)
     cfg = dict(FAST)
     cfg.update(config or {})
-    result = update.run(URL, config=cfg, https=server, esp32=esp, image=image, running=running, **kw)
+    result = update.run(URL, config=cfg, https=server, esp32=esp, running=running, **kw)
     return result, esp
 
 
@@ -361,8 +361,7 @@ def test_unknown_running_version_goes_ahead():
 def test_running_version_read_from_the_running_slot():
     esp = fakes.make_device(SLOT)
     esp.slots["ota_0"].data[:48000] = make_image("1.1.0")
-    result = update.run(URL, config=FAST, https=fakes.FakeServer(make_image("1.1.0")), esp32=esp,
-                        image=image)
+    result = update.run(URL, config=FAST, https=fakes.FakeServer(make_image("1.1.0")), esp32=esp)
     assert result["result"] == "same_version"
 
 

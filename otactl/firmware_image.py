@@ -25,6 +25,7 @@ if _LIB not in sys.path:
     sys.path.insert(0, _LIB)
 
 from ota import image as device_image  # noqa: E402  the device's code, not a copy
+from ota import image_verify  # noqa: E402
 from ota.errors import OtaError as DeviceError  # noqa: E402
 
 
@@ -101,7 +102,7 @@ def checksum(segments):
     """ESP ROM checksum: XOR of every segment data byte, seeded with 0xEF."""
     value = 0xEF
     for _, data in segments:
-        value ^= device_image._xor(data, 0, len(data), 0)
+        value ^= image_verify._xor(data, 0, len(data), 0)
     return value
 
 
@@ -249,7 +250,7 @@ def corrupt_hash(image):
 
 def image_length(image):
     """Length of the image in `image` (bytes after it are padding); OtaError if it is not whole."""
-    verifier = device_image.Verifier(None)
+    verifier = image_verify.Verifier(None)
     try:
         verifier.feed(memoryview(image))
     except DeviceError as e:
@@ -311,7 +312,7 @@ def _device_verdict(blob, slot_size, chip_rev):
     """What the device does with this file: check_header on the first chunk, then the Verifier."""
     try:
         device_image.check_header(memoryview(blob)[:device_image.HEADER_BYTES], slot_size, chip_rev)
-        verifier = device_image.Verifier(slot_size)
+        verifier = image_verify.Verifier(slot_size)
         view = memoryview(blob)
         for at in range(0, len(blob), 4096):
             verifier.feed(view[at:at + 4096])
@@ -381,7 +382,7 @@ def inspect_image(blob, slot_size=None, chip_rev=None):
         name, ok, reason, detail = checks[-1]
         checks[-1] = Check(name, ok, reason, detail + _not_an_app_hint(blob))
 
-    verifier = device_image.Verifier(None)
+    verifier = image_verify.Verifier(None)
     try:
         verifier.feed(memoryview(blob))
         verifier.finish()
@@ -418,7 +419,7 @@ def inspect_image(blob, slot_size=None, chip_rev=None):
     else:
         def fits():
             device_image.check_segments(first, slot_size)
-            device_image.Verifier(slot_size).feed(memoryview(blob))
+            image_verify.Verifier(slot_size).feed(memoryview(blob))
         length = checks.info.get("image_length")
         _row(checks, "fits slot", fits, lambda: "%d of %d bytes (%d free)" % (
             length, slot_size, slot_size - length) if length else "slot holds %d bytes" % slot_size)
