@@ -40,8 +40,8 @@ def _amqtt():
     return Amqtt.binary()
 
 
-@pytest.mark.skipif(_amqtt() is None, reason="amqtt not installed (bootstrap installs it only where "
-                                             "mosquitto is missing)")
+@pytest.mark.skipif(_amqtt() is None, reason="amqtt not installed (bootstrap installs it where mosquitto "
+                                             "is missing, or with OTA_WITH_AMQTT=1 as CI does)")
 def test_demo_on_the_amqtt_fallback_broker(tmp_path):
     env = dict(os.environ, OTA_BROKER="amqtt")
     run = subprocess.run([sys.executable, "-m", "otactl", "demo", "--workdir", str(tmp_path / "demo")],

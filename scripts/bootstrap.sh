@@ -14,9 +14,10 @@ command -v "$PYTHON" >/dev/null || fail "missing dependency: $PYTHON (Python >= 
   || fail "missing dependency: the Python venv module (Debian: apt-get install python3-venv)"
 
 # The broker: mosquitto (apt-get install mosquitto; CI does) or, where it is missing, amqtt from PyPI,
-# which the test harness and the demo start instead (harness/broker.py).
+# which the test harness and the demo start instead (harness/broker.py). OTA_WITH_AMQTT=1 installs
+# amqtt beside mosquitto, so that the fallback's own test runs too (CI sets it).
 need_amqtt() {
-  ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ] && [ ! -x .venv/bin/amqtt ]
+  [ ! -x .venv/bin/amqtt ] && { [ "${OTA_WITH_AMQTT:-0}" = 1 ] || { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; }; }
 }
 
 stamp=.venv/.bootstrap-stamp
@@ -33,7 +34,7 @@ echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
 .venv/bin/pip install --quiet --no-deps -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/python scripts/fetch_mpy_packages.py micropython-packages.txt .mpy_packages
 if need_amqtt; then
-  echo "bootstrap: mosquitto is not installed: installing the amqtt broker (PyPI) as the fallback" >&2
+  echo "bootstrap: installing the amqtt broker (PyPI), the fallback where mosquitto is missing" >&2
   .venv/bin/pip install --quiet amqtt==0.12.1 2>&1 | grep -v "^WARNING: Location" >&2 || true
   [ -x .venv/bin/amqtt ] || fail "missing dependency: no MQTT broker: apt-get install mosquitto (or pip install amqtt)"
 fi
