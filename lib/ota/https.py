@@ -12,7 +12,7 @@
 # OSError it lets through is ENOMEM (the TLS buffers did not fit the heap: a device state, not a
 # server problem). Response.readinto() lets socket errors through as OSError, because a try block
 # would cost its zero-allocation hot path; reason(e) names them (timeout / connection_lost).
-# Resuming is the caller's job (update.py): open(url, start=bytes_received).
+# Resuming is the caller's job (fetch.py): open(url, start=bytes_received).
 #
 # The answer (status line, headers, body framing, Response) is http_response.py; the socket adapter
 # and the OSError -> reason mapping are http_stream.py.
@@ -23,7 +23,7 @@ import ssl
 from ota import url as urls
 from ota.errors import OtaError
 from ota.http_response import Response, read_head
-# reason is not used here: it is imported for the callers' https.reason(e) (update.py, tests, bench).
+# reason is not used here: it is imported for the callers' https.reason(e) (fetch.py, tests, bench).
 from ota.http_stream import errno_of, message, raise_io, reason, wrap  # noqa: F401
 
 _open_file = open  # the builtin, before this module's open() shadows it
