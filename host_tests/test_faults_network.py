@@ -94,7 +94,7 @@ def _cases():
         add("net: drop once (RST)", "RST after random offset", drop("random", reset=True), SUCCESS,
             evidence=ended("reset"))
         # In the TLS records of the response head: the body has not started, and a failure before
-        # the body is not resumed (update.py: retrying a job that never started is the operator's).
+        # the body is not resumed (fetch.py: retrying a job that never started is the operator's).
         add("net: drop once (RST)", "RST after 3000 bytes (response head)", drop(3000, reset=True),
             refused("connection_lost", "tls_failed") | SUCCESS, evidence=ended("reset"))
     k = 8 if full else 3
