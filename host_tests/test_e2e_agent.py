@@ -8,16 +8,16 @@
 # device topic so nothing one test publishes reaches another test's device. Every request a test makes
 # carries "?t=<test>" so the dev server's request log can be counted per test.
 import hashlib
+import os
 import re
 import time
 
 import pytest
 
 from harness import simfleet
-from harness.broker import Broker, Watcher, find_backend
+from harness.broker import Watcher, find_backend
 from harness.devserver import DevServer
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.nginx import find_nginx
 
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
@@ -28,20 +28,14 @@ SLOW_RATE = 600 * 1024  # bytes/s: the 1.7 MB image takes about 2.8 s
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("agent")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1", size=BIG)}
-    for name, blob in images.items():
-        (www / ("firmware-%s.bin" % name)).write_bytes(blob)
-    fast = DevServer(str(www), pki.server_cert, pki.server_key)
-    slow = DevServer(str(www), pki.server_cert, pki.server_key)
-    slow.faults.trickle = SLOW_RATE
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web, \
-            fast, slow:
-        yield {"root": root, "pki": pki, "broker": broker, "web": web, "fast": fast, "slow": slow,
-               "images": images}
+    with simfleet.lab(tmp_path_factory.mktemp("agent"), images) as world:
+        pki = world["pki"]
+        fast = DevServer(world["www"], pki.server_cert, pki.server_key)
+        slow = DevServer(world["www"], pki.server_cert, pki.server_key)
+        slow.faults.trickle = SLOW_RATE
+        with fast, slow:
+            yield dict(world, fast=fast, slow=slow)
 
 
 class Rig:
@@ -54,7 +48,7 @@ class Rig:
         self.state_topic = "/switch/state/" + unique_id
         self.cmd_topic = "/switch/cmd/" + unique_id
         broker = world["broker"]
-        self.device = simfleet.new_device(str(world["root"] / name), world["images"]["1.0.0"],
+        self.device = simfleet.new_device(os.path.join(world["root"], name), world["images"]["1.0.0"],
                                           broker.host, broker.port, ca_der=world["pki"].ca_der,
                                           unique_id=unique_id, ota=ota)
         self.watch = Watcher(broker.host, broker.port, topics=(self.state_topic,))
