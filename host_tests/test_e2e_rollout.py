@@ -20,9 +20,8 @@ import time
 import pytest
 
 from harness import simfleet
-from harness.broker import Broker, Watcher, find_backend
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.broker import Watcher, find_backend
+from harness.nginx import find_nginx
 from fleet_helpers import max_in_flight
 from otactl import rollout
 
@@ -79,13 +78,15 @@ def wait_settled(world, predicate, timeout=30):
 
 
 def release(world, version, **image_options):
-    image = world["root"] / ("build-%s.bin" % version)
-    image.write_bytes(simfleet.firmware(version, **image_options))
+    image = os.path.join(world["root"], "build-%s.bin" % version)
+    with open(image, "wb") as f:
+        f.write(simfleet.firmware(version, **image_options))
     done = otactl(world, "release", image, "--dir", world["www"], "--base-url", world["web"].url())
     assert done.returncode == 0, done.stderr
-    manifest = world["www"] / ("firmware-v%s.json" % version)
-    assert json.loads(manifest.read_text())["url"] == world["web"].url("firmware-v%s.bin" % version)
-    return str(manifest)
+    manifest = os.path.join(world["www"], "firmware-v%s.json" % version)
+    with open(manifest) as f:
+        assert json.load(f)["url"] == world["web"].url("firmware-v%s.bin" % version)
+    return manifest
 
 
 def busy_peak(messages, job):
@@ -118,23 +119,19 @@ def on_slot(device, label, versions):
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("rollout")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     factory = simfleet.firmware("1.0.0")
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web:
+    with simfleet.lab(tmp_path_factory.mktemp("rollout"), {}) as lab:
+        broker = lab["broker"]
         watch = Watcher(broker.host, broker.port)
         devices = {}
         try:
             for device_id in DEVICE_IDS:
                 devices[device_id] = simfleet.new_device(
-                    str(root / device_id), factory, broker.host, broker.port, ca_der=pki.ca_der,
-                    unique_id=device_id, ota={"health_timeout_s": HEALTH_TIMEOUT_S})
+                    os.path.join(lab["root"], device_id), factory, broker.host, broker.port,
+                    ca_der=lab["pki"].ca_der, unique_id=device_id, ota={"health_timeout_s": HEALTH_TIMEOUT_S})
             for device in devices.values():  # all at once: six micropython processes
                 device.start()
-            world = {"root": root, "pki": pki, "www": www, "broker": broker, "web": web, "watch": watch,
-                     "devices": devices}
+            world = dict(lab, watch=watch, devices=devices)
             wait_settled(world, lambda d, m: m.state == "idle" and m.get("version") == "1.0.0", timeout=60)
             yield world
         finally:
