@@ -64,10 +64,12 @@ def new_device(devdir, image, broker_host, broker_port, ca_der=None, unique_id="
 
 
 @contextlib.contextmanager
-def lab(root, images, extra_files=None):
+def lab(root, images, extra_files=None, broker_tls=False, **broker_options):
     """What an end-to-end test stands on: a test CA, root/www holding firmware-<name>.bin for each
     {name: image bytes} (plus extra_files {file name: bytes}), a real broker and nginx serving www over
-    TLS. Yields {root, www, pki, broker, web, images}; stops both servers on the way out."""
+    TLS. Yields {root, www, pki, broker, web, images}; stops both servers on the way out.
+    broker_tls=True adds the broker's TLS listener (broker.tls_port) with the lab's server certificate;
+    other keywords (password_file=, acl_file=) go to Broker as they are."""
     from harness.broker import Broker
     from harness.nginx import Nginx
     from harness.tls import make_pki
@@ -81,5 +83,7 @@ def lab(root, images, extra_files=None):
     for name, blob in files.items():
         with open(os.path.join(www, name), "wb") as f:
             f.write(blob)
-    with Broker(os.path.join(root, "broker")) as broker, Nginx(www, pki.server_cert, pki.server_key) as web:
+    tls = {"certfile": pki.server_cert, "keyfile": pki.server_key} if broker_tls else None
+    with Broker(os.path.join(root, "broker"), tls=tls, **broker_options) as broker, \
+            Nginx(www, pki.server_cert, pki.server_key) as web:
         yield {"root": root, "www": www, "pki": pki, "broker": broker, "web": web, "images": images}
