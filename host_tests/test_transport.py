@@ -23,10 +23,9 @@ import time
 import pytest
 
 from harness import simfleet
-from harness.broker import Broker, Watcher, find_backend
+from harness.broker import Watcher, find_backend
 from harness.devserver import DevServer
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.nginx import find_nginx
 
 pytestmark = pytest.mark.skipif(
     find_backend() is None or find_backend().name != "mosquitto" or find_nginx() is None,
@@ -64,12 +63,7 @@ pattern read /switch/cmd/root
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("transport")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {v: simfleet.firmware(v) for v in ("1.0.0", "1.0.1", "1.0.2")}
-    for version, blob in images.items():
-        (www / ("firmware-%s.bin" % version)).write_bytes(blob)
     passwords = root / "passwd"
     users = [OPERATOR] + sorted(DEVICES.items())
     for i, (user, password) in enumerate(users):
@@ -77,11 +71,11 @@ def world(tmp_path_factory):
                        check=True, capture_output=True)
     acl = root / "acl"
     acl.write_text(ACL)
-    broker = Broker(str(root / "broker"), tls={"certfile": pki.server_cert, "keyfile": pki.server_key},
-                    password_file=str(passwords), acl_file=str(acl))
-    dev = DevServer(str(www), pki.server_cert, pki.server_key)
-    with broker, Nginx(str(www), pki.server_cert, pki.server_key) as web, dev:
-        yield {"root": root, "pki": pki, "broker": broker, "web": web, "dev": dev, "images": images}
+    with simfleet.lab(root, images, broker_tls=True, password_file=str(passwords),
+                      acl_file=str(acl)) as world:
+        pki = world["pki"]
+        with DevServer(world["www"], pki.server_cert, pki.server_key) as dev:
+            yield dict(world, dev=dev)
 
 
 def operator(world, topics=("/switch/state/#",)):
@@ -98,7 +92,7 @@ class Rig:
         broker = world["broker"]
         mqtt = {"host": "localhost", "port": broker.tls_port, "tls": True, "ca_path": "ca.der",
                 "user": device_id, "password": DEVICES[device_id]}
-        self.device = simfleet.new_device(str(world["root"] / device_id), world["images"]["1.0.0"],
+        self.device = simfleet.new_device(os.path.join(world["root"], device_id), world["images"]["1.0.0"],
                                           "localhost", broker.tls_port, ca_der=world["pki"].ca_der,
                                           unique_id=device_id, ota=ota, mqtt=mqtt, tls_accounting=True,
                                           idf_heap=ONE_SESSION_IDF_HEAP, **sim)
