@@ -79,6 +79,11 @@ CASES = [
     ("expires_string", j({"type": "ota_trigger", "url": URL, "expires": "tomorrow"}), "bad_expires"),
     ("expires_bool", j({"type": "ota_trigger", "url": URL, "expires": False}), "bad_expires"),
     ("target_list", j({"type": "ota_trigger", "url": URL, "target": ["a"]}), "bad_target"),
+    # Nesting within the 1024-byte limit: CPython's parser recurses (RecursionError past ~1000
+    # levels), MicroPython's keeps a stack on the GC heap (test_deep_nesting_on_a_small_heap).
+    ("deep_unclosed", b"[" * 1020, "bad_json"),
+    ("deep_balanced", b"[" * 500 + b"]" * 500, "not_object"),
+    ("deep_objects", b'{"a":' * 170 + b"1" + b"}" * 170, None),
 ]
 
 
@@ -162,3 +167,35 @@ def test_matrix_micropython_same_reasons(tmp_path):
     assert got == expected
     # and the CPython answers are the same ones
     assert {name: outcome(payload) for name, payload, _ in CASES} == got
+
+
+SMALL_HEAP_DRIVER = r"""
+import sys, gc
+sys.path.insert(0, sys.argv[1])
+from ota import trigger
+from ota.errors import OtaError
+gc.collect()
+free = gc.mem_free()
+try:
+    trigger.parse(b"[" * 500 + b"]" * 500)
+    print("parsed", free)
+except OtaError as e:
+    print(e.reason, e.detail)
+except MemoryError as e:
+    print("escaped MemoryError", e)
+print(trigger.parse(b'{"type":"ota_trigger","url":"https://x/fw.bin"}')["url"])
+"""
+
+
+@pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
+def test_deep_nesting_on_a_small_heap(tmp_path):
+    # 500 levels in 1000 bytes need more than the 23 KB left of a 32 KB heap (the parser's stack and
+    # 500 lists). Found by the device fuzz: the MemoryError escaped the MQTT callback and dropped the
+    # broker connection. It is a bad_json now, and the next trigger parses in the same heap.
+    driver = tmp_path / "driver.py"
+    driver.write_text(SMALL_HEAP_DRIVER)
+    proc = subprocess.run([MICROPYTHON, "-X", "heapsize=32K", str(driver), os.path.join(ROOT, "lib")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.strip().splitlines()
+    assert lines == ["bad_json payload nests too deeply to parse in the free heap", "https://x/fw.bin"], lines

@@ -113,6 +113,12 @@ def parse(payload, max_len=MAX_PAYLOAD):
         msg = json.loads(text)
     except (ValueError, UnicodeError):  # CPython's JSONDecodeError is a ValueError
         raise OtaError("bad_json", "payload is not UTF-8 JSON")
+    except (MemoryError, RuntimeError):
+        # Deep nesting, which no trigger has: MicroPython's parser keeps its stack on the GC heap
+        # (600 levels ask for one 8 KB block on the Unix port; the device fuzz dropped the MQTT
+        # connection over it), CPython's recurses (RecursionError is a RuntimeError). Whatever the
+        # parser built is garbage now: the heap is whole again for the next message.
+        raise OtaError("bad_json", "payload nests too deeply to parse in the free heap")
     if not isinstance(msg, dict):
         raise OtaError("not_object", "payload is JSON but not an object")
     kind = msg.get("type")
