@@ -203,6 +203,27 @@ def test_malformed_trigger_reports_reason_and_keeps_running(env, payload, reason
     assert a.pending["id"] == "j1"
 
 
+def test_memory_error_costs_the_message_not_the_connection(env, monkeypatch):
+    a = env.make()
+    client = connected(a)
+    real_parse = agent.trigger.parse
+    calls = []
+
+    def parse(payload):
+        calls.append(payload)
+        if len(calls) == 1:
+            raise MemoryError("memory allocation failed, allocating 8192 bytes")
+        return real_parse(payload)
+
+    monkeypatch.setattr(agent.trigger, "parse", parse)
+    deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j0"})
+    msg = a.client.states()[-1]
+    assert (msg["state"], msg["reason"]) == ("failed", "low_memory")
+    assert a.client is client and a.pending is None
+    deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j1"})  # same connection, still listening
+    assert a.client is client and a.pending["id"] == "j1"
+
+
 def test_unknown_type_and_other_target_ignored(env):
     a = env.make()
     connected(a)

@@ -159,6 +159,16 @@ class Agent(Link):
     def _on_message(self, topic, payload):
         # umqtt's callback: parse and queue only; the job runs from the loop once the PUBACK is sent.
         try:
+            self._intake(topic, payload)
+        except MemoryError:
+            # umqtt has read the whole packet already, so the connection is still in step: the heap
+            # running out costs this one message, said as such, not the broker connection (and the
+            # messages sent while reconnecting). Its PUBACK still goes out: no redelivery loop.
+            print("agent: trigger refused: low_memory")
+            self._refuse("low_memory", "MemoryError while taking in the message")
+
+    def _intake(self, topic, payload):
+        try:
             job = trigger.parse(payload)
         except OtaError as e:
             print("agent: bad trigger:", e)
