@@ -258,7 +258,7 @@ def device_payloads(rng, count, device_id):
             payload = rng.choice([b"[" * depth + b"]" * depth, b'{"a":' * depth + b"1" + b"}" * depth, b"null",
                                   b"42", b'"ota_trigger"', b"[" * depth, b"true", b"-", b"1e99999"])
         elif kind == 6:  # over the 1024-byte limit, sometimes far over it
-            size = rng.choice([1025, 1100, 4096, 16384])  # 64 KB: once, below (it costs a reconnect)
+            size = rng.choice([1025, 1100, 4096, 16384])  # 64 KB: once, below, with its own checks
             payload = (b'{"type":"ota_trigger","url":"https://localhost:%d/' % CLOSED_PORT
                        + b"a" * size + b'"}')
         elif kind == 7:  # text: UTF-8, NULs, control characters
