@@ -21,9 +21,8 @@ from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from harness import faultmatrix, simfleet
-from harness.broker import Broker, Watcher, find_backend, free_port
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from harness.broker import Watcher, find_backend, free_port
+from harness.nginx import find_nginx
 from ota import trigger
 from ota import url as urls
 from ota.errors import OtaError
@@ -280,12 +279,7 @@ pytestmark_device = pytest.mark.skipif(find_backend() is None or find_nginx() is
 @pytestmark_device
 def test_faults_fuzz_device_payloads(tmp_path):
     root = tmp_path
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1", size=1713728)}
-    for name, blob in images.items():
-        (www / ("firmware-%s.bin" % name)).write_bytes(blob)
     device_id = "fc0000000001"
     topic = "/switch/state/" + device_id
     rng = random.Random(SEED)
@@ -295,7 +289,8 @@ def test_faults_fuzz_device_payloads(tmp_path):
     fuzz_seconds = 0.0
     probes_lost = 0
     problems = []
-    with Broker(str(root / "broker")) as broker, Nginx(str(www), pki.server_cert, pki.server_key) as web:
+    with simfleet.lab(root, images) as world:
+        broker, web, pki = world["broker"], world["web"], world["pki"]
         watch = Watcher(broker.host, broker.port, topics=(topic,))
         device = simfleet.new_device(str(root / "dev"), images["1.0.0"], broker.host, broker.port,
                                      ca_der=pki.ca_der, unique_id=device_id)
