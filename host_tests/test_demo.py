@@ -42,9 +42,11 @@ def _amqtt():
 
 @pytest.mark.skipif(_amqtt() is None, reason="amqtt not installed (bootstrap installs it where mosquitto "
                                              "is missing, or with OTA_WITH_AMQTT=1 as CI does)")
-def test_demo_on_the_amqtt_fallback_broker(tmp_path):
+def test_demo_on_the_fallbacks_amqtt_and_the_dev_server(tmp_path):
+    # A fresh machine without mosquitto and nginx: the amqtt broker from PyPI and our own HTTPS server.
     env = dict(os.environ, OTA_BROKER="amqtt")
-    run = subprocess.run([sys.executable, "-m", "otactl", "demo", "--workdir", str(tmp_path / "demo")],
-                         cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+    run = subprocess.run([sys.executable, "-m", "otactl", "demo", "--workdir", str(tmp_path / "demo"),
+                          "--server", "dev"], cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "MQTT broker: amqtt" in run.stdout and "summary: 1.0.0 -> 1.0.1" in run.stdout
+    assert "MQTT broker: amqtt" in run.stdout and "HTTPS server: otactl's dev server" in run.stdout
+    assert "summary: 1.0.0 -> 1.0.1 on ota_1 (otadata: VALID" in run.stdout

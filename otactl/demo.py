@@ -57,7 +57,8 @@ def _servers(workdir, pki, server, clock):
     else:
         web = DevServer(www, pki.server_cert, pki.server_key).start()
         web.faults.trickle = LINK_RATE
-        clock.say("HTTPS server: otactl's dev server %s (nginx not found)" % web.url(""))
+        clock.say("HTTPS server: otactl's dev server %s (%s)"
+                  % (web.url(""), "nginx not found" if server == "auto" else "--server dev"))
     return web
 
 
