@@ -157,6 +157,19 @@ class Connection:
         time.sleep(quiet)
         return False
 
+    def reread(self, topics, timeout=5.0):
+        """Have the broker send the retained messages of `topics` again, to on_message, and return
+        once they are in; the extra subscriptions are dropped again. A new subscription gets the
+        topic's retained message (MQTT 3.1.1, 3.3.1.3): the way back to a message the broker dropped
+        on its way to us (mosquitto drops outgoing messages beyond max_queued_messages, 1000 by
+        default, when a subscriber falls behind)."""
+        topics = list(topics)
+        for at in range(0, len(topics), 100):  # one SUBSCRIBE per 100 topics
+            self.client.subscribe([(topic, 1) for topic in topics[at:at + 100]])
+        self.sync(timeout)
+        for at in range(0, len(topics), 100):
+            self.client.unsubscribe(topics[at:at + 100])
+
     def publish(self, topic, payload, qos=1, retain=False, timeout=10.0):
         if isinstance(payload, str):
             payload = payload.encode()

@@ -66,13 +66,7 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
                 for device in batch:
                     tracker.watch(device, None, now)
                     emit(log.write("revert_trigger", device=device, job=job))
-            settled = []
-            for device in tracker.next_events(tracker.wait_time(time.monotonic())):
-                if device.id in tracker.in_flight:
-                    verdict = tracker.judge(device.id, device.fields, None)
-                    if verdict is not None:
-                        settled.append((device.id, verdict))
-            settled += [(d, tracker.timeout_outcome(d)) for d in tracker.expired(time.monotonic())]
+            settled = tracker.settled(None, tracker.wait_time(time.monotonic()))
             for device, (outcome, reason, detail) in settled:
                 tracker.in_flight.pop(device, None)
                 current = tracker.fleet.get(device)

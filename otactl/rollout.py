@@ -244,14 +244,8 @@ class Rollout:
                         self._emit("trigger", device=device, stage=number)
             if not tracker.in_flight and (self.aborted or not todo):
                 break
-            for device in tracker.next_events(tracker.wait_time(time.monotonic())):
-                if device.id in tracker.in_flight:
-                    verdict = tracker.judge(device.id, device.fields, wanted)
-                    if verdict is not None:
-                        self._settle(tracker, device.id, *verdict, stage=tracker.in_flight[device.id][1])
-            for device in tracker.expired(time.monotonic()):
-                self._settle(tracker, device, *tracker.timeout_outcome(device),
-                             stage=tracker.in_flight[device][1])
+            for device, verdict in tracker.settled(wanted, tracker.wait_time(time.monotonic())):
+                self._settle(tracker, device, *verdict, stage=tracker.in_flight[device][1])
             if not self.aborted:
                 counts, size = self._stage_counts(number)
                 if counts["failed"] / size > self.options.abort_failure_rate:

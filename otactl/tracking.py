@@ -11,7 +11,8 @@ Tracker.judge(device, fields, wanted_version): a state message carrying the job 
               "rolled_back" follows, so it waits for that
     rolled_back -> rolled_back (reason)
     busy refusal naming this job -> failed busy
-and a device with no final state by its deadline -> timeout (or the failure it last reported).
+and a device with no final state by its deadline, even after its retained state is read once more,
+-> timeout (or the failure it last reported).
 """
 import json
 import queue
@@ -20,6 +21,11 @@ import time
 from . import mqtt
 from .errors import OtaError
 from .fleet import TERMINAL_STATES, Fleet
+
+# Seconds without a single state message, devices still in flight: their retained states are read
+# again (Tracker.settled), so a final state the broker dropped costs this long, not the whole
+# per-device timeout.
+QUIET_S = 5.0
 
 
 class Log:
@@ -76,6 +82,8 @@ class Tracker:
         self.fleet = Fleet()
         self.in_flight = {}  # device -> (deadline, stage)
         self.last = {}  # device -> fields of the last message with our job
+        self.heard = time.monotonic()  # the last state message, or the last trigger sent
+        self.recovered = 0  # devices settled by a re-read retained state (their live one was lost)
 
     def on_message(self, topic, payload, retained):
         device = self.fleet.update(topic, payload)
@@ -106,6 +114,7 @@ class Tracker:
 
     def watch(self, device, stage=None, now=None):
         self.in_flight[device] = ((now or time.monotonic()) + self.timeout, stage)
+        self.heard = now or time.monotonic()
 
     def next_events(self, wait):
         """Devices whose state changed, waiting up to `wait` seconds for the first."""
@@ -141,6 +150,40 @@ class Tracker:
 
     def expired(self, now):
         return [d for d, (deadline, _) in self.in_flight.items() if deadline <= now]
+
+    def settled(self, wanted_version, wait):
+        """[(device, (outcome, reason, detail))]: the in-flight devices settled this round, waiting up
+        to `wait` seconds for the first state message; each device once.
+        A broker drops messages to a subscriber that falls behind (mosquitto beyond
+        max_queued_messages; 10,000 devices answering at once did it), and a device that reported ok
+        must not count as silent: a device past its deadline has its retained state read once more
+        before it is a timeout, and after QUIET_S seconds without any state message the retained
+        states of every device in flight are read again."""
+        out, done = [], set()
+
+        def take(events):
+            for device in events:
+                if device.id in self.in_flight and device.id not in done:
+                    verdict = self.judge(device.id, device.fields, wanted_version)
+                    if verdict is not None:
+                        out.append((device.id, verdict))
+                        done.add(device.id)
+
+        events = self.next_events(wait)
+        now = time.monotonic()
+        if events:
+            self.heard = now
+        take(events)
+        late = [d for d in self.expired(now) if d not in done]
+        quiet = [d for d in self.in_flight if d not in done] if now - self.heard >= QUIET_S else []
+        if late or quiet:
+            self.heard = now
+            self.conn.reread([mqtt.STATE_PREFIX + d for d in (quiet or late)])
+            before = len(out)
+            take(self.next_events(0))
+            self.recovered += len(out) - before
+            out += [(d, self.timeout_outcome(d)) for d in late if d not in done]
+        return out
 
     def timeout_outcome(self, device):
         last = self.last.get(device)
