@@ -29,7 +29,7 @@ machine.reset = _reset
 # still see "no esp32 module" on CPython.
 _saved = {name: sys.modules.get(name) for name in ("machine", "esp32")}
 sys.modules["machine"], sys.modules["esp32"] = machine, fakes.make_device()
-from ota import agent, config, jobs, selftest  # noqa: E402
+from ota import agent, config, jobs, selftest, trigger  # noqa: E402
 
 for _name, _module in _saved.items():
     if _module is None:
@@ -206,7 +206,7 @@ def test_malformed_trigger_reports_reason_and_keeps_running(env, payload, reason
 def test_memory_error_costs_the_message_not_the_connection(env, monkeypatch):
     a = env.make()
     client = connected(a)
-    real_parse = agent.trigger.parse
+    real_parse = trigger.parse
     calls = []
 
     def parse(payload):
@@ -215,7 +215,7 @@ def test_memory_error_costs_the_message_not_the_connection(env, monkeypatch):
             raise MemoryError("memory allocation failed, allocating 8192 bytes")
         return real_parse(payload)
 
-    monkeypatch.setattr(agent.trigger, "parse", parse)
+    monkeypatch.setattr(trigger, "parse", parse)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j0"})
     msg = a.client.states()[-1]
     assert (msg["state"], msg["reason"]) == ("failed", "low_memory")

@@ -4,8 +4,9 @@
 # Topics (config "topics"): commands on /switch/cmd/root and /switch/cmd/<id> (QoS 1), the retained
 # state on /switch/state/<id> (state.py), last will: the retained {"state": "offline"} message.
 #
-# The Agent is a Link (link.py: Wi-Fi, clock, the MQTT session, publishing); a queued trigger is run by
-# commands.py (policy, the update or revert, the outcome, the reboot, MQTT during the download).
+# The Agent is a Link (link.py: Wi-Fi, clock, the MQTT session, publishing); intake.py takes command
+# messages in and queues a trigger; commands.py runs it (policy, the update or revert, the outcome,
+# the reboot, MQTT during the download).
 #
 # Bad config: config.load()/validate() failing is printed (reason and detail only, never the values)
 # and the agent runs on config.DEFAULTS, so a device with a broken config.json still boots, and a NEW
@@ -15,7 +16,7 @@ import time
 import esp32
 import machine
 
-from ota import commands, config, health, jobs, otadata, selftest, signature, state, trigger, version
+from ota import commands, config, health, intake, jobs, otadata, selftest, state, version
 from ota.errors import OtaError
 from ota.link import Link
 
@@ -70,7 +71,8 @@ class Agent(Link):
             print("agent: running version unknown:", e)
             self.version = None
         self.reporter = state.Reporter(device_id, self.version, self.slot)
-        self.commands = commands.Runner(self)  # runs what _on_message queued (commands.py)
+        self.intake = intake.Intake(self)  # the MQTT callback: parse, check, queue (intake.py)
+        self.commands = commands.Runner(self)  # runs what the intake queued (commands.py)
         self.jobs = jobs.Jobs(jobs_path)
         self.client = None
         self.clock_set = False
@@ -155,78 +157,11 @@ class Agent(Link):
         self.jobs.update(state="ok", reason=reason, detail=detail)
         self.publish("ok", job=job, reason=reason, detail=detail)
 
-    # --- triggers ----------------------------------------------------------------------------------
-    def _on_message(self, topic, payload):
-        # umqtt's callback: parse and queue only; the job runs from the loop once the PUBACK is sent.
-        try:
-            self._intake(topic, payload)
-        except MemoryError:
-            # umqtt has read the whole packet already, so the connection is still in step: the heap
-            # running out costs this one message, said as such, not the broker connection (and the
-            # messages sent while reconnecting). Its PUBACK still goes out: no redelivery loop.
-            print("agent: trigger refused: low_memory")
-            self._refuse("low_memory", "MemoryError while taking in the message")
-
-    def _intake(self, topic, payload):
-        try:
-            job = trigger.parse(payload)
-        except OtaError as e:
-            print("agent: bad trigger:", e)
-            self._refuse(e.reason, e.detail)
-            return
-        if job is None:
-            return
-        if not signature.target_matches(job["target"], self.device_id):
-            # On the fleet topic a trigger for other devices is none of our business; on our own
-            # topic it is a mistake (or a replay) worth saying so.
-            if topic == self.cmd_topics[1] or topic == self.cmd_topics[1].encode():
-                self._refuse("wrong_target", "for %s, not %s" % (job["target"], self.device_id))
-            return
-        if job["id"] is None and job["signature"] is None:  # a signed trigger must carry its own id
-            job["id"] = _auto_id(job)
-        if job["id"] is not None and (self.jobs.seen_before(job["id"])
-                                      or (self.pending or {}).get("id") == job["id"]):
-            # Silent for a QoS 1 redelivery or a retained trigger seen again; a signed trigger
-            # replayed is said out loud (the state stays what it is, with the reason added).
-            print("agent: duplicate job ignored:", job["id"])
-            if job["signature"] is not None and (self.busy or {}).get("id") != job["id"]:
-                self._refuse("replayed", "job %s was seen before" % job["id"], keep_state=True)
-            return
-        if self.busy is not None or self.pending is not None:
-            self._refuse("busy", "refused " + job["id"])
-            return
-        self.pending = job
-
-    def _oversize(self, topic, size):
-        # ota.mqtt drained a payload too big to hold: refused as trigger.parse would refuse it.
-        print("agent: bad trigger: too_long:", size, "bytes")
-        self._refuse("too_long", "%d bytes > %d" % (size, trigger.MAX_PAYLOAD))
-
-    def _refuse(self, reason, detail, keep_state=False):
-        # A trigger that is not run. While a job runs (or keep_state) the state stays, with the
-        # reason added.
-        if self.busy is None and not keep_state:
-            self.publish("failed", reason=reason, detail=detail)
-        else:
-            name, fields = self.reporter.last_state
-            fields = dict(fields)
-            fields.update(reason=reason, detail=detail)
-            self.publish(name, **fields)
-
+    # --- triggers (intake.py takes them in; the loop runs what it queued) ---------------------------
     def run_pending(self):
         # Runs the queued trigger to its end: reset (does not return), or a published "ok"/"failed".
         job, self.pending = self.pending, None
         self.commands.run(job)
-
-
-def _auto_id(job):
-    # A trigger without "id" (the seed guide's minimal message) gets one from its content, so its
-    # redelivery is still recognised. To run the same URL again, send an "id".
-    import hashlib
-    from binascii import hexlify
-
-    text = "%s|%s|%s|%s" % (job["type"], job.get("url"), job.get("sha256"), job.get("version"))
-    return "auto-" + hexlify(hashlib.sha256(text.encode()).digest()[:6]).decode()
 
 
 def main():

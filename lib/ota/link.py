@@ -1,8 +1,9 @@
 # The agent's link to the broker: Wi-Fi, the clock (NTP), the MQTT session (verified TLS, last will,
 # subscriptions) and publishing the retained state. Agent (agent.py) is a Link: these methods work on
 # the attributes Agent.__init__ sets (cfg, network, mqtt_class, tls, device_id, cmd_topics,
-# state_topic, reporter, gate, clock_set, client) and hand incoming messages to its _on_message and
-# _oversize. Nothing here retries: a failure raises OSError to the agent's one retry loop.
+# state_topic, reporter, gate, clock_set, intake, client) and hand incoming messages to its intake
+# (intake.py: on_message, on_oversize). Nothing here retries: a failure raises OSError to the
+# agent's one retry loop.
 import time
 
 from ota import state, trigger
@@ -67,8 +68,8 @@ class Link:
                                     mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
                                     mqtt.get("user"), mqtt.get("password"),
                                     mqtt.get("keepalive_s", 60), ssl_context=context,
-                                    max_payload=trigger.MAX_PAYLOAD, on_oversize=self._oversize)
-        client.set_callback(self._on_message)
+                                    max_payload=trigger.MAX_PAYLOAD, on_oversize=self.intake.on_oversize)
+        client.set_callback(self.intake.on_message)
         client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
         try:
             client.connect()
@@ -102,7 +103,7 @@ class Link:
 
     def publish(self, state_name, **fields):
         # Builds the state message; sends it if connected. QoS 0: umqtt's QoS 1 publish waits for the
-        # PUBACK inside wait_msg, which would re-enter _on_message. Raises OSError.
+        # PUBACK inside wait_msg, which would re-enter the intake. Raises OSError.
         msg = self.reporter.message(state_name, **fields)
         if self.client is not None:
             self.client.publish(self.state_topic.encode(), msg, retain=True)

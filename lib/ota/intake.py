@@ -1,0 +1,78 @@
+# Trigger intake: what umqtt's callback does with a command message. Parse (trigger.py), check the
+# target, drop duplicates (say so for a replayed signed trigger), refuse while busy, and queue the
+# trigger as agent.pending. Nothing runs here: the agent's loop runs the queued trigger (commands.py)
+# once the PUBACK is out. Every refusal is published on the state topic with its reason code.
+from ota import signature, trigger
+from ota.errors import OtaError
+
+
+class Intake:
+    def __init__(self, agent):
+        self.agent = agent  # device_id, cmd_topics, jobs, pending, busy, publish, reporter
+
+    def on_message(self, topic, payload):
+        # umqtt's callback: parse and queue only; the job runs from the loop once the PUBACK is sent.
+        try:
+            self._take(topic, payload)
+        except MemoryError:
+            # umqtt has read the whole packet already, so the connection is still in step: the heap
+            # running out costs this one message, said as such, not the broker connection (and the
+            # messages sent while reconnecting). Its PUBACK still goes out: no redelivery loop.
+            print("agent: trigger refused: low_memory")
+            self.refuse("low_memory", "MemoryError while taking in the message")
+
+    def _take(self, topic, payload):
+        try:
+            job = trigger.parse(payload)
+        except OtaError as e:
+            print("agent: bad trigger:", e)
+            self.refuse(e.reason, e.detail)
+            return
+        if job is None:
+            return
+        if not signature.target_matches(job["target"], self.agent.device_id):
+            # On the fleet topic a trigger for other devices is none of our business; on our own
+            # topic it is a mistake (or a replay) worth saying so.
+            if topic == self.agent.cmd_topics[1] or topic == self.agent.cmd_topics[1].encode():
+                self.refuse("wrong_target", "for %s, not %s" % (job["target"], self.agent.device_id))
+            return
+        if job["id"] is None and job["signature"] is None:  # a signed trigger must carry its own id
+            job["id"] = _auto_id(job)
+        if job["id"] is not None and (self.agent.jobs.seen_before(job["id"])
+                                      or (self.agent.pending or {}).get("id") == job["id"]):
+            # Silent for a QoS 1 redelivery or a retained trigger seen again; a signed trigger
+            # replayed is said out loud (the state stays what it is, with the reason added).
+            print("agent: duplicate job ignored:", job["id"])
+            if job["signature"] is not None and (self.agent.busy or {}).get("id") != job["id"]:
+                self.refuse("replayed", "job %s was seen before" % job["id"], keep_state=True)
+            return
+        if self.agent.busy is not None or self.agent.pending is not None:
+            self.refuse("busy", "refused " + job["id"])
+            return
+        self.agent.pending = job
+
+    def on_oversize(self, topic, size):
+        # ota.mqtt drained a payload too big to hold: refused as trigger.parse would refuse it.
+        print("agent: bad trigger: too_long:", size, "bytes")
+        self.refuse("too_long", "%d bytes > %d" % (size, trigger.MAX_PAYLOAD))
+
+    def refuse(self, reason, detail, keep_state=False):
+        # A trigger that is not run. While a job runs (or keep_state) the state stays, with the
+        # reason added.
+        if self.agent.busy is None and not keep_state:
+            self.agent.publish("failed", reason=reason, detail=detail)
+        else:
+            name, fields = self.agent.reporter.last_state
+            fields = dict(fields)
+            fields.update(reason=reason, detail=detail)
+            self.agent.publish(name, **fields)
+
+
+def _auto_id(job):
+    # A trigger without "id" (the seed guide's minimal message) gets one from its content, so its
+    # redelivery is still recognised. To run the same URL again, send an "id".
+    import hashlib
+    from binascii import hexlify
+
+    text = "%s|%s|%s|%s" % (job["type"], job.get("url"), job.get("sha256"), job.get("version"))
+    return "auto-" + hexlify(hashlib.sha256(text.encode()).digest()[:6]).decode()
