@@ -23,7 +23,6 @@ gets the agent's content-derived id. Signatures are not verified.
 What is not: no download (the new version is the trigger's "version"), no last will per device
 (go_offline() publishes the "offline" message the broker would), a device never really resets.
 """
-import hashlib
 import heapq
 import itertools
 import os
@@ -35,13 +34,15 @@ import time
 _LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 if _LIB not in sys.path:
     sys.path.insert(0, _LIB)
+from ota import signature as device_signature  # noqa: E402
 from ota import state as device_state  # noqa: E402
 from ota import trigger as device_trigger  # noqa: E402
 from ota import version as device_version  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
+from ota.intake import auto_id  # noqa: E402  the device's own: a redelivery gets the same id
+from ota.jobs import MAX_SEEN  # noqa: E402
 
 CMD_ROOT = "/switch/cmd/root"
-_MAX_SEEN = 16  # lib/ota/jobs.py
 OUTCOMES = ("ok", "fail", "rollback", "stall", "offline")
 _SUBSCRIBE_BATCH = 200
 
@@ -66,17 +67,6 @@ class Behavior:
         self.confirm_s = confirm_s
         self.allow_downgrade = allow_downgrade
 
-
-def auto_id(job):
-    # lib/ota/agent.py _auto_id: the same id for the same content, so a redelivery is recognised.
-    text = "%s|%s|%s|%s" % (job["type"], job.get("url"), job.get("sha256"), job.get("version"))
-    return "auto-" + hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _target_matches(target, device_id):
-    # lib/ota/signature.py target_matches: None, "*", "id" or "id1,id2". (agent.py at the time of
-    # writing compares target == device_id only, so it ignores "*" and lists: see the report.)
-    return target is None or target == "*" or device_id in target.split(",")
 
 
 def _version_from(job):
@@ -125,7 +115,7 @@ class LightDevice:
         except OtaError as e:
             self._refuse(e.reason, e.detail)
             return
-        if job is None or not _target_matches(job["target"], self.id):
+        if job is None or not device_signature.target_matches(job["target"], self.id):
             return
         if job["id"] is None:
             job["id"] = auto_id(job)
@@ -136,7 +126,7 @@ class LightDevice:
             self._refuse("busy", "refused " + job["id"])
             return
         self.seen.append(job["id"])
-        del self.seen[:-_MAX_SEEN]
+        del self.seen[:-MAX_SEEN]
         self.busy = job
         if job["type"] == "ota_revert":
             self._revert(job)

@@ -37,7 +37,7 @@ class Intake:
                 self.refuse("wrong_target", "for %s, not %s" % (job["target"], self.agent.device_id))
             return
         if job["id"] is None and job["signature"] is None:  # a signed trigger must carry its own id
-            job["id"] = _auto_id(job)
+            job["id"] = auto_id(job)
         if job["id"] is not None and (self.agent.jobs.seen_before(job["id"])
                                       or (self.agent.pending or {}).get("id") == job["id"]):
             # Silent for a QoS 1 redelivery or a retained trigger seen again; a signed trigger
@@ -68,7 +68,7 @@ class Intake:
             self.agent.publish(name, **fields)
 
 
-def _auto_id(job):
+def auto_id(job):
     # A trigger without "id" (the seed guide's minimal message) gets one from its content, so its
     # redelivery is still recognised. To run the same URL again, send an "id".
     import hashlib

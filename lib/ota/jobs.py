@@ -11,7 +11,7 @@
 # rolling_back (the health gate failed and resets into the old slot), then one of the terminal
 # states ok / failed / rolled_back once the outcome has been reported.
 # to_otadata (updates): to_slot's otadata state when the job started (ota.otadata; health.classify).
-# seen: the last _MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
+# seen: the last MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
 # broker hands out again at every subscribe, must not start the same job again (also a failed one,
 # else a retained trigger for a broken release would loop after every reconnect).
 # Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty.
@@ -19,7 +19,7 @@ import json
 import os
 
 PATH = "ota_job.json"
-_MAX_SEEN = 16
+MAX_SEEN = 16
 TERMINAL = ("ok", "failed", "rolled_back")
 
 
@@ -32,7 +32,7 @@ class Jobs:
             with open(path) as f:
                 data = json.load(f)
             self.current = data.get("current")
-            self.seen = list(data.get("seen", []))[-_MAX_SEEN:]
+            self.seen = list(data.get("seen", []))[-MAX_SEEN:]
         except OSError:  # no file yet: a device that never ran a job
             pass
         except (ValueError, AttributeError, TypeError):  # corrupt (power cut mid-write on FAT)
@@ -50,7 +50,7 @@ class Jobs:
         self.current = record
         if remember and job.get("id") is not None and job["id"] not in self.seen:
             self.seen.append(job["id"])
-            del self.seen[:-_MAX_SEEN]
+            del self.seen[:-MAX_SEEN]
         self.save()
 
     def update(self, **fields):
