@@ -148,8 +148,9 @@ class Runner:
 
         agent = self.agent
         other = agent.other
-        label, size = other.info()[4], other.info()[3]
-        first = bytearray(0x100)
+        part = other.info()
+        label, size = part[4], part[3]
+        first = bytearray(image.HEADER_BYTES)
         other.readblocks(0, first)
         try:
             info = image.check_header(first, size)

@@ -27,7 +27,6 @@ from ota.fetch import Download
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 
-_HEADER_BYTES = const(0x100)  # image.check_header needs this much of the image
 _VALIDATE_FAILED = const(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED from Partition.set_boot()
 _OPEN_KEYS = ("ca_path", "token_host", "allow_http", "connect_timeout", "read_timeout")
 
@@ -76,7 +75,7 @@ class _Update:
     # Returns True for the running version (nothing written). Raises OtaError, OSError (flash).
     def feed(self, data, n):
         w = self.writer
-        if self.info is None and w.received + n >= _HEADER_BYTES:
+        if self.info is None and w.received + n >= image.HEADER_BYTES:
             if self.check_header(w.view[:w.fill + n]):
                 return True
         self.sha.update(data)

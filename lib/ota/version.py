@@ -19,8 +19,6 @@ def running_version():
     return read_descriptor(esp32.Partition(esp32.Partition.RUNNING))["version"]
 
 
-running = running_version  # update.py says running(), agent.py running_version()
-
 
 def _parse(text):
     # "v1.2.0-rc1+build7" -> ([1, 2, 0], "rc1"). Raises OtaError bad_version.
