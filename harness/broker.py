@@ -31,7 +31,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def _accepts(host, port):
+def accepts(host, port):
     try:
         with socket.create_connection((host, port), timeout=0.2):
             return True
@@ -138,7 +138,7 @@ class Broker:
         self.starts += 1
         deadline = time.monotonic() + timeout
         ports = [self.port] + ([self.tls_port] if self.tls_port else [])
-        while not all(_accepts(self.host, p) for p in ports):
+        while not all(accepts(self.host, p) for p in ports):
             if self.proc.poll() is not None:
                 raise RuntimeError("%s exited %s: %s" % (self.backend.name, self.proc.returncode, self.log()))
             if time.monotonic() > deadline:

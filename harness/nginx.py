@@ -16,10 +16,12 @@
 # `target` is the file name the redirects lead to (default "firmware.bin").
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
+
+# free_port: bind port 0, read the port the kernel chose, release it (a tiny race we accept).
+from harness.broker import accepts, free_port  # noqa: F401  (free_port: tests import it from here too)
 
 _CONFIG = """
 worker_processes 1;
@@ -71,13 +73,6 @@ def find_nginx():
     return shutil.which("nginx")
 
 
-def free_port():
-    # Bind port 0, read the port the kernel chose, release it for nginx (a tiny race we accept).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Nginx:
     def __init__(self, root, certfile, keyfile, target="firmware.bin", limit_rate=None):
         self.binary = find_nginx()
@@ -125,12 +120,9 @@ class Nginx:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode(errors="replace")
                 raise RuntimeError("nginx exited: " + err + self.error_log())
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.http_port), timeout=0.2).close()
+            if accepts("127.0.0.1", self.port) and accepts("127.0.0.1", self.http_port):
                 return
-            except OSError:
-                time.sleep(0.05)
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError("nginx did not start listening: " + self.error_log())
 

@@ -10,13 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # until pyproject's pytest config says pythonpath = ["."]
 from harness import broker as broker_module  # noqa: E402
 
-pytestmark = pytest.mark.skipif(broker_module.find_backend() is None, reason="no mosquitto/amqtt")
+from fleet_helpers import broker, needs_broker  # noqa: E402,F401  (broker: the fixture)
 
-
-@pytest.fixture
-def broker(tmp_path):
-    with broker_module.Broker(str(tmp_path / "broker")) as b:
-        yield b
+pytestmark = needs_broker
 
 
 def test_retained_round_trip(broker):

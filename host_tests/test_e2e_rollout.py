@@ -22,7 +22,7 @@ import pytest
 from harness import simfleet
 from harness.broker import Watcher, find_backend
 from harness.nginx import find_nginx
-from fleet_helpers import max_in_flight
+from fleet_helpers import max_in_flight, read_log
 from otactl import rollout
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,11 +43,6 @@ def otactl(world, *argv, timeout=60):
     print("$ otactl %s  (exit %d, %.1f s)\n%s%s" % (" ".join(map(str, argv)), done.returncode, done.elapsed,
                                                    done.stdout, done.stderr))
     return done
-
-
-def read_log(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def downloads(world):

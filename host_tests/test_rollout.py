@@ -131,7 +131,7 @@ def test_failures_abort_at_threshold_then_revert(fleet, conn, tmp_path, capsys):
     # revert: exactly the devices that took 1.0.1 get ota_revert and come back to 1.0.0
     updated = sorted(d for d, r in outcomes.items() if r["outcome"] == "ok")
     assert len(updated) >= 4
-    assert run_cli(["revert", "--log", log, "--timeout", "10"] + broker_args_of(light)) == 0
+    assert run_cli(["revert", "--log", log, "--timeout", "10"] + broker_args(light)) == 0
     for device_id in devices:
         d = light.devices[device_id]
         reverts = [c for c in d.commands if c["type"] == "ota_revert"]
@@ -142,10 +142,6 @@ def test_failures_abort_at_threshold_then_revert(fleet, conn, tmp_path, capsys):
     assert sorted(r["device"] for r in done) == updated
     assert all(r["outcome"] == "ok" and r["version"] == "1.0.0" and r["version_before"] == "1.0.1" for r in done)
     assert "reverted %d of %d devices" % (len(updated), len(updated)) in capsys.readouterr().out
-
-
-def broker_args_of(light):
-    return ["--broker", "%s:%d" % (light.host, light.port)]
 
 
 def test_timeout_stall_and_offline(fleet, conn, tmp_path):
