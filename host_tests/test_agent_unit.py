@@ -123,8 +123,10 @@ class Updater:
     def __init__(self, result=None, error=None, during=None, total=300000):
         self.calls, self.result, self.error, self.during, self.total = [], result, error, during, total
 
-    def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None):
+    def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
+                 running=None, target=None):
         self.calls.append(dict(url=url, sha256=sha256, size=size, version=version, token=token))
+        self.slots = getattr(self, "slots", []) + [(running, target)]
         self.configs = getattr(self, "configs", []) + [config]
         for done in range(0, self.total + 1, 65536):
             if self.during:
@@ -244,6 +246,9 @@ def test_update_plain_mqtt_progress_then_reboot(env):
     with pytest.raises(Reset):
         a.run_pending()
     assert up.calls == [dict(url=GOOD_URL, sha256="ab" * 32, size=1000000, version="1.1.0", token=None)]
+    # The running version and the target slot the agent took at start-up: no second get_next_update()
+    # (4 KiB) on a heap that has had time to fragment.
+    assert up.slots == [("1.0.0", a.other)] and a.other.info()[4] == "ota_1"
     states = [m["state"] for m in client.states()]
     assert states[1] == "downloading" and states[-2:] == ["verifying", "rebooting"]
     progress = [m["progress"] for m in client.states() if m["state"] == "downloading"]

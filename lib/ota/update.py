@@ -126,9 +126,10 @@ def _running_version(partition):
 # bad_response, the image reasons (not_app_image, wrong_chip, chip_revision, bad_segments,
 # bad_checksum, bad_image_hash) and the https reasons (http_<status>, tls_verify_failed, ...).
 # config: the "ota" section. https, esp32: modules (tests inject fakes). running: the running
-# version (None: read from the running slot). progress(bytes, total): rate-limited by progress_bytes.
+# version (None: read from the running slot). target: the slot to write (None: get_next_update(); the
+# agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-        https=None, esp32=None, running=None):
+        https=None, esp32=None, running=None, target=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -136,7 +137,8 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     if https is None:
         from ota import https
     current = esp32.Partition(esp32.Partition.RUNNING)
-    target = current.get_next_update()  # allocates 4 KiB: before the heap fragments (MP #8382)
+    if target is None:
+        target = current.get_next_update()  # allocates 4 KiB: best before the heap fragments (MP #8382)
     if running is None:
         running = _running_version(current)
     open_args = {"token": token}
