@@ -20,11 +20,12 @@ from .errors import OtaError
 _LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
 if _LIB not in sys.path:
     sys.path.insert(0, _LIB)
+from ota import jobs as device_jobs  # noqa: E402
 from ota import version as device_version  # noqa: E402  the device's own comparison
 from ota.errors import OtaError as DeviceError  # noqa: E402
 
 BUSY_STATES = ("downloading", "verifying", "rebooting", "confirming")
-TERMINAL_STATES = ("ok", "failed", "rolled_back")
+TERMINAL_STATES = device_jobs.TERMINAL  # a job's final states, as the device records them
 
 
 def compare_versions(a, b):

@@ -18,7 +18,7 @@ if _LIB not in sys.path:
 from ota import trigger as device_trigger  # noqa: E402
 from ota.errors import OtaError as DeviceError  # noqa: E402
 
-MAX_JOB_ID = 40  # lib/ota/trigger.py _MAX_ID
+MAX_JOB_ID = device_trigger.MAX_ID
 
 
 def new_job_id(prefix):

@@ -25,7 +25,7 @@ from ota.errors import OtaError
 MAX_PAYLOAD = const(1024)  # checked before json.loads: a 10 KB message never reaches the parser
 _MAX_URL = const(512)
 _MAX_VERSION = const(31)  # esp_app_desc_t.version is char[32], NUL-terminated
-_MAX_ID = const(40)
+MAX_ID = const(40)  # public: otactl makes job ids that fit
 _MAX_SIGNATURE = const(256)  # Ed25519: 88 chars base64, 128 hex
 _MAX_TARGET = const(200)  # "*", one id, or a comma-separated list of ids (about 15)
 
@@ -81,8 +81,8 @@ def _check_sha256(value):
 def _optional(msg, out):
     # The fields both types share.
     job_id = msg.get("id")
-    if job_id is not None and not _short_string(job_id, _MAX_ID):
-        raise OtaError("bad_job_id", "id must be 1..%d printable ASCII characters" % _MAX_ID)
+    if job_id is not None and not _short_string(job_id, MAX_ID):
+        raise OtaError("bad_job_id", "id must be 1..%d printable ASCII characters" % MAX_ID)
     out["id"] = job_id
     signature = msg.get("signature")
     if signature is not None and not _short_string(signature, _MAX_SIGNATURE):
