@@ -39,6 +39,24 @@ def select(cases):
     return cases, list(dict.fromkeys(c[0] for c in cases))
 
 
+def outcome_of(state):
+    """A job's final device state ("ok", "failed", "rolled_back", None) -> the row's outcome."""
+    return {"ok": "success", "failed": "refused", "rolled_back": "refused"}.get(state, "error")
+
+
+def run_grouped(cases, run, workers, group_of):
+    """run(index, case) for every case, `workers` devices at a time -> {group: [result, ...]}, each
+    result filed under group_of(result), in case order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = list(pool.map(lambda item: run(*item), enumerate(cases)))
+    out = {}
+    for result in done:
+        out.setdefault(group_of(result), []).append(result)
+    return out
+
+
 def record(fault, case, outcome, reason=None, bricked=False, allowed=True, seconds=None, detail=None, n=1):
     """Adds one row; thread-safe (the power cases run on a thread pool). n: how many cases the row
     stands for (a fuzz run is one row of thousands). Returns the row."""

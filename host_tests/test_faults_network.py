@@ -15,7 +15,6 @@ import hashlib
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -280,7 +279,7 @@ def _run(world, index, case):
     if device is not None and "Traceback" in device.console():
         problems.append("Traceback on the console")
     state, reason = outcome or ("error", None)
-    faultmatrix.record(group, name, {"ok": "success", "failed": "refused", "rolled_back": "refused"}.get(state, "error"),
+    faultmatrix.record(group, name, faultmatrix.outcome_of(state),
                        reason=reason, bricked=bricked, allowed=not problems, seconds=time.monotonic() - started,
                        detail="; ".join(problems)[:400] or None)
     return {"group": group, "name": name, "problems": problems, "bricked": bricked,
@@ -290,12 +289,7 @@ def _run(world, index, case):
 
 @pytest.fixture(scope="module")
 def results(world):
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        done = list(pool.map(lambda item: _run(world, *item), enumerate(CASES)))
-    out = {}
-    for r in done:
-        out.setdefault(r["group"], []).append(r)
-    return out
+    return faultmatrix.run_grouped(CASES, lambda i, case: _run(world, i, case), WORKERS, lambda r: r["group"])
 
 
 @pytest.mark.parametrize("group", GROUPS)

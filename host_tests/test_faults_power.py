@@ -18,7 +18,6 @@ import hashlib
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -273,8 +272,7 @@ def _run(world, index, case):
         if c.device is not None and c.device.result == "no_app":
             c.bricked = True
     state, reason = c.outcome or ("error", None)
-    outcome = {"ok": "success", "failed": "refused", "rolled_back": "refused"}.get(state, "error")
-    faultmatrix.record(c.group, c.name, outcome, reason=reason, bricked=c.bricked, allowed=not c.problems,
+    faultmatrix.record(c.group, c.name, faultmatrix.outcome_of(state), reason=reason, bricked=c.bricked, allowed=not c.problems,
                        seconds=time.monotonic() - started, detail="; ".join(c.problems)[:400] or None)
     return c
 
@@ -282,12 +280,7 @@ def _run(world, index, case):
 @pytest.fixture(scope="module")
 def results(world):
     # Every case of the module on one pool (WORKERS devices at a time): {group: [Case, ...]}.
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        done = list(pool.map(lambda item: _run(world, *item), enumerate(CASES)))
-    out = {}
-    for c in done:
-        out.setdefault(c.group, []).append(c)
-    return out
+    return faultmatrix.run_grouped(CASES, lambda i, case: _run(world, i, case), WORKERS, lambda c: c.group)
 
 
 @pytest.mark.parametrize("group", GROUPS)
