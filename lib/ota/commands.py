@@ -14,10 +14,7 @@
 import machine
 
 from ota import otadata, signature, state
-from ota.errors import OtaError
-
-_ENOMEM = 12
-
+from ota.errors import OtaError, from_oserror
 
 # Refusals of a trigger that was not proven to come from the operator (ota.signature.check).
 _UNAUTHENTICATED = ("unsigned", "no_signing_key", "bad_signature", "missing_id", "missing_expires",
@@ -42,7 +39,7 @@ class Runner:
         except OtaError as e:
             self._finish(job, "failed", e.reason, e.detail)
         except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
-            self._finish(job, "failed", "low_memory" if e.errno == _ENOMEM else "io_error", str(e))
+            self._finish(job, "failed", from_oserror(e).reason, str(e))
         except MemoryError:  # the GC heap ran out (an import or a buffer): report it, keep running
             import gc
 

@@ -8,27 +8,14 @@
 import errno
 import sys
 
-from ota.errors import OtaError
+from ota.errors import OtaError, errno_of  # noqa: F401  (errno_of: https.py imports it from here)
 
 _MICROPYTHON = sys.implementation.name == "micropython"
-
-try:
-    _TIMEOUT_TYPES = (TimeoutError,)  # CPython raises it for socket timeouts, with errno None
-except NameError:
-    _TIMEOUT_TYPES = ()  # MicroPython: OSError(ETIMEDOUT)
 
 
 # The MicroPython socket already has readinto(buf, n)/readline/write: it is used as it is.
 def wrap(sock):
     return sock if _MICROPYTHON else _CPythonStream(sock)
-
-
-def errno_of(e):
-    if isinstance(e, _TIMEOUT_TYPES):
-        return errno.ETIMEDOUT
-    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
-    # The MicroPython TLS layer passes socket errors through mbedTLS and may flip their sign.
-    return -code if code is not None and -256 < code < 0 else code
 
 
 # The reason code for an OSError that Response.readinto let through: "timeout" or
