@@ -349,6 +349,8 @@ class FakeServer:
             raise plan["fail"]
         size = len(self.content)
         if start and not plan.get("ignore_range"):
+            if plan.get("range_start", start) != start:  # as http_response.Response refuses it
+                raise OtaError("bad_response", "asked for byte %d, got %d" % (start, plan["range_start"]))
             resp = FakeResponse(self.content[start:], 206, plan.get("range_start", start),
                                 plan.get("total", size), max_read=self.max_read)
         else:
