@@ -226,6 +226,23 @@ def test_memory_error_costs_the_message_not_the_connection(env, monkeypatch):
     assert a.client is client and a.pending["id"] == "j1"
 
 
+def test_unsigned_trigger_expires_at_the_same_second_as_a_signed_one(env, monkeypatch):
+    # Good strictly before `expires`, for unsigned triggers as for signed ones (signature.has_expired).
+    from ota import state as device_state
+
+    monkeypatch.setattr(device_state, "unix_time", lambda: 1_800_000_000)
+    up = Updater(result={"result": "same_version", "version": "1.0.0", "bytes": 0, "slot": "ota_1"})
+    a = env.make(up)
+    connected(a)
+    deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j-at", "expires": 1_800_000_000})
+    a.run_pending()
+    msg = a.client.states()[-1]
+    assert (msg["state"], msg["reason"]) == ("failed", "expired") and up.calls == []
+    deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j-before", "expires": 1_800_000_001})
+    a.run_pending()
+    assert len(up.calls) == 1
+
+
 def test_unknown_type_and_other_target_ignored(env):
     a = env.make()
     connected(a)

@@ -78,7 +78,7 @@ class Runner:
             # Said before "downloading" is published (https.open would refuse it all the same).
             raise OtaError("http_not_allowed", "policy ota.allow_http is off: use https://")
         now = state.unix_time()
-        if job["expires"] is not None and now is not None and now > job["expires"]:
+        if job["expires"] is not None and now is not None and signature.has_expired(job["expires"], now):
             raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))
         # Before anything is downloaded (docs/SIGNING.md). Raises unsigned, no_signing_key,
         # bad_signature, missing_id, missing_expires, clock_not_set, expired, expires_too_far,

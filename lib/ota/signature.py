@@ -61,6 +61,12 @@ def canonical(trigger):
     return "\n".join(lines).encode()
 
 
+# A trigger is good strictly before its `expires` (Unix seconds). The one rule for signed and
+# unsigned triggers alike (commands.py checks every trigger, check() the signed ones).
+def has_expired(expires, now):
+    return expires <= now
+
+
 def target_matches(target, device_id):
     # None (absent) is everyone, like "*". A comma-separated list names several devices.
     if target is None or target == "*":
@@ -123,7 +129,7 @@ def check(trigger, ota_cfg, device_id, now, seen_job_ids, keys):
         raise OtaError("missing_expires", "a signed trigger needs expires")
     if now is None or now < CLOCK_VALID_AFTER:
         raise OtaError("clock_not_set", "cannot judge expires before the clock is set (ntptime)")
-    if expires <= now:
+    if has_expired(expires, now):
         raise OtaError("expired", "expired %d s ago" % (now - expires))
     if expires - now > MAX_VALIDITY_S:
         raise OtaError("expires_too_far", "expires in %d s, more than %d" % (expires - now, MAX_VALIDITY_S))
