@@ -26,10 +26,6 @@ _BACKOFF_MAX_S = 60
 _POLL_S = 0.1
 
 
-def _section(cfg, name):
-    return cfg.get(name) or {}
-
-
 def load_config(path=CONFIG_PATH):
     # config.load validates; its details name the field, never a secret's value.
     try:
@@ -42,12 +38,14 @@ def load_config(path=CONFIG_PATH):
 
 
 class Agent(Link):
+    # cfg: a whole config as config.load()/merge() return it: every key is there, and its defaults
+    # live in config.DEFAULTS only.
     def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH):
         self.cfg = cfg
-        self.ota = _section(cfg, "ota")
+        self.ota = cfg["ota"]
         self.network = network_module
         self.mqtt_class = mqtt_class
-        self.tls = bool(_section(cfg, "mqtt").get("tls"))
+        self.tls = bool(cfg["mqtt"]["tls"])
         self.updater = updater
         device_id = cfg.get("device_id")
         if not device_id:
@@ -55,10 +53,9 @@ class Agent(Link):
 
             device_id = hexlify(machine.unique_id()).decode()
         self.device_id = device_id
-        topics = _section(cfg, "topics")
-        self.cmd_topics = (topics.get("cmd_root", "/switch/cmd/root"),
-                           topics.get("cmd_device", "/switch/cmd/{id}").replace("{id}", device_id))
-        self.state_topic = topics.get("state", "/switch/state/{id}").replace("{id}", device_id)
+        topics = cfg["topics"]
+        self.cmd_topics = (topics["cmd_root"], topics["cmd_device"].replace("{id}", device_id))
+        self.state_topic = topics["state"].replace("{id}", device_id)
         running = esp32.Partition(esp32.Partition.RUNNING)
         self.slot = running.info()[4]
         try:  # allocates 4 KiB: early, before the heap fragments (MP #8382)
@@ -93,7 +90,7 @@ class Agent(Link):
         kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states)
         job = record.get("id")
         if kind == "update":
-            self.gate = health.Gate(self.ota.get("health_timeout_s", 120))
+            self.gate = health.Gate(self.ota["health_timeout_s"])
             self.reporter.message("confirming", job=job)
         elif kind == "normal":
             if record.get("state") in jobs.TERMINAL:  # the last outcome stays visible after a reboot
@@ -130,7 +127,7 @@ class Agent(Link):
 
     def _serve(self):
         # Polls MQTT and runs the queued trigger; returns never, raises OSError when the link drops.
-        keepalive_ms = _section(self.cfg, "mqtt").get("keepalive_s", 60) * 1000
+        keepalive_ms = self.cfg["mqtt"]["keepalive_s"] * 1000
         while True:
             self.client.check_msg()
             if self.pending is not None:

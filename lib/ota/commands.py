@@ -101,7 +101,7 @@ class Runner:
                          to_slot=to_slot, to_otadata=otadata.read().get(to_slot),
                          started=state.unix_time())
         agent.busy = job
-        self.throttle = state.Throttle(agent.ota.get("progress_interval_s", 5) * 1000, 5)
+        self.throttle = state.Throttle(agent.ota["progress_interval_s"] * 1000, 5)
         self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
                           total=job["size"])
         if agent.tls:

@@ -23,7 +23,7 @@ class Link:
         wlan.active(True)
         if wlan.isconnected():
             return
-        wifi = self.cfg.get("wifi") or {}
+        wifi = self.cfg["wifi"]
         wlan.connect(wifi.get("ssid"), wifi.get("password"))
         wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
         start = state.ticks_ms()
@@ -52,7 +52,7 @@ class Link:
 
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = ssl.CERT_REQUIRED  # the MPL default is CERT_NONE (PLATFORM.md §6)
-        with open(mqtt.get("ca_path", "ca.der"), "rb") as f:
+        with open(mqtt["ca_path"], "rb") as f:
             ctx.load_verify_locations(cadata=f.read())  # DER
         return ctx
 
@@ -62,12 +62,12 @@ class Link:
         mqtt_class = self.mqtt_class
         if mqtt_class is None:
             from umqtt.simple import MQTTClient as mqtt_class
-        mqtt = self.cfg.get("mqtt") or {}
+        mqtt = self.cfg["mqtt"]
         context = self._tls_context(mqtt) if self.tls else None
         client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
                                     mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
                                     mqtt.get("user"), mqtt.get("password"),
-                                    mqtt.get("keepalive_s", 60), ssl_context=context,
+                                    mqtt["keepalive_s"], ssl_context=context,
                                     max_payload=trigger.MAX_PAYLOAD, on_oversize=self.intake.on_oversize)
         client.set_callback(self.intake.on_message)
         client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
