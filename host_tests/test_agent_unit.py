@@ -243,6 +243,26 @@ def test_unsigned_trigger_expires_at_the_same_second_as_a_signed_one(env, monkey
     assert len(up.calls) == 1
 
 
+def test_mqtt_tls_context_takes_der_or_pem_and_says_oserror_for_a_bad_file(env, tmp_path):
+    # The same builder as the firmware download's (https.context); a CA the agent cannot load is an
+    # OSError, which its loop retries, not an exception that ends it.
+    import ssl
+
+    from harness.tls import make_pki
+
+    pki = make_pki(str(tmp_path / "pki"))
+    a = env.make()
+    for path in (pki.ca_der, pki.ca_pem):
+        assert a._tls_context({"ca_path": path}).verify_mode == ssl.CERT_REQUIRED
+    bad = tmp_path / "bad.der"
+    bad.write_bytes(b"not a certificate")
+    with pytest.raises(OSError):  # CPython's ssl says so itself (SSLError), MicroPython's via OtaError
+        a._tls_context({"ca_path": str(bad)})
+    with pytest.raises(OSError) as e:
+        a._tls_context({"ca_path": str(tmp_path / "missing.der")})
+    assert "tls_failed" in str(e.value)
+
+
 def test_unknown_type_and_other_target_ignored(env):
     a = env.make()
     connected(a)

@@ -42,17 +42,17 @@ def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http
     scheme, host, port, path = urls.split(url)
     if token_host is None:
         token_host = host
-    context = None  # built at the first https hop, then reused: the CA is parsed once
+    tls_context = None  # built at the first https hop, then reused: the CA is parsed once
     hops = 0
     while True:
         if scheme == "http" and not allow_http:
             raise OtaError("http_not_allowed", host)
-        if scheme == "https" and context is None:
-            context = _context(ca_path)
+        if scheme == "https" and tls_context is None:
+            tls_context = context(ca_path)
         request = _request(scheme, host, port, path, token if host == token_host else None,
                            start, headers)
         stream = _connect(host, port, connect_timeout, read_timeout,
-                          context if scheme == "https" else None)
+                          tls_context if scheme == "https" else None)
         try:
             _send(stream, request)
             status, fields = read_head(stream)
@@ -82,29 +82,30 @@ def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http
 # The SSLContext for the CA file on the device filesystem. PEM is converted to DER here: the
 # MicroPython 1.29 Unix port rejects PEM cadata ("invalid cert"), DER loads everywhere. Each
 # certificate of a PEM bundle is loaded (the chain accumulates). Raises OtaError tls_failed.
-def _context(ca_path):
+# link.py builds the MQTT session's context with it too.
+def context(ca_path):
     try:
         with _open_file(ca_path, "rb") as f:
             data = f.read()
     except OSError as e:
         raise OtaError("tls_failed", "cannot read CA file %s: %s" % (ca_path, e))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.verify_mode = ssl.CERT_REQUIRED  # the MicroPython wrapper defaults to CERT_NONE
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED  # the MicroPython wrapper defaults to CERT_NONE
     try:
         if data.startswith(b"-----BEGIN"):
             import binascii
 
             found = False
             for block in data.split(b"-----BEGIN CERTIFICATE-----")[1:]:
-                context.load_verify_locations(cadata=binascii.a2b_base64(block.split(b"-----END")[0]))
+                ctx.load_verify_locations(cadata=binascii.a2b_base64(block.split(b"-----END")[0]))
                 found = True
             if not found:
                 raise ValueError("no certificate in PEM")
         else:
-            context.load_verify_locations(cadata=data)
+            ctx.load_verify_locations(cadata=data)
     except ValueError as e:
         raise OtaError("tls_failed", "bad CA file %s: %s" % (ca_path, e))
-    return context
+    return ctx
 
 
 def _request(scheme, host, port, path, token, start, headers):

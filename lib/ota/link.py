@@ -8,6 +8,7 @@ import time
 
 from ota import state, trigger
 from ota import mqtt as mqtt_client
+from ota.errors import OtaError
 
 _WIFI_WAIT_MS = 20000
 _WIFI_POLL_S = 0.1
@@ -45,16 +46,17 @@ class Link:
             print("agent: ntptime failed:", e)
 
     def _tls_context(self, mqtt):
-        # The verified context for MQTT over TLS; ota.mqtt.client hands it to either umqtt.simple
-        # flavour (micropython-lib's ssl=<SSLContext>, PyPI 1.3.4's ssl=True + `import ussl`) with
-        # server_hostname = the broker host: SNI and the name check. Raises OSError (CA file).
-        import ssl
+        # The verified context for MQTT over TLS, built as the firmware download's is (https.context:
+        # CERT_REQUIRED, DER or PEM); ota.mqtt.client hands it to either umqtt.simple flavour
+        # (micropython-lib's ssl=<SSLContext>, PyPI 1.3.4's ssl=True + `import ussl`) with
+        # server_hostname = the broker host: SNI and the name check. Raises OSError (CA file), which
+        # the agent's loop retries like any link failure.
+        from ota import https
 
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.verify_mode = ssl.CERT_REQUIRED  # the MPL default is CERT_NONE (PLATFORM.md §6)
-        with open(mqtt["ca_path"], "rb") as f:
-            ctx.load_verify_locations(cadata=f.read())  # DER
-        return ctx
+        try:
+            return https.context(mqtt["ca_path"])
+        except OtaError as e:
+            raise OSError(str(e))
 
     def _mqtt(self):
         # Connects, subscribes, publishes the retained state. Raises OSError (MQTTException is
