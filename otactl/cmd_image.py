@@ -102,10 +102,7 @@ def do_image_inspect(args):
         print("  %-4s  %-15s %-15s %s" % ("ok" if check.ok else "FAIL", check.name,
                                          check.reason or "-", check.detail))
     if report.verdict:
-        reason, detail = report.verdict
-        # the failing row says the same as the device, plus the host's explanation
-        rows = [c for c in report if not c.ok and c.reason == reason]
-        raise OtaError(reason, rows[0].detail if rows else detail)
+        raise OtaError(*report.refusal())
     print("  the device would accept this image")
     return 0
 

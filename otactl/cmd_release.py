@@ -103,9 +103,8 @@ def release(image_path, directory, base_url=None, partitions_path=DEFAULT_PARTIT
     slot_size = slot_size_from(partitions_path)
     report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=chip_rev)
     if report.verdict is not None:
-        reason, detail = report.verdict
-        rows = [c for c in report if not c.ok and c.reason == reason]
-        raise OtaError(reason, "%s refused: %s" % (image_path, rows[0].detail if rows else detail))
+        reason, detail = report.refusal()
+        raise OtaError(reason, "%s refused: %s" % (image_path, detail))
     if len(blob) > slot_size:
         raise OtaError("too_large", "%s is %d bytes, the OTA slot holds %d" % (image_path, len(blob), slot_size))
     info = report.info

@@ -7,6 +7,7 @@ commands to send it a trigger from another terminal. Ctrl-C stops everything it 
 import hashlib
 import os
 
+from .cmd_release import file_stem
 from .errors import OtaError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,9 +50,10 @@ def do_sim(args):
                                          broker.host, broker.port, ca_der=pki.ca_der, heapsize=args.heapsize)
         newer = _bump(args.version)
         blob = simfleet.firmware(newer)
-        with open(os.path.join(www, "firmware-v%s.bin" % newer), "wb") as f:
+        name = file_stem(newer) + ".bin"
+        with open(os.path.join(www, name), "wb") as f:
             f.write(blob)
-        url = web.url("firmware-v%s.bin" % newer)
+        url = web.url(name)
         print("otactl sim: device %s, broker %s:%d, files %s served at %s"
               % (device.devdir, broker.host, broker.port, www, web.url("")))
         print("otactl sim: from another terminal, update it to %s:\n  mosquitto_pub -p %d -t /switch/cmd/root"

@@ -64,13 +64,14 @@ def _servers(workdir, pki, server, clock):
 
 def _release(workdir, version, blob, base_url):
     # What `otactl release` does: the device's own image checks, size against the slot, sha256.
-    from otactl import firmware_image, partitions
+    from otactl import firmware_image
+    from otactl.cmd_image import DEFAULT_PARTITIONS, slot_size_from
+    from otactl.cmd_release import file_stem
 
-    slot = min(p.size for p in partitions.ota_slots(partitions.load(os.path.join(REPO, "partitions.csv"))))
-    report = firmware_image.inspect_image(blob, slot_size=slot)
+    report = firmware_image.inspect_image(blob, slot_size=slot_size_from(DEFAULT_PARTITIONS))
     if report.verdict:
-        raise OtaError(*report.verdict)
-    name = "firmware-v%s.bin" % version
+        raise OtaError(*report.refusal())
+    name = file_stem(version) + ".bin"
     with open(os.path.join(workdir, "www", name), "wb") as f:
         f.write(blob)
     return {"url": base_url + name, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob),

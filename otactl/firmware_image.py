@@ -307,6 +307,15 @@ class Inspection(list):
     def ok(self):
         return self.verdict is None
 
+    def refusal(self):
+        """(reason, detail) of the verdict, the detail from the failing row: the device's words plus
+        the host's explanation (a merged image, a foreign chip ...). None when the image is accepted."""
+        if self.verdict is None:
+            return None
+        reason, detail = self.verdict
+        rows = [c for c in self if not c.ok and c.reason == reason]
+        return reason, rows[0].detail if rows else detail
+
 
 def _device_verdict(blob, slot_size, chip_rev):
     """What the device does with this file: check_header on the first chunk, then the Verifier."""
