@@ -58,14 +58,10 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
     limit = max_concurrent or len(todo) or 1
     try:
         while todo or tracker.in_flight:
-            batch, todo = todo[:max(0, limit - len(tracker.in_flight))], todo[max(0, limit - len(tracker.in_flight)):]
-            if batch:
-                tracker.send(batch, lambda d: payload if sign_key is None
-                             else revert_message(job, sign_key, target=d)[1])
-                now = time.monotonic()
-                for device in batch:
-                    tracker.watch(device, None, now)
-                    emit(log.write("revert_trigger", device=device, job=job))
+            batch, todo = tracker.launch(todo, limit, lambda d: payload if sign_key is None
+                                         else revert_message(job, sign_key, target=d)[1])
+            for device in batch:
+                emit(log.write("revert_trigger", device=device, job=job))
             settled = tracker.settled(None, tracker.wait_time(time.monotonic()))
             for device, (outcome, reason, detail) in settled:
                 tracker.in_flight.pop(device, None)

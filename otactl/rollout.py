@@ -233,15 +233,10 @@ class Rollout:
         wanted = self.manifest["version"]
         while True:
             if not self.aborted and todo:
-                room = self.options.max_concurrent - len(tracker.in_flight)
-                batch, todo = todo[:max(0, room)], todo[max(0, room):]
-                if batch:
-                    tracker.send(batch, self._payload_for)
-                    now = time.monotonic()
-                    for device in batch:
-                        self.triggered.add(device)
-                        tracker.watch(device, number, now)
-                        self._emit("trigger", device=device, stage=number)
+                batch, todo = tracker.launch(todo, self.options.max_concurrent, self._payload_for, number)
+                for device in batch:
+                    self.triggered.add(device)
+                    self._emit("trigger", device=device, stage=number)
             if not tracker.in_flight and (self.aborted or not todo):
                 break
             for device, verdict in tracker.settled(wanted, tracker.wait_time(time.monotonic())):

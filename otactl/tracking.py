@@ -113,6 +113,18 @@ class Tracker:
             if not info.is_published():
                 raise OtaError("broker_unreachable", "no PUBACK for the trigger of %s" % d)
 
+    def launch(self, todo, limit, payload_for, stage=None):
+        """Triggers as many of `todo` as `limit` devices in flight leave room for, and watches them.
+        Returns (the devices triggered, the rest of todo)."""
+        room = max(0, limit - len(self.in_flight))
+        batch, rest = todo[:room], todo[room:]
+        if batch:
+            self.send(batch, payload_for)
+            now = time.monotonic()
+            for device in batch:
+                self.watch(device, stage, now)
+        return batch, rest
+
     def watch(self, device, stage=None, now=None):
         self.in_flight[device] = ((now or time.monotonic()) + self.timeout, stage)
         self.heard = now or time.monotonic()
