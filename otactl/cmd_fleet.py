@@ -66,11 +66,7 @@ def do_trigger(args):
             devices = list(dict.fromkeys(args.device))
             if not args.force:
                 fleet = Fleet().snapshot(conn, args.snapshot_timeout)
-                unknown = [d for d in devices if fleet.get(d) is None]
-                if unknown:
-                    raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id> (%d "
-                                   "devices known); check the id, or send anyway with --force"
-                                   % (", ".join(unknown), len(fleet.devices)))
+                fleet.check_known(devices)
                 for d in devices:
                     if not fleet.get(d).online:
                         print("note: %s is offline: the trigger waits in its session only if it "

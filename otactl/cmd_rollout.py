@@ -139,10 +139,8 @@ def do_revert(args):
                                % (args.log, len(skipped)))
         else:
             devices = list(dict.fromkeys(args.device))
-            unknown = [d for d in devices if fleet.get(d) is None]
-            if unknown and not args.force:
-                raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id>; check the "
-                               "id, or send anyway with --force" % ", ".join(unknown))
+            if not args.force:
+                fleet.check_known(devices)
         key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
         results = rollout.revert(conn, devices, job=args.job, timeout=args.timeout, log_path=args.log,
                                  on_event=show, tracker=tracker, sign_key=key,

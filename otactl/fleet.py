@@ -124,6 +124,13 @@ class Fleet:
         with self.lock:
             return self.devices.get(device_id)
 
+    def check_known(self, device_ids):
+        """Raises OtaError unknown_device naming the ids with no retained state (a typo, most likely)."""
+        unknown = [d for d in device_ids if self.get(d) is None]
+        if unknown:
+            raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id> (%d devices known); "
+                           "check the id, or send anyway with --force" % (", ".join(unknown), len(self.devices)))
+
     def targets(self, wanted_version, only_below=None):
         """(targets, skipped): online idle-or-finished devices below `wanted_version` (and below
         `only_below` when given), sorted by id; skipped maps every other id to why."""
