@@ -7,10 +7,9 @@ commands to send it a trigger from another terminal. Ctrl-C stops everything it 
 import hashlib
 import os
 
+from . import REPO
 from .cmd_release import file_stem
 from .errors import OtaError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def argparse_sim(parser):

@@ -16,7 +16,7 @@ import shlex
 import subprocess
 import sys
 
-from . import partitions
+from . import REPO, partitions
 from .errors import OtaError
 
 CHIP = "esp32c3"
@@ -28,7 +28,7 @@ FIRMWARE_DIR = os.path.join("build", "firmware")
 
 
 def repo_root_default():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return REPO
 
 
 def _tool(name):

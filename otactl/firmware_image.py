@@ -15,14 +15,9 @@ import hashlib
 import os
 import random
 import struct
-import sys
 
+from . import REPO  # the package puts lib/ on sys.path
 from .errors import OtaError
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_LIB = os.path.join(REPO, "lib")  # holds only the `ota` package: nothing of the stdlib is shadowed
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
 
 from ota import image as device_image  # noqa: E402  the device's code, not a copy
 from ota import image_verify  # noqa: E402

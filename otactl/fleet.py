@@ -9,17 +9,12 @@ detail, heap, uptime_s, ts; the last will is {"id", "version", "slot", "state": 
     fleet.targets(manifest_version)    # online devices below the version, sorted
 """
 import json
-import os
-import sys
 import threading
 import time
 
 from . import mqtt
 from .errors import OtaError
 
-_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
 from ota import jobs as device_jobs  # noqa: E402
 from ota import version as device_version  # noqa: E402  the device's own comparison
 from ota.errors import OtaError as DeviceError  # noqa: E402

@@ -6,15 +6,10 @@ parser (lib/ota/trigger.py) before it leaves, and optionally signed (otactl/sign
     key = load_sign_key(path); payload = encode(message, key, target=device_id)[1]
 """
 import json
-import os
 import secrets
-import sys
 
 from .errors import OtaError
 
-_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
 from ota import trigger as device_trigger  # noqa: E402
 from ota.errors import OtaError as DeviceError  # noqa: E402
 

@@ -12,7 +12,6 @@ will accept and see. docs/SIGNING.md describes the format.
 import binascii
 import json
 import os
-import sys
 import time
 
 from cryptography.exceptions import InvalidSignature
@@ -21,9 +20,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .errors import OtaError
 
-_LIB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib")
-if _LIB not in sys.path:
-    sys.path.insert(0, _LIB)
 
 from ota import signature as device_signature  # noqa: E402  (the device module, for canonical())
 from ota import trigger as device_trigger  # noqa: E402
