@@ -77,7 +77,7 @@ def flash_plan(repo_root, port, baud=FLASH_BAUD):
     """
     table = partitions.load(os.path.join(repo_root, "partitions.csv"))
     slots = partitions.ota_slots(table)
-    otadata = [p for p in table if p.type == 1 and p.subtype == 0x00]
+    otadata = partitions.otadata_partitions(table)
     if not slots or not otadata:
         raise OtaError("bad_partition_table", "partitions.csv has no OTA slots or no otadata")
     table_bin = os.path.join(FIRMWARE_DIR, "partition-table.bin")

@@ -17,6 +17,7 @@ import random
 import struct
 
 from . import REPO  # the package puts lib/ on sys.path
+from .partitions import TABLE_OFFSET as PARTITION_TABLE_OFFSET
 from .errors import OtaError
 
 from ota import image as device_image  # noqa: E402  the device's code, not a copy
@@ -42,7 +43,6 @@ CHIP_ID_C3 = 5
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2": 12, "esp32c6": 13,
             "esp32h2": 16}
 APP_OFFSET = 0x10000  # where the app lives in a merged flash image (firmware.bin)
-PARTITION_TABLE_OFFSET = 0x8000
 
 # Header bytes 2..3 of a MicroPython ESP32_GENERIC_C3 build: DIO, 4 MB flash, 80 MHz.
 SPI_MODE_DIO = 2

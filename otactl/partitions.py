@@ -183,17 +183,17 @@ def _check_table(partitions, flash_size, first_free=TABLE_OFFSET + FLASH_SECTOR)
     for a, b in zip(ordered, ordered[1:]):
         if b.offset < a.end:
             _bad(b.line, "%s at 0x%x overlaps %s (0x%x..0x%x)" % (b.label, b.offset, a.label, a.offset, a.end))
-    otadata = [p for p in partitions if p.type == 1 and p.subtype == 0x00]
-    ota_slots = [p for p in partitions if p.type == 0 and 0x10 <= p.subtype <= 0x1F]
+    otadata = otadata_partitions(partitions)
+    slots = ota_slots(partitions)
     if len(otadata) > 1:
         _bad(otadata[1].line, "more than one otadata partition")
     if otadata and otadata[0].size != 0x2000:
         _bad(otadata[0].line, "otadata must be 0x2000 bytes (two sectors), not 0x%x" % otadata[0].size)
-    if ota_slots and not otadata:
-        _bad(ota_slots[0].line, "OTA app slots need an otadata partition")
-    subtypes = [p.subtype for p in ota_slots]
+    if slots and not otadata:
+        _bad(slots[0].line, "OTA app slots need an otadata partition")
+    subtypes = [p.subtype for p in slots]
     if len(set(subtypes)) != len(subtypes):
-        _bad(ota_slots[0].line, "an ota_N subtype is used twice")
+        _bad(slots[0].line, "an ota_N subtype is used twice")
     if len(partitions) * 32 + 32 >= TABLE_MAX_LEN:
         _bad(0, "too many partitions for a 0x%x-byte table" % TABLE_MAX_LEN)
 
@@ -246,3 +246,7 @@ def from_binary(blob):
 
 def ota_slots(partitions):
     return [p for p in partitions if p.type == 0 and 0x10 <= p.subtype <= 0x1F]
+
+
+def otadata_partitions(partitions):
+    return [p for p in partitions if p.type == 1 and p.subtype == 0x00]
