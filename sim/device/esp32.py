@@ -98,10 +98,8 @@ class Partition:
 
     def _erase(self, offset, length):
         # esp_partition_erase_range: raises OSError INVALID_ARG / INVALID_SIZE, erases nothing then.
-        size = self._entry[3]
-        if offset > size:
-            raise _esp_error(*_ERR_INVALID_ARG)
-        if length > size - offset or length % _NATIVE_BLOCK:
+        self._check(offset, length)  # the range checks of read/write, in the same order
+        if length % _NATIVE_BLOCK:
             raise _esp_error(*_ERR_INVALID_SIZE)
         if offset % _NATIVE_BLOCK:
             raise _esp_error(*_ERR_INVALID_ARG)
