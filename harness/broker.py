@@ -213,7 +213,9 @@ class Watcher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or "")
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.topics = topics
+        self._pending_subs = set()
         self.client.reconnect_delay_set(0.1, 1)  # follows a broker restart quickly
         if username is not None:
             self.client.username_pw_set(username, password)
@@ -224,7 +226,7 @@ class Watcher:
         self.client.loop_start()
         if not self._connected.wait(timeout):
             self.close()
-            raise TimeoutError("watcher: no CONNACK from %s:%d" % (host, port))
+            raise TimeoutError("watcher: no CONNACK/SUBACK from %s:%d" % (host, port))
         if self.refused is not None:
             self.close()
             raise ConnectionRefusedError("watcher: broker refused: %s" % self.refused)
@@ -234,9 +236,20 @@ class Watcher:
             self.refused = reason_code
             self._connected.set()
             return
-        for topic in self.topics:
-            client.subscribe(topic, qos=1)
-        self._connected.set()
+        # Ready only once the broker has acknowledged every subscription: a message published by
+        # another client right after the constructor returns must not overtake our SUBSCRIBE.
+        with self._cond:
+            for topic in self.topics:
+                result, mid = client.subscribe(topic, qos=1)
+                self._pending_subs.add(mid)
+            if not self._pending_subs:
+                self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
+        with self._cond:
+            self._pending_subs.discard(mid)
+            if not self._pending_subs:
+                self._connected.set()
 
     def _on_message(self, client, userdata, msg):
         with self._cond:
