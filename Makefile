@@ -56,18 +56,18 @@ firmware:
 flash:
 	@if [ -z "$(PORT)" ]; then echo "make flash: PORT is not set: make flash PORT=/dev/ttyACM0 (the board's serial port)" >&2; exit 2; fi
 	@[ -x $(PY) ] || { echo "make flash: .venv is missing: run make venv" >&2; exit 2; }
-	@$(PY) -m otactl.deploy flash --port "$(PORT)"
+	@$(PY) -m otactl flash --port "$(PORT)"
 
 # Copy compiled lib/ + boot.py + main.py (only needed when the firmware does not freeze lib/).
 # FROZEN=0: the firmware has no umqtt.simple either; install it with mip.
 deploy:
 	@if [ -z "$(PORT)" ]; then echo "make deploy: PORT is not set: make deploy PORT=/dev/ttyACM0" >&2; exit 2; fi
 	@[ -x $(PY) ] || { echo "make deploy: .venv is missing: run make venv" >&2; exit 2; }
-	@$(PY) -m otactl.deploy deploy --port "$(PORT)" $(if $(filter 0 no false,$(FROZEN)),--no-frozen)
+	@$(PY) -m otactl deploy --port "$(PORT)" $(if $(filter 0 no false,$(FROZEN)),--no-frozen)
 
 # Validate CONFIG with the device's own lib/ota/config.py, then write it (and CA) with mpremote.
 provision:
 	@if [ -z "$(PORT)" ]; then echo "make provision: PORT is not set: make provision PORT=/dev/ttyACM0 CONFIG=my.json [CA=ca.der]" >&2; exit 2; fi
 	@if [ -z "$(CONFIG)" ]; then echo "make provision: CONFIG is not set: make provision PORT=$(PORT) CONFIG=my.json [CA=ca.der]" >&2; exit 2; fi
 	@[ -x $(PY) ] || { echo "make provision: .venv is missing: run make venv" >&2; exit 2; }
-	@$(PY) -m otactl.deploy provision --port "$(PORT)" --config "$(CONFIG)" $(if $(CA),--ca "$(CA)") $(if $(PUBKEY),--pubkey "$(PUBKEY)")
+	@$(PY) -m otactl provision --port "$(PORT)" --config "$(CONFIG)" $(if $(CA),--ca "$(CA)") $(if $(PUBKEY),--pubkey "$(PUBKEY)")

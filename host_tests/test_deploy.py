@@ -47,12 +47,22 @@ def test_deploy_plan_without_frozen_umqtt_installs_it():
 
 
 def test_deploy_dry_run_prints_the_plan():
-    run = subprocess.run([sys.executable, "-m", "otactl.deploy", "deploy", "--port", PORT, "--dry-run"],
+    run = subprocess.run([sys.executable, "-m", "otactl", "deploy", "--port", PORT, "--dry-run"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     for module in lib_modules():
         assert "# compile %s -> " % module in run.stdout
     assert "mpremote connect %s fs cp boot.py main.py :" % PORT in run.stdout
+
+
+def test_flash_dry_run_through_the_cli_prints_the_esptool_command():
+    # what `make flash` runs: the command table's `flash`, one esptool call, nothing executed
+    run = subprocess.run([sys.executable, "-m", "otactl", "flash", "--port", PORT, "--dry-run"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    esptool = [line for line in run.stdout.splitlines() if not line.startswith("#")]
+    assert len(esptool) == 1 and " --chip esp32c3 --port %s " % PORT in esptool[0]
+    assert esptool[0].endswith("0x10000 build/firmware/micropython.bin")
 
 
 def test_flash_plan_offsets_come_from_partitions_csv():
@@ -118,7 +128,7 @@ def test_provision_rejects_a_pem_ca(tmp_path):
 def test_provision_from_make_exits_1_with_the_field(tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(dict(GOOD, mqtt={"host": "b", "port": 0})))
-    run = subprocess.run([sys.executable, "-m", "otactl.deploy", "provision", "--port", PORT, "--config",
+    run = subprocess.run([sys.executable, "-m", "otactl", "provision", "--port", PORT, "--config",
                           str(path), "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip() == "otactl: bad_config: mqtt.port: must be 1..65535, got 0"

@@ -11,7 +11,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from otactl import cmd_image, firmware_image as fi  # noqa: E402
+from otactl import cli, cmd_image, firmware_image as fi  # noqa: E402
 from otactl.errors import OtaError  # noqa: E402
 from otactl.firmware_image import simpayload  # noqa: E402  (loaded by file, sim/device stays off sys.path)
 
@@ -162,10 +162,10 @@ def test_cli_build_then_inspect(tmp_path, capsys):
     src = tmp_path / "src"
     (src / "ota").mkdir(parents=True)
     (src / "ota" / "x.py").write_bytes(b"X = 1\n")
-    assert cmd_image.main(["image", "build", "--version", "1.0.1", "--size", str(REAL_APP_SIZE),
+    assert cli.main(["image", "build", "--version", "1.0.1", "--size", str(REAL_APP_SIZE),
                            "--out", str(out), "--files-from", str(src)]) == 0
     assert len(out.read_bytes()) == REAL_APP_SIZE
-    assert cmd_image.main(["image", "inspect", str(out), "--chip-rev", "4"]) == 0
+    assert cli.main(["image", "inspect", str(out), "--chip-rev", "4"]) == 0
     text = capsys.readouterr().out
     assert "the device would accept this image" in text and "fits slot" in text
     assert "1713728 of 1900544 bytes" in text  # slot size read from the repository's partitions.csv
@@ -174,12 +174,12 @@ def test_cli_build_then_inspect(tmp_path, capsys):
 def test_cli_inspect_bad_image_exits_1_with_the_reason(tmp_path, capsys):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(fi.with_chip_id(fi.build_image("1.0.1"), 9))
-    assert cmd_image.main(["image", "inspect", str(bad)]) == 1
+    assert cli.main(["image", "inspect", str(bad)]) == 1
     captured = capsys.readouterr()
     assert "FAIL  chip" in captured.out and "wrong_chip" in captured.out
     assert captured.err.strip() == ("otactl: wrong_chip: image is for ESP32-S3 (chip id 9), "
                                     "this device is ESP32-C3 (5)")
     too_big = tmp_path / "big.bin"
     too_big.write_bytes(fi.build_image("1.0.1", size=SLOT + 0x10000))
-    assert cmd_image.main(["image", "inspect", str(too_big)]) == 1
+    assert cli.main(["image", "inspect", str(too_big)]) == 1
     assert capsys.readouterr().err.startswith("otactl: too_large: ")

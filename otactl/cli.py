@@ -20,6 +20,7 @@ COMMANDS = {
     "status": ("otactl.cmd_fleet", "do_status", "argparse_status", "fleet status from the retained state topics"),
     "rollout": ("otactl.cmd_rollout", "do_rollout", "argparse_rollout", "staged rollout with failure thresholds"),
     "revert": ("otactl.cmd_rollout", "do_revert", "argparse_revert", "send devices back to their other slot"),
+    "flash": ("otactl.cmd_device", "do_flash", "argparse_flash", "first flash of a new board with esptool"),
     "provision": ("otactl.cmd_device", "do_provision", "argparse_provision", "write a device's config with mpremote"),
     "deploy": ("otactl.cmd_device", "do_deploy", "argparse_deploy", "copy compiled device code with mpremote"),
     "keys": ("otactl.cmd_keys", "do_keys", "argparse_keys", "Ed25519 keys that sign OTA triggers"),

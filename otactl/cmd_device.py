@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 from . import deploy
-from .deploy import argparse_deploy, do_deploy  # noqa: F401  (the command table imports them here)
+from .deploy import argparse_deploy, argparse_flash, do_deploy, do_flash  # noqa: F401  (the command table imports them here)
 from .errors import OtaError
 
 

@@ -1,12 +1,10 @@
 """`otactl image build` and `otactl image inspect`: the handlers and their argparse setup.
 
-Registered by otactl/cli.py in its command table; `python -m otactl.cmd_image ...` runs them alone.
+Registered by otactl/cli.py in its command table.
 Errors are otactl.errors.OtaError; the CLI prints `otactl: <reason>: <detail>` and exits 1.
 """
-import argparse
 import hashlib
 import os
-import sys
 
 from . import firmware_image, partitions
 from .errors import OtaError
@@ -117,18 +115,3 @@ def argparse_image(parser):
 
 def do_image(args):
     return args.func(args)
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="otactl")
-    argparse_image(parser.add_subparsers(dest="command", required=True).add_parser("image"))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except OtaError as e:
-        print("otactl: %s" % e, file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 
 from . import REPO
@@ -176,19 +175,3 @@ def _watch_update(args, clock, device, watch, release):
              release["size"], elapsed, release["size"] / elapsed / 1024, len(boots), lowest_heap),
           flush=True)
     return 0
-
-
-def main(argv=None):
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="otactl demo", description=__doc__.splitlines()[0])
-    argparse_demo(parser)
-    try:
-        return do_demo(parser.parse_args(argv))
-    except OtaError as e:
-        print("otactl: %s" % e, file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -156,25 +156,3 @@ def do_deploy(args):
     if not args.dry_run:
         run_plan(args.repo, plan)
     return 0
-
-
-def main(argv=None):
-    # `python -m otactl.deploy flash|deploy|provision ...`: what the Makefile runs.
-    from . import cmd_device
-
-    commands = {"flash": (do_flash, argparse_flash), "deploy": (do_deploy, argparse_deploy),
-                "provision": (cmd_device.do_provision, cmd_device.argparse_provision)}
-    parser = argparse.ArgumentParser(prog="otactl")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (handler, builder) in commands.items():
-        builder(sub.add_parser(name))
-    args = parser.parse_args(argv)
-    try:
-        return commands[args.command][0](args)
-    except OtaError as e:
-        print("otactl: %s" % e, file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
