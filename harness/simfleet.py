@@ -25,16 +25,21 @@ def run(cfg):
 '''
 
 
-def device_files(failing_selftest=False):
+def device_files(failing_selftest=False, append=None):
+    """(name, source) of the frozen device code; `append` {name: bytes} adds code to modules (a
+    release that differs from this checkout's, e.g. a stricter config validator)."""
     files = cmd_image.device_files()
     if failing_selftest:
         files = [(name, FAILING_SELFTEST if name == "ota/selftest.py" else data) for name, data in files]
+    if append:
+        assert set(append) <= {name for name, _ in files}, append
+        files = [(name, data + append.get(name, b"")) for name, data in files]
     return files
 
 
-def firmware(version, size=None, failing_selftest=False, **image_options):
+def firmware(version, size=None, failing_selftest=False, append=None, **image_options):
     """An ESP32-C3 app image of `version` whose frozen code is this checkout's device code."""
-    return firmware_image.build_image(version, files=device_files(failing_selftest), size=size,
+    return firmware_image.build_image(version, files=device_files(failing_selftest, append), size=size,
                                       **image_options)
 
 

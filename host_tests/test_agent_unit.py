@@ -154,11 +154,11 @@ def env(tmp_path, monkeypatch):
     cfg = config.merge({"mqtt": {"host": "127.0.0.1", "port": 1883}})
     ns = types.SimpleNamespace(esp=esp, cfg=cfg, jobs_path=str(tmp_path / "ota_job.json"))
 
-    def make(updater=None, **cfg_over):
+    def make(updater=None, config_problem=None, **cfg_over):
         for section, values in cfg_over.items():
             ns.cfg[section].update(values)
         return agent.Agent(ns.cfg, mqtt_class=FakeMQTT, network_module=network, updater=updater,
-                           jobs_path=ns.jobs_path)
+                           jobs_path=ns.jobs_path, config_problem=config_problem)
 
     ns.make = make
     return ns
@@ -545,6 +545,38 @@ def test_health_gate_selftest_fails_then_old_firmware_reports_rolled_back(env, m
     assert jobs.Jobs(env.jobs_path).current["state"] == "rolled_back"
 
 
+def test_new_image_that_set_the_config_aside_rolls_back_at_once(env, monkeypatch, tmp_path, capsys):
+    # The device's config.json, valid for the old firmware, does not validate under the new one. On
+    # the defaults the new image has no broker to prove its health on: it rolls back at boot, with
+    # the reason, instead of waiting out health_timeout_s, and the old firmware reports it.
+    _update_boot(env)
+    marks = []
+    monkeypatch.setattr(env.esp.Partition, "mark_app_valid_cancel_rollback", staticmethod(lambda: marks.append(1)))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"mqtt": {"host": "broker", "port": 70000, "password": "s3cret-pw"}}))
+    cfg, problem = agent.load_config(str(path))
+    assert cfg == config.merge({}) and problem.startswith("bad_config: mqtt.port")
+    with pytest.raises(Reset):
+        env.make(config_problem=problem)
+    record = jobs.Jobs(env.jobs_path).current
+    assert (record["state"], record["reason"]) == ("rolling_back", "bad_config")
+    assert "mqtt.port" in record["detail"] and marks == []
+    env.esp.running = "ota_0"  # the bootloader rolled back
+    old = env.make()
+    connected(old)
+    last = old.client.states()[-1]
+    assert (last["state"], last["job"], last["reason"], last["slot"]) == ("rolled_back", "job-9", "bad_config", "ota_0")
+    assert last["detail"].startswith("the new image set config.json aside: bad_config: mqtt.port")
+    assert "s3cret-pw" not in json.dumps(old.client.states()) + capsys.readouterr().out
+
+
+def test_a_config_problem_outside_an_update_boot_keeps_the_device_running(env):
+    # A device whose config.json is broken, booting normally: it runs on the defaults (no reset).
+    a = env.make(config_problem="bad_config: wifi.password: too short")
+    connected(a)
+    assert a.client.states()[-1]["state"] == "idle"
+
+
 def test_new_image_that_never_reports_is_boot_failed(env):
     _update_boot(env)
     env.esp.running = "ota_0"  # new image crashed before its health gate; bootloader rolled back
@@ -611,8 +643,8 @@ def test_loop_retries_connect_with_backoff(env, monkeypatch):
 def test_bad_config_falls_back_to_defaults(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"wifi": {"ssid": "x", "password": "short"}}))
-    cfg = agent.load_config(str(path))
-    assert cfg == config.merge({})
+    cfg, problem = agent.load_config(str(path))
+    assert cfg == config.merge({}) and problem.startswith("bad_config: wifi.password")
     out = capsys.readouterr().out
     assert "bad_config" in out and "short" not in out
 

@@ -2,7 +2,8 @@
 # the real micropython binary runs this checkout's main.py -> ota.agent; a trigger published as the
 # seed guide shows (plus sha256) makes it stream a 1.7 MB image over verified TLS from real nginx,
 # reboot into it, pass the health gate and confirm; a release whose self-test fails is rolled back, and
-# an ota_revert to it is then refused.
+# an ota_revert to it is then refused; a release that cannot read the device's config.json is rolled
+# back at its first boot with `bad_config`.
 import hashlib
 import os
 import time
@@ -20,12 +21,25 @@ pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 
 
+# A release whose config validator is stricter than 1.0.0's: it refuses a setting 1.0.0 accepts.
+STRICTER_VALIDATOR = b'''
+_validate_1_0_0 = validate
+
+
+def validate(cfg, complete=False):
+    if cfg["ota"].get("health_timeout_s") == 7:
+        _bad("ota.health_timeout_s", "7 is no longer allowed")
+    return _validate_1_0_0(cfg, complete)
+'''
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     images = {
         "1.0.0": simfleet.firmware("1.0.0"),
         "1.0.1": simfleet.firmware("1.0.1", size=1713728),
         "1.0.2-bad": simfleet.firmware("1.0.2", failing_selftest=True),
+        "1.0.3-strict": simfleet.firmware("1.0.3", append={"ota/config.py": STRICTER_VALIDATOR}),
     }
     with simfleet.lab(tmp_path_factory.mktemp("cycle"), images) as world:
         yield world
@@ -133,3 +147,27 @@ def test_progress_is_reported_on_a_slow_link(world):
     progress = [m.get("progress") for m in watch.messages if m.state == "downloading"]
     middle = [p for p in progress if p is not None and 0 < p < 100]
     assert len(middle) >= 2 and middle == sorted(middle), progress
+
+
+def test_release_that_cannot_read_the_config_rolls_back_at_its_first_boot(world):
+    # Without the check at boot the new image ran on the defaults (no broker host), never reached
+    # MQTT, and rolled back only after health_timeout_s as `health_timeout`, the cause unreported.
+    broker = world["broker"]
+    watch = Watcher(broker.host, broker.port)
+    device = _device(world, "dev-strict", ota={"health_timeout_s": 7})
+    device.start()
+    try:
+        watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+        watch.publish("/switch/cmd/" + DEVICE_ID, _trigger(world, "1.0.3-strict", id="job-strict"))
+        back = watch.wait_for(lambda m: m.state == "rolled_back", timeout=60)
+    finally:
+        device.stop()
+        watch.close()
+    assert (back.get("version"), back.get("slot"), back.get("job")) == ("1.0.0", "ota_0", "job-strict")
+    assert back.get("reason") == "bad_config", back
+    assert "config.json aside" in back.get("detail") and "ota.health_timeout_s" in back.get("detail"), back
+    assert [b["version"] for b in device.boots()] == ["1.0.0", "1.0.3", "1.0.0"]
+    otadata = device.read_otadata()
+    assert otadata["slot"] == "ota_0"
+    assert "ABORTED" in {e["state_name"] for e in otadata["entries"]}, otadata
+    assert "7 is no longer allowed" in device.console() and "Traceback" not in device.console()

@@ -9,8 +9,10 @@
 # the reboot, MQTT during the download).
 #
 # Bad config: config.load()/validate() failing is printed (reason and detail only, never the values)
-# and the agent runs on config.DEFAULTS, so a device with a broken config.json still boots, and a NEW
-# image whose config does not validate fails its self-test and is rolled back.
+# and the agent runs on config.DEFAULTS, so a device with a broken config.json still boots. The
+# problem decides the first boot of a new image: one that cannot read the device's config.json is
+# rolled back at once with `bad_config` (on the defaults it has no broker to prove its health on, and
+# would only wait out health_timeout_s), and the old firmware reports why.
 import time
 
 import esp32
@@ -27,21 +29,25 @@ _POLL_S = 0.1
 
 
 def load_config(path=CONFIG_PATH):
+    # -> (cfg, problem): problem is None, or why config.json was set aside for the defaults.
     # config.load validates; its details name the field, never a secret's value.
     try:
-        return config.load(path)
+        return config.load(path), None
     except OtaError as e:
-        print("agent: %s; running on the defaults" % e)
+        problem = str(e)
     except OSError as e:
-        print("agent: config unreadable (%s); running on the defaults" % e)
-    return config.merge({})
+        problem = "config unreadable (%s)" % e
+    print("agent: %s; running on the defaults" % problem)
+    return config.merge({}), problem
 
 
 class Agent(Link):
     # cfg: a whole config as config.load()/merge() return it: every key is there, and its defaults
     # live in config.DEFAULTS only.
-    def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH):
+    def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH,
+                 config_problem=None):
         self.cfg = cfg
+        self.config_problem = config_problem  # from load_config: a new image with one rolls back
         self.ota = cfg["ota"]
         self.network = network_module
         self.mqtt_class = mqtt_class
@@ -89,6 +95,9 @@ class Agent(Link):
                 print("agent: otadata unreadable:", e)
         kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states)
         job = record.get("id")
+        if kind == "update" and self.config_problem:
+            health.roll_back(self.jobs, machine, "bad_config", "the new image set config.json aside: %s"
+                             % self.config_problem)
         if kind == "update":
             self.gate = health.Gate(self.ota["health_timeout_s"])
             self.reporter.message("confirming", job=job)
@@ -162,5 +171,5 @@ class Agent(Link):
 
 
 def main():
-    cfg = load_config()
-    Agent(cfg).run()
+    cfg, problem = load_config()
+    Agent(cfg, config_problem=problem).run()
