@@ -4,6 +4,7 @@
 # reboot into it, pass the health gate and confirm; a release whose self-test fails is rolled back, and
 # an ota_revert to it is then refused; a release that cannot read the device's config.json is rolled
 # back at its first boot with `bad_config`.
+import contextlib
 import hashlib
 import os
 import time
@@ -51,6 +52,22 @@ def _device(world, name, **options):
                                broker.port, ca_der=world["pki"].ca_der, **options)
 
 
+@contextlib.contextmanager
+def _running(world, name, **options):
+    # (device, watch): a simulated device booted on 1.0.0 and idle on the broker; stopped on the way out.
+    # watch.messages, the flash and the console stay readable afterwards.
+    broker = world["broker"]
+    watch = Watcher(broker.host, broker.port)
+    device = _device(world, name, **options)
+    device.start()
+    try:
+        watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+        yield device, watch
+    finally:
+        device.stop()
+        watch.close()
+
+
 def _trigger(world, name, **extra):
     blob = world["images"][name]
     message = {"type": "ota_trigger", "url": world["web"].url("firmware-%s.bin" % name),
@@ -60,19 +77,11 @@ def _trigger(world, name, **extra):
 
 
 def test_full_cycle_update_confirm(world):
-    broker = world["broker"]
-    watch = Watcher(broker.host, broker.port)
-    device = _device(world, "dev-ok")
-    device.start()
-    try:
-        watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+    with _running(world, "dev-ok") as (device, watch):
         started = time.monotonic()
         watch.publish("/switch/cmd/root", _trigger(world, "1.0.1", id="job-1"))
         ok = watch.wait_for(lambda m: m.state == "ok" and m.get("version") == "1.0.1", timeout=60)
         elapsed = time.monotonic() - started
-    finally:
-        device.stop()
-        watch.close()
     states = [m.state for m in watch.messages if m.topic == STATE_TOPIC]
     # Every step is reported, in order.
     order = ["downloading", "verifying", "rebooting", "ok"]
@@ -93,12 +102,7 @@ def test_full_cycle_update_confirm(world):
 
 
 def test_failing_selftest_rolls_back(world):
-    broker = world["broker"]
-    watch = Watcher(broker.host, broker.port)
-    device = _device(world, "dev-bad", ota={"health_timeout_s": 5})
-    device.start()
-    try:
-        watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+    with _running(world, "dev-bad", ota={"health_timeout_s": 5}) as (device, watch):
         watch.publish("/switch/cmd/" + DEVICE_ID, _trigger(world, "1.0.2-bad", id="job-bad"))
         back = watch.wait_for(lambda m: m.state == "rolled_back", timeout=60)
         aborted_otadata = device.read_otadata()
@@ -107,9 +111,6 @@ def test_failing_selftest_rolls_back(world):
         watch.publish("/switch/cmd/" + DEVICE_ID, {"type": "ota_revert", "id": "job-revert-bad"})
         refused = watch.wait_for(lambda m: m.get("job") == "job-revert-bad" and m.state == "failed", timeout=30)
         time.sleep(1)  # a reset would show up as a new boot below
-    finally:
-        device.stop()
-        watch.close()
     assert back.get("version") == "1.0.0" and back.get("job") == "job-bad"
     assert back.get("slot") == "ota_0"
     assert back.get("reason"), back
@@ -128,22 +129,14 @@ def test_failing_selftest_rolls_back(world):
 
 def test_progress_is_reported_on_a_slow_link(world):
     # 1.7 MB at 400 KB/s: about 4 s, the operator sees the bar move (progress_interval_s 1).
-    broker = world["broker"]
     pki = world["pki"]
-    watch = Watcher(broker.host, broker.port)
-    device = _device(world, "dev-slow", ota={"progress_interval_s": 1})
     with DevServer(world["www"], pki.server_cert, pki.server_key) as slow:
         slow.faults.trickle = 400 * 1024
-        device.start()
-        try:
-            watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+        with _running(world, "dev-slow", ota={"progress_interval_s": 1}) as (device, watch):
             trigger = _trigger(world, "1.0.1", id="job-slow")
             trigger["url"] = slow.url("firmware-1.0.1.bin")
             watch.publish("/switch/cmd/root", trigger)
             watch.wait_for(lambda m: m.state == "ok" and m.get("version") == "1.0.1", timeout=60)
-        finally:
-            device.stop()
-            watch.close()
     progress = [m.get("progress") for m in watch.messages if m.state == "downloading"]
     middle = [p for p in progress if p is not None and 0 < p < 100]
     assert len(middle) >= 2 and middle == sorted(middle), progress
@@ -152,17 +145,9 @@ def test_progress_is_reported_on_a_slow_link(world):
 def test_release_that_cannot_read_the_config_rolls_back_at_its_first_boot(world):
     # Without the check at boot the new image ran on the defaults (no broker host), never reached
     # MQTT, and rolled back only after health_timeout_s as `health_timeout`, the cause unreported.
-    broker = world["broker"]
-    watch = Watcher(broker.host, broker.port)
-    device = _device(world, "dev-strict", ota={"health_timeout_s": 7})
-    device.start()
-    try:
-        watch.wait_for(lambda m: m.topic == STATE_TOPIC and m.state == "idle", timeout=30)
+    with _running(world, "dev-strict", ota={"health_timeout_s": 7}) as (device, watch):
         watch.publish("/switch/cmd/" + DEVICE_ID, _trigger(world, "1.0.3-strict", id="job-strict"))
         back = watch.wait_for(lambda m: m.state == "rolled_back", timeout=60)
-    finally:
-        device.stop()
-        watch.close()
     assert (back.get("version"), back.get("slot"), back.get("job")) == ("1.0.0", "ota_0", "job-strict")
     assert back.get("reason") == "bad_config", back
     assert "config.json aside" in back.get("detail") and "ota.health_timeout_s" in back.get("detail"), back
