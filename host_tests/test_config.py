@@ -40,6 +40,18 @@ BAD = [
     ({"ota": {"allow_http": "no"}}, "ota.allow_http"),
     ({"ota": {"ca_path": ""}}, "ota.ca_path"),
     ({"ota": {"retries": -1}}, "ota.retries"),
+    # ids that collide with the topics: "root" would make /switch/cmd/root its own command topic
+    ({"device_id": "root"}, "device_id"),
+    ({"device_id": "+"}, "device_id"),
+    ({"device_id": "#"}, "device_id"),
+    ({"device_id": ""}, "device_id"),
+    ({"device_id": "a" * 33}, "device_id"),
+    ({"device_id": "a\x1b[2J"}, "device_id"),
+    ({"device_id": 7}, "device_id"),
+    # a CA copied over the device's own files (provision writes the CA to these paths)
+    ({"ota": {"ca_path": "config.json"}}, "ota.ca_path"),
+    ({"mqtt": {"ca_path": "/main.py"}}, "mqtt.ca_path"),
+    ({"ota": {"ca_path": "boot.py"}}, "ota.ca_path"),
 ]
 
 
@@ -86,6 +98,41 @@ def test_load_malformed_json(tmp_path):
     with pytest.raises(OtaError) as err:
         config.load(str(path))
     assert err.value.reason == "bad_config" and "not valid JSON" in err.value.detail
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe{\"wifi\": 1}", b'{"device_id": "\xc3"}', b"[" * 5000,
+                                  b" " * 20000 + b"{}"])
+def test_load_undecodable_or_oversized_is_bad_config(tmp_path, data):
+    # A CA copied over config.json, a torn write: not UTF-8, not JSON, too deep or too big; the
+    # agent's load_config then runs on the defaults instead of dying at boot.
+    path = tmp_path / "config.json"
+    path.write_bytes(data)
+    with pytest.raises(OtaError) as err:
+        config.load(str(path))
+    assert err.value.reason == "bad_config"
+
+
+LOAD_SCRIPT = """
+import sys
+sys.path.insert(0, %r)
+sys.path.insert(0, %r)  # the simulator's esp32/machine/network, which agent.py imports
+from ota import agent
+cfg, problem = agent.load_config(sys.argv[1])
+print(problem.split(":")[0], cfg["mqtt"]["host"] == "")
+"""
+
+
+def test_agent_runs_on_defaults_when_config_is_not_utf8_under_micropython(tmp_path):
+    if not os.path.exists(MICROPYTHON):
+        pytest.skip("the micropython binary is missing: run make venv")
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_SCRIPT % (os.path.join(ROOT, "lib"), os.path.join(ROOT, "sim", "device")))
+    for data in (bytes(range(0x80, 0x100)) + b"0\x82\x01", b'{"mqtt": {"host": "\xff"}}', b"[" * 8000):
+        path = tmp_path / "config.json"
+        path.write_bytes(data)
+        run = subprocess.run([MICROPYTHON, str(script), str(path)], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.stdout.split()[-2:] == ["bad_config", "True"], run.stdout
 
 
 def test_load_merges_sections(tmp_path):

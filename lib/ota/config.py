@@ -33,6 +33,15 @@ SECRETS = ("wifi.password", "mqtt.password", "ota.token")
 _SECTOR = 4096
 _HEX = "0123456789abcdefABCDEF"
 _ID_CHARS = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_-"
+# An id is the last level of /switch/cmd/<id> and /switch/state/<id>: "root" would make the fleet's
+# command topic /switch/cmd/root this device's own (the ACL's `pattern write /switch/state/%u` and
+# `pattern read /switch/cmd/%u` then hand the account "root" the whole fleet's topic).
+RESERVED_IDS = ("root",)
+# The files a CA copied to ota.ca_path/mqtt.ca_path (otactl provision) must never overwrite.
+DEVICE_FILES = ("config.json", "main.py", "boot.py")
+# config.json holds only overrides (a few hundred bytes); a bigger file is not ours, and reading it
+# whole could cost the boot its heap.
+MAX_FILE = 8192
 
 # field -> (kind, low, high). Kinds: int (low..high), bool, str (length low..high), opt_str (None or
 # str), path (a device file name), topic (no MQTT wildcards), hex64, id, opt_int.
@@ -93,6 +102,21 @@ def _check_str(field, value, low, high):
         _bad(field, "length must be %d..%d, got %d" % (low, high, len(value)))
 
 
+# None when `value` can be a device id, else why not. The one rule for both sides: the device at boot
+# (validate) and otactl before it trusts a state topic or addresses a command topic.
+def id_problem(value):
+    if type(value) is not str:
+        return "must be a string"
+    if not 1 <= len(value) <= 32:
+        return "length must be 1..32, got %d" % len(value)
+    for c in value:
+        if c not in _ID_CHARS:
+            return "only letters, digits, '_' and '-' (it is part of MQTT topics)"
+    if value in RESERVED_IDS:
+        return "%s is reserved (the fleet's command topic ends in it)" % value
+    return None
+
+
 def _check(field, kind, low, high, value):
     if value is _MISSING:
         _bad(field, "missing (validate a merged config: config.merge(overrides))")
@@ -106,18 +130,21 @@ def _check(field, kind, low, high, value):
             _bad(field, "must be an integer, not %r" % (value,))
         if not low <= value <= high:
             _bad(field, "must be %d..%d, got %d" % (low, high, value))
-    elif kind == "opt_str" or kind == "hex64" or kind == "id":
+    elif kind == "id":
+        if value is not None and id_problem(value):
+            _bad(field, id_problem(value))
+    elif kind == "opt_str" or kind == "hex64":
         if value is None:
             return
         _check_str(field, value, low, high)
         if kind == "hex64" and any(c not in _HEX for c in value):
             _bad(field, "must be 64 hex digits (an Ed25519 public key)")
-        if kind == "id" and any(c not in _ID_CHARS for c in value):
-            _bad(field, "only letters, digits, '_' and '-' (it is part of MQTT topics)")
     else:  # str, path, topic
         _check_str(field, value, low, high)
         if kind == "path" and (".." in value or value[0] == "/" and len(value) == 1):
             _bad(field, "must name a file on the device, got %r" % value)
+        if kind == "path" and value.lstrip("/") in DEVICE_FILES:
+            _bad(field, "must not be one of the device's own files %s" % (DEVICE_FILES,))
         if kind == "topic" and ("+" in value or "#" in value):
             _bad(field, "must not contain the MQTT wildcards + or #")
 
@@ -171,20 +198,25 @@ def merge(overrides):
     return cfg
 
 
-# A missing file gives the defaults; bad JSON or a bad value raises OtaError('bad_config', ...);
-# other I/O errors stay OSError.
+# A missing file gives the defaults; a file that is too big, not UTF-8, not JSON (or nested too
+# deeply to parse), or holds a bad value raises OtaError('bad_config', ...), so the agent runs on
+# the defaults instead of dying at boot; other I/O errors stay OSError.
 def load(path="config.json", complete=False):
     try:
-        with open(path) as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE + 1)
     except OSError as e:
         if e.args and e.args[0] == 2:  # ENOENT on both MicroPython and CPython
             return validate(merge({}), complete)
         raise
+    if len(data) > MAX_FILE:
+        _bad(path, "larger than %d bytes" % MAX_FILE)
     try:
-        overrides = json.loads(text)
-    except ValueError:
-        _bad(path, "not valid JSON")
+        overrides = json.loads(data.decode())
+    except (ValueError, UnicodeError):  # UnicodeError is no ValueError on MicroPython
+        _bad(path, "not valid JSON (UTF-8)")
+    except (RuntimeError, MemoryError):  # CPython's RecursionError; MicroPython's parser asks for a
+        _bad(path, "not valid JSON (nested too deeply)")  # block per nesting level
     return validate(merge(overrides), complete)
 
 
