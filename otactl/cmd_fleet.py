@@ -20,6 +20,7 @@ import time
 from . import mqtt
 from .cmd_release import load_manifest
 from .errors import OtaError
+from .devstate import check_id, show
 from .fleet import Fleet
 from .messages import encode, load_sign_key, new_job_id, trigger_message
 
@@ -61,9 +62,9 @@ def do_trigger(args):
     job = args.job or new_job_id("v%s" % version.lstrip("vV") if version else "job")
     message, payload = trigger_message(url, sha256, size, version, job)  # checked before connecting
     key = load_sign_key(args.sign_key) if args.sign_key else None
+    devices = [check_id(d) for d in dict.fromkeys(args.device or ())]  # "root" would be --all
     with mqtt.connect(args) as conn:
         if args.device:
-            devices = list(dict.fromkeys(args.device))
             if not args.force:
                 fleet = Fleet().snapshot(conn, args.snapshot_timeout)
                 fleet.check_known(devices)
@@ -114,7 +115,10 @@ _STATE_STYLE = {"ok": "green", "failed": "red", "rolled_back": "red", "offline":
 
 
 def table(fleet, now=None):
+    """The status table. Every cell is a rich Text, never markup: a device's "[/]" or "[red]" is
+    shown as it is, and show() escapes what a terminal would act on."""
     from rich.table import Table
+    from rich.text import Text
 
     now = time.time() if now is None else now
     devices = fleet.sorted()
@@ -122,19 +126,24 @@ def table(fleet, now=None):
     versions = fleet.counts("version")
     caption = "%d devices: %s | versions: %s" % (
         len(devices), ", ".join("%s %d" % (k, n) for k, n in sorted(counts.items(), key=str)),
-        ", ".join("%s %d" % (k, n) for k, n in sorted(versions.items(), key=str)))
-    out = Table(caption=caption, caption_justify="left")
+        ", ".join("%s %d" % (show(k), n) for k, n in sorted(versions.items(), key=str)))
+    if fleet.rejected:
+        caption += " | refused: %d (%s)" % (len(fleet.rejected), "; ".join(
+            "%s %s" % item for item in sorted(fleet.rejected.items())[:5]))
+    out = Table(caption=Text(caption), caption_justify="left")
     for name in ("device", "version", "slot", "state", "progress", "job", "reason", "last seen"):
         out.add_column(name, no_wrap=True)
     for d in devices:
         state = d.state or "?"
-        style = _STATE_STYLE.get(state, "")
         reason = d.reason or ""
         if d.detail and state in ("failed", "rolled_back"):
             reason += " (%s)" % d.detail[:40]
-        out.add_row(d.id, d.version or "-", d.slot or "-", "[%s]%s[/]" % (style, state) if style else state,
-                    _bar(d.progress) if state in ("downloading", "verifying") else "",
-                    d.job or "", reason, _ago(d.last_seen, now))
+        cells = (d.id, d.version or "-", d.slot or "-", state,
+                 _bar(d.progress) if state in ("downloading", "verifying") else "", d.job or "", reason,
+                 _ago(d.last_seen, now))
+        row = [Text(show(cell)) for cell in cells]
+        row[3].stylize(_STATE_STYLE.get(state, ""))
+        out.add_row(*row)
     return out
 
 
@@ -149,13 +158,15 @@ def do_status(args):
         fleet = Fleet()
         snapshot_wait = args.timeout if (args.timeout and not args.watch) else 5.0
         fleet.snapshot(conn, snapshot_wait)
-        if args.json:
+        if args.json:  # JSON escapes control characters itself
             for d in fleet.sorted():
                 print(json.dumps(dict(d.fields, id=d.id, last_seen=d.last_seen), sort_keys=True))
+            for device_id, why in sorted(fleet.rejected.items()):
+                print(json.dumps({"id": device_id, "refused": why}, sort_keys=True))
             return 0
         console = _console()
         if not args.watch:
-            if not fleet.devices:
+            if not fleet.devices and not fleet.rejected:
                 print("no device states on %s (is the broker the fleet's?)" % conn.where)
                 return 0
             console.print(table(fleet))

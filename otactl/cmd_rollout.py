@@ -12,6 +12,7 @@ import sys
 
 from . import mqtt, rollout, tracking
 from .cmd_release import load_manifest
+from .devstate import check_id, show
 from .errors import OtaError
 
 
@@ -46,7 +47,7 @@ def argparse_rollout(parser):
 
 
 def _printer(quiet):
-    def show(record):
+    def print_record(record):
         event = record["event"]
         if event == "start":
             print("rollout %s of %s: %d targets (%d skipped), stages %s"
@@ -56,8 +57,9 @@ def _printer(quiet):
             print("resuming: %d devices done, %d in flight (watched, not re-triggered)"
                   % (record["done"], len(record["in_flight"])))
         elif event in ("outcome", "revert_outcome") and not quiet:
-            extra = " %s" % record["reason"] if record.get("reason") else ""
-            print("  %-24s %s%s %s" % (record["device"], record["outcome"], extra, record.get("version") or ""))
+            # reason and version are what the device said: escaped (otactl/devstate.py)
+            extra = " %s" % show(record["reason"]) if record.get("reason") else ""
+            print("  %-24s %s%s %s" % (record["device"], record["outcome"], extra, show(record.get("version"))))
         elif event == "stage":
             print("stage %d: %s (%d devices: %s)" % (record["stage"] + 1, record["decision"], record["devices"],
                                                     ", ".join("%s %d" % kv for kv in record["counts"].items())))
@@ -66,7 +68,7 @@ def _printer(quiet):
         elif event == "revert_start":
             print("revert %s: %d devices" % (record["job"], len(record["devices"])))
         sys.stdout.flush()
-    return show
+    return print_record
 
 
 def print_summary(summary):
@@ -74,7 +76,7 @@ def print_summary(summary):
                                             summary["targets"], summary["duration_s"]))
     print("  outcomes: %s" % (", ".join("%s %d" % kv for kv in sorted(summary["outcomes"].items())) or "none"))
     if summary["reasons"]:
-        print("  reasons:  %s" % ", ".join("%s %d" % kv for kv in sorted(summary["reasons"].items())))
+        print("  reasons:  %s" % ", ".join("%s %d" % (show(k), n) for k, n in sorted(summary["reasons"].items())))
     print("  not started: %d; stages advanced %d of %d; skipped (not targets): %d"
           % (summary["not_started"], summary["stages_advanced"], summary["stages"], summary["skipped"]))
 
@@ -87,13 +89,13 @@ def do_rollout(args):
         options = rollout.Options(_fractions(args.stages), args.max_concurrent, args.device_timeout,
                                   args.success_threshold, args.abort_failure_rate,
                                   rollout.check_version(args.only_below) if args.only_below else None)
-    show = _printer(args.quiet)
+    on_record = _printer(args.quiet)
     key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
     with mqtt.connect(args) as conn:
         if args.resume:
-            engine = rollout.Rollout.resume(conn, args.log, manifest, on_event=show, sign_key=key)
+            engine = rollout.Rollout.resume(conn, args.log, manifest, on_event=on_record, sign_key=key)
         else:
-            engine = rollout.Rollout(conn, manifest, options, args.log, job=args.job, on_event=show,
+            engine = rollout.Rollout(conn, manifest, options, args.log, job=args.job, on_event=on_record,
                                      sign_key=key)
         try:
             summary = engine.run()
@@ -125,7 +127,7 @@ def argparse_revert(parser):
 
 
 def do_revert(args):
-    show = _printer(False)
+    on_record = _printer(False)
     with mqtt.connect(args) as conn:
         tracker = tracking.Tracker(conn, None, args.timeout)
         tracker.start(10.0)
@@ -133,21 +135,21 @@ def do_revert(args):
         if args.log:
             devices, skipped, _ = rollout.revert_candidates(args.log, fleet)
             for device, why in sorted(skipped.items()):
-                print("  skip %-24s %s" % (device, why))
+                print("  skip %-24s %s" % (show(device), show(why)))
             if not devices:
                 raise OtaError("nothing_to_revert", "no device of %s runs its version now (%d skipped)"
                                % (args.log, len(skipped)))
         else:
-            devices = list(dict.fromkeys(args.device))
+            devices = [check_id(d) for d in dict.fromkeys(args.device)]  # "root": every device
             if not args.force:
                 fleet.check_known(devices)
         key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
         results = rollout.revert(conn, devices, job=args.job, timeout=args.timeout, log_path=args.log,
-                                 on_event=show, tracker=tracker, sign_key=key,
+                                 on_event=on_record, tracker=tracker, sign_key=key,
                                  max_concurrent=args.max_concurrent)
     failed = {d: r for d, r in results.items() if r["outcome"] != "ok"}
     print("reverted %d of %d devices" % (len(results) - len(failed), len(results)))
     if failed:
         raise OtaError("revert_failed", "%d devices did not revert: %s" % (
-            len(failed), ", ".join("%s (%s)" % (d, r.get("reason")) for d, r in sorted(failed.items())[:10])))
+            len(failed), ", ".join("%s (%s)" % (d, show(r.get("reason"))) for d, r in sorted(failed.items())[:10])))
     return 0

@@ -7,12 +7,15 @@ detail, heap, uptime_s, ts; the last will is {"id", "version", "slot", "state": 
     fleet.snapshot(conn)               # subscribe + wait until the retained states are in
     fleet.devices["a0b1c2"].version
     fleet.targets(manifest_version)    # online devices below the version, sorted
+    fleet.rejected                     # {id shown escaped: "reason: detail"}: messages refused
+
+Every message goes through otactl/devstate.py first; a refused one (bad id, bad state) removes the
+device from `devices` (its last word is not believed) and is kept in `rejected` to be reported.
 """
-import json
 import threading
 import time
 
-from . import mqtt
+from . import devstate, mqtt
 from .errors import OtaError
 
 from ota import jobs as device_jobs  # noqa: E402
@@ -32,13 +35,24 @@ def compare_versions(a, b):
 
 
 def is_below(current, wanted):
-    """True when `current` is provably older than `wanted` (unknown or odd versions are not)."""
-    if not current:
-        return False
+    """True when `current` is provably older than `wanted` (unknown or odd versions are not). Never
+    raises: a version is whatever a device sent (devstate checks its type and length only)."""
+    return _order(current, wanted) == -1
+
+
+def _order(current, wanted):
+    # -1/0/1, or None when either is not a version the device's compare() can order
+    if not isinstance(current, str) or not current:
+        return None
     try:
-        return device_version.compare(current, wanted) < 0
-    except DeviceError:
-        return False
+        return device_version.compare(current, wanted)
+    except (DeviceError, ValueError, TypeError, AttributeError):  # int("²") is a ValueError
+        return None
+
+
+def same_version(current, wanted):
+    """True when the device's compare() says `current` is `wanted` (1.0 and 1.0.0 are one version)."""
+    return _order(current, wanted) == 0
 
 
 class Device:
@@ -67,18 +81,10 @@ class Device:
         return ts if isinstance(ts, (int, float)) and not isinstance(ts, bool) else self.received
 
 
-def parse_state(payload):
-    """A state message -> dict, or None when it is not a JSON object (ignored, never fatal)."""
-    try:
-        fields = json.loads(payload)
-    except (ValueError, UnicodeError):
-        return None
-    return fields if isinstance(fields, dict) else None
-
-
 class Fleet:
     def __init__(self):
         self.devices = {}
+        self.rejected = {}  # shown id -> "reason: detail" of its last refused message
         self.lock = threading.Lock()
 
     def update(self, topic, payload, now=None):
@@ -88,13 +94,19 @@ class Fleet:
         if not payload:  # an empty retained message deletes the device's state
             with self.lock:
                 self.devices.pop(device_id, None)
+                self.rejected.pop(devstate.show(device_id), None)
             return None
-        fields = parse_state(payload)
-        if fields is None:
+        try:
+            fields = devstate.parse(device_id, payload)
+        except OtaError as e:
+            with self.lock:
+                self.devices.pop(device_id, None)
+                self.rejected[devstate.show(device_id)] = "%s: %s" % (e.reason, e.message)
             return None
         device = Device(device_id, fields, time.time() if now is None else now)
         with self.lock:
             self.devices[device_id] = device
+            self.rejected.pop(device_id, None)
         return device
 
     def snapshot(self, conn, timeout=5.0):
@@ -121,6 +133,8 @@ class Fleet:
 
     def check_known(self, device_ids):
         """Raises OtaError unknown_device naming the ids with no retained state (a typo, most likely)."""
+        for d in device_ids:
+            devstate.check_id(d)
         unknown = [d for d in device_ids if self.get(d) is None]
         if unknown:
             raise OtaError("unknown_device", "%s: no retained state on /switch/state/<id> (%d devices known); "
@@ -137,6 +151,8 @@ class Fleet:
                 skipped[device.id] = "busy_%s" % device.state
             elif not device.version:
                 skipped[device.id] = "unknown_version"
+            elif _order(device.version, wanted_version) is None:
+                skipped[device.id] = "bad_version"
             elif not is_below(device.version, wanted_version):
                 skipped[device.id] = "up_to_date"
             elif only_below and not is_below(device.version, only_below):

@@ -28,7 +28,14 @@ _SYNC_PREFIX = "/otactl/sync/"  # a topic only this client uses; see sync()
 
 
 def cmd_topic(device_id=None):
-    return CMD_ROOT if device_id is None else CMD_DEVICE % device_id
+    """The command topic of one device (None: the whole fleet's). Raises OtaError bad_device_id for
+    an id no device may have: "root" would address every device at once, "+", "#" and "/" other
+    topics (the device refuses the same ids in config.json: lib/ota/config.py)."""
+    if device_id is None:
+        return CMD_ROOT
+    from .devstate import check_id
+
+    return CMD_DEVICE % check_id(device_id)
 
 
 def device_of(topic):

@@ -1,0 +1,147 @@
+# The operator's tool trusts no device (issue 17): ids that collide with topics, hostile retained
+# states, device text on the terminal. Each test reproduces one finding against a real mosquitto.
+import json
+import math
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fleet_helpers import (MANIFEST, broker, broker_args, broker_module, manifest_file, needs_broker,  # noqa
+                           read_log, run_cli)
+from otactl import devstate, mqtt, rollout  # noqa: E402
+from otactl.errors import OtaError  # noqa: E402
+from otactl.fleet import Fleet  # noqa: E402
+from sim.lightdevice import Behavior, LightFleet  # noqa: E402
+
+FAST = dict(download_s=0.03, reboot_s=0.01, confirm_s=0.01)
+
+
+def state(device_id, version="1.0.0", state="idle", **extra):
+    fields = {"id": device_id, "version": version, "slot": "ota_0", "state": state, "progress": None,
+              "bytes": None, "total": None, "job": None, "reason": None, "detail": None, "heap": 150000,
+              "uptime_s": 5, "ts": None}
+    fields.update(extra)
+    return json.dumps(fields).encode()
+
+
+# Payloads a broken or hostile device can leave retained on its own state topic.
+HOSTILE = {
+    "h-int-version": state("h-int-version").replace(b'"1.0.0"', b"5"),
+    "h-list-version": state("h-list-version").replace(b'"1.0.0"', b"[1, 0]"),
+    "h-long-version": state("h-long-version", "1." + "9" * 5000),
+    "h-super-version": state("h-super-version", "1.\u00b2"),
+    "h-list-state": b"[1, 2, 3]",
+    "h-huge-progress": state("h-huge-progress", state="downloading").replace(b'"progress": null',
+                                                                             b'"progress": 1e400'),
+    "h-nan-ts": state("h-nan-ts").replace(b'"ts": null', b'"ts": NaN'),
+    "h-markup": state("h-markup", "1.0.0", "failed", reason="[/]", detail="[bold red]ALL DEVICES OK[/]"),
+    "h-escape": state("h-escape", "\x1b[2J\x1b[HALL DEVICES OK", "failed", reason="x\x1b]0;pwned\x07",
+                      detail="\r\x1b[2KALL DEVICES OK"),
+    "h-bidi": state("h-bidi", "1.0.0\u202e", "idle"),
+    "h-other-id": state("dev-00"),  # claims another device's id
+    "h-not-json": b"\xff\xfe{",
+    "h-deep": b"[" * 100000,
+    "h-big": state("h-big", detail="x" * 5000),
+    "h-unknown-state": state("h-unknown", state="\x1b[31mpwned"),
+}
+
+
+def seed(broker, payloads):
+    w = broker_module.Watcher(broker.host, broker.port, topics=())
+    for device_id, payload in payloads.items():
+        w.publish("/switch/state/" + device_id, payload, retain=True)
+    w.close()
+
+
+@pytest.mark.parametrize("device_id", ["root", "+", "#", "a/b", "", "x" * 33, "a\x1b[2J", "a b"])
+def test_ids_that_collide_with_topics_are_refused(device_id):
+    with pytest.raises(OtaError) as e:
+        mqtt.cmd_topic(device_id)
+    assert e.value.reason == "bad_device_id"
+    fleet = Fleet()
+    assert fleet.update("/switch/state/" + device_id, state(device_id)) is None
+    assert not fleet.devices
+    if "/" not in device_id:  # else not a state topic at all
+        assert list(fleet.rejected.values())[0].startswith("bad_device_id")
+
+
+def test_hostile_states_are_refused_at_one_place():
+    fleet = Fleet()
+    for device_id, payload in HOSTILE.items():
+        fleet.update("/switch/state/" + device_id, payload)
+    fleet.update("/switch/state/dev-00", state("dev-00"))
+    accepted = set(fleet.devices)  # well-formed, if odd: shown escaped, never a target
+    assert accepted == {"dev-00", "h-super-version", "h-markup", "h-escape", "h-bidi"}
+    assert math.isfinite(fleet.devices["dev-00"].last_seen)
+    for device_id in set(HOSTILE) - accepted:
+        assert fleet.rejected[device_id].split(":")[0] == "bad_state", device_id
+
+
+def test_target_selection_never_raises_on_a_hostile_version():
+    fleet = Fleet()
+    for device_id, payload in HOSTILE.items():
+        fleet.update("/switch/state/" + device_id, payload)
+    fleet.update("/switch/state/dev-00", state("dev-00"))
+    targets, skipped = fleet.targets("1.0.1")
+    assert targets == ["dev-00", "h-markup"]
+    assert skipped == {"h-super-version": "bad_version", "h-escape": "bad_version", "h-bidi": "bad_version"}
+
+
+def test_show_escapes_what_a_terminal_would_act_on():
+    assert devstate.show("\x1b[2J\rok\u202e\\") == "\\x1b[2J\\rok\\u202e\\\\"
+    assert devstate.show("1.0.1 [/] \u00b2") == "1.0.1 [/] \u00b2"
+
+
+@needs_broker
+def test_status_survives_hostile_states_and_shows_them_escaped(broker, capsys):
+    seed(broker, dict(HOSTILE, **{"dev-00": state("dev-00", "1.0.1", "ok")}))
+    assert run_cli(["status"] + broker_args(broker)) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and "\x07" not in out
+    assert "dev-00" in out and "\\x1b[2J" in out  # shown, escaped
+    assert "[/]" in out  # markup shown as text, not interpreted
+    assert "refused: " in out
+    assert run_cli(["status", "--json"] + broker_args(broker)) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {d["id"] for d in lines if "refused" in d} >= {"h-list-state", "h-not-json", "h-deep"}
+
+
+@needs_broker
+def test_trigger_and_revert_refuse_a_device_id_of_root(broker, manifest_file, capsys):
+    seed(broker, {"root": state("root")})
+    watch = broker_module.Watcher(broker.host, broker.port, topics=("/switch/cmd/#",))
+    for argv in (["trigger", "--manifest", manifest_file, "--device", "root", "--force"],
+                 ["revert", "--device", "root", "--force"],
+                 ["trigger", "--manifest", manifest_file, "--device", "dev+1"]):
+        assert run_cli(argv + broker_args(broker)) == 1
+        assert capsys.readouterr().err.startswith("otactl: bad_device_id: ")
+    seed(broker, {"probe": b""})
+    watch.publish("/switch/cmd/marker", b"end")
+    msg = watch.wait_for(lambda m: True, timeout=5)
+    assert msg.topic == "/switch/cmd/marker"  # nothing reached a command topic before it
+    watch.close()
+
+
+@needs_broker
+def test_a_device_called_root_cannot_steer_a_rollout(broker, tmp_path):
+    # The account "root" publishes /switch/state/root (the ACL's pattern allows it); a trigger for
+    # "its" topic /switch/cmd/root would reach every device, past stages and concurrency.
+    light = LightFleet(broker.host, broker.port, per_connection=8)
+    for i in range(8):
+        light.add("dev-%02d" % i, "1.0.0", Behavior(**FAST))
+    light.add("root", "1.0.0", Behavior(**FAST))
+    light.start()
+    conn = mqtt.connect(None, host=broker.host, port=broker.port)
+    log = str(tmp_path / "r.jsonl")
+    try:
+        opts = rollout.Options((1.0,), max_concurrent=1, device_timeout=10)
+        engine = rollout.Rollout(conn, MANIFEST, opts, log, job="root-attack")
+        summary = engine.run()
+    finally:
+        conn.close()
+        light.stop()
+    assert "root" not in engine.targets and summary["outcomes"] == {"ok": 8}
+    for device_id, device in light.devices.items():  # each device only its own trigger
+        assert len(device.commands) == (device_id != "root"), (device_id, device.commands)
