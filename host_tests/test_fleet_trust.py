@@ -145,3 +145,46 @@ def test_a_device_called_root_cannot_steer_a_rollout(broker, tmp_path):
     assert "root" not in engine.targets and summary["outcomes"] == {"ok": 8}
     for device_id, device in light.devices.items():  # each device only its own trigger
         assert len(device.commands) == (device_id != "root"), (device_id, device.commands)
+
+
+@needs_broker
+def test_one_flooding_device_does_not_blind_the_tracker(broker, tmp_path, monkeypatch):
+    # A device republishing its state hundreds of times a second kept the tracker's one "last heard"
+    # fresh, so a final state the broker dropped (here: the live "ok" of three devices, lost on
+    # purpose) waited for the device's deadline. Silence is per device: each is read back after
+    # QUIET_S of its own silence, well before its deadline, and the flooder is reported.
+    from otactl import tracking
+
+    monkeypatch.setattr(tracking, "QUIET_S", 0.5)
+    light = LightFleet(broker.host, broker.port, per_connection=8)
+    for i in range(6):
+        light.add("dev-%02d" % i, "1.0.0", Behavior(**FAST))
+    light.add("flood", "1.0.0", Behavior("flood", flood_per_s=400, **FAST))
+    light.start()
+    lose, lost = {"dev-01", "dev-03", "dev-05"}, []
+    real = tracking.Tracker.on_message
+
+    def lossy(self, topic, payload, retained):
+        device = topic.rsplit("/", 1)[-1]
+        if device in lose and not retained and b'"ok"' in payload and device not in lost:
+            lost.append(device)
+            return
+        real(self, topic, payload, retained)
+
+    monkeypatch.setattr(tracking.Tracker, "on_message", lossy)
+    conn = mqtt.connect(None, host=broker.host, port=broker.port)
+    log = str(tmp_path / "r.jsonl")
+    timeout = 20.0
+    try:
+        opts = rollout.Options((1.0,), max_concurrent=7, device_timeout=timeout)
+        summary = rollout.Rollout(conn, MANIFEST, opts, log, job="flood").run()
+    finally:
+        conn.close()
+        light.stop()
+    assert sorted(lost) == sorted(lose)
+    records = read_log(log)
+    sent = {r["device"]: r["t"] for r in records if r["event"] == "trigger"}
+    for r in records:
+        if r["event"] == "outcome" and r["device"] in lose:  # read back before the deadline
+            assert r["t"] - sent[r["device"]] < timeout / 2, r
+    assert summary["outcomes"] == {"ok": 7} and summary["suspects"] == {"flood": "flooding"}

@@ -77,6 +77,12 @@ def print_summary(summary):
     print("  outcomes: %s" % (", ".join("%s %d" % kv for kv in sorted(summary["outcomes"].items())) or "none"))
     if summary["reasons"]:
         print("  reasons:  %s" % ", ".join("%s %d" % (show(k), n) for k, n in sorted(summary["reasons"].items())))
+    if summary.get("suspects"):
+        kinds = {}
+        for why in summary["suspects"].values():
+            kinds[why] = kinds.get(why, 0) + 1
+        print("  suspect devices: %s (%s)" % (", ".join("%s %d" % kv for kv in sorted(kinds.items())),
+                                            ", ".join(sorted(summary["suspects"])[:10])))
     print("  not started: %d; stages advanced %d of %d; skipped (not targets): %d"
           % (summary["not_started"], summary["stages_advanced"], summary["stages"], summary["skipped"]))
 

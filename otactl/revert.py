@@ -64,7 +64,7 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
                 emit(log.write("revert_trigger", device=device, job=job))
             settled = tracker.settled(None, tracker.wait_time(time.monotonic()))
             for device, (outcome, reason, detail) in settled:
-                tracker.in_flight.pop(device, None)
+                tracker.forget(device)
                 current = tracker.fleet.get(device)
                 record = log.write("revert_outcome", device=device, job=job, outcome=outcome, reason=reason,
                                    detail=detail, version_before=before.get(device),

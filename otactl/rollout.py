@@ -108,6 +108,7 @@ class Rollout:
         self.resumed = None
         self.aborted = None
         self.started = time.monotonic()
+        self.tracker = None
 
     @classmethod
     def resume(cls, conn, log_path, manifest=None, on_event=None, snapshot_timeout=10.0, sign_key=None):
@@ -167,7 +168,7 @@ class Rollout:
         if device in self.outcomes:
             return
         fields = tracker.fleet.get(device)
-        sent = tracker.in_flight.pop(device, None)
+        sent = tracker.forget(device)
         record = self._emit("outcome", device=device, stage=stage, outcome=outcome, reason=reason,
                             detail=detail, version=fields.version if fields else None)
         self.outcomes[device] = record
@@ -289,6 +290,8 @@ class Rollout:
             "stages_done": len(self.decided_stages),
             "stages_advanced": len(self.advanced_stages),
             "stages": len(self.bounds),
+            # devices not to be believed (otactl/tracking.py): flooding, duplicate_id, bad_state
+            "suspects": dict(sorted(self.tracker.suspects.items())) if self.tracker else {},
             "duration_s": round(time.monotonic() - self.started, 3),
             "since_first_start_s": round(time.time() - first, 3) if first else None,
         }

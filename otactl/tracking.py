@@ -22,10 +22,18 @@ from . import mqtt
 from .errors import OtaError
 from .fleet import TERMINAL_STATES, Fleet
 
-# Seconds without a single state message, devices still in flight: their retained states are read
-# again (Tracker.settled), so a final state the broker dropped costs this long, not the whole
-# per-device timeout.
+# Seconds without a state message from a device in flight: its retained state is read again
+# (Tracker.settled), so a final state the broker dropped costs this long, not the whole per-device
+# timeout. Per device: one device flooding its topic must not keep every other one "heard".
 QUIET_S = 5.0
+# More state messages than this from one device within one second: it is reported as flooding
+# (the firmware sends a few per job: progress at most every 5 %).
+FLOOD_PER_S = 50
+# A job's states in the order one device goes through them; a device whose job steps back (a
+# "downloading" after its "ok") is two devices sharing one id.
+_RANK = {"downloading": 1, "verifying": 2, "rebooting": 3, "confirming": 4, "ok": 5, "failed": 5,
+         "rolled_back": 5}
+_DRAIN_MAX = 5000  # messages taken per round, so a flood cannot hold the engine in next_events
 
 
 class Log:
@@ -83,13 +91,37 @@ class Tracker:
         self.fleet = Fleet()
         self.in_flight = {}  # device -> (deadline, stage)
         self.last = {}  # device -> fields of the last message with our job
-        self.heard = time.monotonic()  # the last state message, or the last trigger sent
+        self.heard = {}  # device in flight -> its last state message (or its trigger), monotonic
         self.recovered = 0  # devices settled by a re-read retained state (their live one was lost)
+        self.suspects = {}  # device -> why it is not to be believed: flooding, duplicate_id, bad_state
+        self._rank = {}  # device -> the furthest state of this job it reported
+        self._rate = {}  # device -> [second, messages in it]
 
     def on_message(self, topic, payload, retained):
         device = self.fleet.update(topic, payload)
-        if device is not None:
-            self.events.put(device)
+        if device is None:
+            device_id = mqtt.device_of(topic)
+            if device_id is not None and device_id in self.in_flight:
+                self.suspects.setdefault(device_id, "bad_state")
+            return
+        self._watch_for_lies(device)
+        self.events.put(device)
+
+    def _watch_for_lies(self, device):
+        # paho's thread: cheap counters only
+        second = int(time.monotonic())
+        rate = self._rate.get(device.id)
+        if rate is None or rate[0] != second:
+            self._rate[device.id] = [second, 1]
+        else:
+            rate[1] += 1
+            if rate[1] > FLOOD_PER_S:
+                self.suspects.setdefault(device.id, "flooding")
+        if self.job is not None and device.fields.get("job") == self.job:
+            rank = _RANK.get(device.fields.get("state"), 0)
+            if rank < self._rank.get(device.id, 0):
+                self.suspects[device.id] = "duplicate_id"
+            self._rank[device.id] = max(rank, self._rank.get(device.id, 0))
 
     def start(self, snapshot_timeout):
         self.conn.on_message = self.on_message
@@ -126,15 +158,17 @@ class Tracker:
         return batch, rest
 
     def watch(self, device, stage=None, now=None):
-        self.in_flight[device] = ((now or time.monotonic()) + self.timeout, stage)
-        self.heard = now or time.monotonic()
+        now = now or time.monotonic()
+        self.in_flight[device] = (now + self.timeout, stage)
+        self.heard[device] = now
 
     def next_events(self, wait):
-        """Devices whose state changed, waiting up to `wait` seconds for the first."""
+        """Devices whose state changed, waiting up to `wait` seconds for the first (at most
+        _DRAIN_MAX: the rest stay queued for the next round)."""
         out = []
         try:
             out.append(self.events.get(timeout=max(0.0, wait)))
-            while True:
+            while len(out) < _DRAIN_MAX:
                 out.append(self.events.get_nowait())
         except queue.Empty:
             pass
@@ -168,15 +202,18 @@ class Tracker:
         """[(device, (outcome, reason, detail))]: the in-flight devices settled this round, waiting up
         to `wait` seconds for the first state message; each device once.
         A broker drops messages to a subscriber that falls behind (mosquitto beyond
-        max_queued_messages; 10,000 devices answering at once did it), and a device that reported ok
-        must not count as silent: a device past its deadline has its retained state read once more
-        before it is a timeout, and after QUIET_S seconds without any state message the retained
-        states of every device in flight are read again."""
+        max_queued_messages; 10,000 devices answering at once did it, and so does one device
+        flooding its topic), and a device that reported ok must not count as silent: a device past
+        its deadline has its retained state read once more before it is a timeout, and a device in
+        flight not heard from for QUIET_S seconds has its retained state read again."""
         out, done = [], set()
 
         def take(events):
             for device in events:
-                if device.id in self.in_flight and device.id not in done:
+                if device.id in self.in_flight:
+                    self.heard[device.id] = now
+                    if device.id in done:
+                        continue
                     verdict = self.judge(device.id, device.fields, wanted_version)
                     if verdict is not None:
                         out.append((device.id, verdict))
@@ -184,19 +221,23 @@ class Tracker:
 
         events = self.next_events(wait)
         now = time.monotonic()
-        if events:
-            self.heard = now
         take(events)
         late = [d for d in self.expired(now) if d not in done]
-        quiet = [d for d in self.in_flight if d not in done] if now - self.heard >= QUIET_S else []
+        quiet = [d for d in self.in_flight if d not in done and now - self.heard.get(d, now) >= QUIET_S]
         if late or quiet:
-            self.heard = now
-            self.conn.reread([mqtt.STATE_PREFIX + d for d in (quiet or late)])
+            for d in quiet:
+                self.heard[d] = now
+            self.conn.reread([mqtt.STATE_PREFIX + d for d in sorted(set(quiet) | set(late))])
             before = len(out)
             take(self.next_events(0))
             self.recovered += len(out) - before
             out += [(d, self.timeout_outcome(d)) for d in late if d not in done]
         return out
+
+    def forget(self, device):
+        """`device` is settled: no longer in flight. Returns what watch() kept for it."""
+        self.heard.pop(device, None)
+        return self.in_flight.pop(device, None)
 
     def timeout_outcome(self, device):
         last = self.last.get(device)

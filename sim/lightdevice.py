@@ -22,6 +22,13 @@ gets the agent's content-derived id. Signatures are not verified.
 
 What is not: no download (the new version is the trigger's "version"), no last will per device
 (go_offline() publishes the "offline" message the broker would), a device never really resets.
+
+Hostile devices, for the adversarial fleet tests (host_tests/test_fleet_adversarial.py):
+Behavior("lie_ok") reports ok without updating (its version stays), "lie_same" reports ok with
+same_version while below the target, "garbage" answers with malformed or hostile state messages
+(GARBAGE) and then nothing, "flood" answers honestly but republishes its last state message
+`flood_per_s` times a second from start() to stop(); a device that shares another's id is a second
+LightFleet with a device of the same id.
 """
 import heapq
 import itertools
@@ -43,7 +50,19 @@ from ota.intake import auto_id  # noqa: E402  the device's own: a redelivery get
 from ota.jobs import MAX_SEEN  # noqa: E402
 
 CMD_ROOT = "/switch/cmd/root"
-OUTCOMES = ("ok", "fail", "rollback", "stall", "offline")
+OUTCOMES = ("ok", "fail", "rollback", "stall", "offline", "lie_ok", "lie_same", "garbage", "flood")
+# What a "garbage" device publishes on its state topic when triggered: wrong types, out of range,
+# not JSON, escape sequences, rich markup, another device's id, a message far too big.
+GARBAGE = (b'{"id": "%(id)s", "version": 5, "state": "downloading", "job": "%(job)s"}',
+           b'{"id": "%(id)s", "version": "1.0.0", "state": "downloading", "progress": 1e400, "job": "%(job)s"}',
+           b'{"id": "%(id)s", "version": "1.0.0", "state": "ok", "ts": NaN, "job": "%(job)s"}',
+           b'[1, 2, 3]', b'\xff\xfe{', b'[' * 20000,
+           b'{"id": "someone-else", "version": "1.0.1", "state": "ok", "job": "%(job)s"}',
+           b'{"id": "%(id)s", "version": "1.0.1\\u001b[2J", "state": "ok\\u001b[H", "job": "%(job)s"}',
+           b'{"id": "%(id)s", "version": "1.0.0", "state": "failed", "reason": "[/][bold]", "job": "%(job)s", '
+           b'"detail": "\\u001b[2J\\rALL DEVICES OK"}',
+           b'{"id": "%(id)s", "version": "1.0.0", "state": "downloading", "job": "%(job)s", "detail": "'
+           + b'x' * 10000 + b'"}')
 _SUBSCRIBE_BATCH = 200
 
 
@@ -56,7 +75,7 @@ class Behavior:
     in between; reboot_s: from "rebooting" to the new image's "confirming"; confirm_s: to "ok"."""
 
     def __init__(self, outcome="ok", reason=None, download_s=0.05, progress_steps=2, reboot_s=0.02,
-                 confirm_s=0.01, allow_downgrade=False):
+                 confirm_s=0.01, allow_downgrade=False, flood_per_s=500):
         if outcome not in OUTCOMES:
             raise ValueError("outcome must be one of %s" % (OUTCOMES,))
         self.outcome = outcome
@@ -66,6 +85,7 @@ class Behavior:
         self.reboot_s = reboot_s
         self.confirm_s = confirm_s
         self.allow_downgrade = allow_downgrade
+        self.flood_per_s = flood_per_s
 
 
 
@@ -162,6 +182,15 @@ class LightDevice:
             return
         if b.outcome == "offline":
             self.go_offline()
+            return
+        if b.outcome in ("lie_ok", "lie_same"):  # claims success, keeps its version
+            self._after(b.download_s, self._finish, job, "ok", "same_version" if b.outcome == "lie_same"
+                        else None)
+            return
+        if b.outcome == "garbage":
+            for payload in GARBAGE:
+                self.conn.publish(self.state_topic, payload % {b"id": self.id.encode(),
+                                                               b"job": job["id"].encode()}, retain=True)
             return
         steps = max(0, b.progress_steps)
         for k in range(1, steps + 1):
@@ -329,6 +358,7 @@ class LightFleet:
         self.devices = {}
         self.connections = []
         self.scheduler = Scheduler()
+        self._flooding = threading.Event()
 
     def add(self, device_id, version="1.0.0", behavior=None, other_version=None, slot="ota_0"):
         device = LightDevice(self, device_id, version, behavior, slot, other_version)
@@ -349,7 +379,22 @@ class LightFleet:
         for device in devices:  # the boot message, retained
             device.publish(*device.reporter.last_state[:1])
         self.flush()
+        flooders = [d for d in devices if d.behavior.outcome == "flood"]
+        if flooders:
+            self._flooding.set()
+            threading.Thread(target=self._flood, args=(flooders,), daemon=True, name="lightdevice-flood").start()
         return self
+
+    def _flood(self, flooders):
+        # Each flooder republishes its last state message (the same bytes the broker holds) about
+        # flood_per_s times a second; one thread for all of them.
+        period = 1.0 / max(1, flooders[0].behavior.flood_per_s)
+        while self._flooding.is_set():
+            for device in flooders:
+                if device.online:
+                    name, fields = device.last_state
+                    device.conn.publish(device.state_topic, device.reporter.message(name, **fields), retain=True)
+            time.sleep(period)
 
     def flush(self):
         for conn in self.connections:
@@ -359,6 +404,7 @@ class LightFleet:
         return {d.id: d.last_state[0] for d in self.devices.values()}
 
     def stop(self, clear_retained=True):
+        self._flooding.clear()
         if clear_retained:  # leave the broker as we found it
             for device in self.devices.values():
                 device.conn.publish(device.state_topic, b"", qos=0, retain=True)
