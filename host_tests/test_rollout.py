@@ -125,7 +125,7 @@ def test_failures_abort_at_threshold_then_revert(fleet, conn, tmp_path, capsys):
     assert summary["reasons"]["bad_sha256"] == 1 and summary["reasons"]["selftest_failed"] == 1
     # resume refuses an aborted rollout
     with pytest.raises(OtaError) as e:
-        rollout.Rollout.resume(conn(), log)
+        rollout.Rollout.resume(conn(), log, MANIFEST)
     assert e.value.reason == "rollout_aborted"
 
     # revert: exactly the devices that took 1.0.1 get ota_revert and come back to 1.0.0
@@ -250,7 +250,7 @@ def test_resume_after_interruption_does_not_retrigger(fleet, conn, tmp_path):
     resume = [r for r in records if r["event"] == "resume"][0]
     assert set(resume["in_flight"]) == in_flight and resume["done"] == 7
     with pytest.raises(OtaError) as e:
-        rollout.Rollout.resume(conn(), log)
+        rollout.Rollout.resume(conn(), log, MANIFEST)
     assert e.value.reason == "rollout_finished"
     other = dict(MANIFEST, sha256="cd" * 32)
     with pytest.raises(OtaError):
@@ -261,6 +261,7 @@ def test_same_version_counts_as_success_and_only_below(fleet, conn, tmp_path):
     # a device whose retained state lies about its version answers same_version
     light = fleet([(d, "1.0.0", None) for d in ids(4)] + [("dev-old", "0.9.0", None)])
     light.devices["dev-00"].version = "1.0.1"  # runs 1.0.1, its retained state still says 1.0.0
+    light.devices["dev-00"].reporter.version = "1.0.1"  # ... and its next messages say 1.0.1
     log = str(tmp_path / "r.jsonl")
     summary = rollout.Rollout(conn(), MANIFEST, rollout.Options((1.0,), 5, 10, only_below="1.0.0"),
                               log).run()

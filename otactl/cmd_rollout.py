@@ -2,7 +2,7 @@
 
     otactl rollout --manifest releases/firmware-v1.0.1.json --stages 0.1,0.5,1 --max-concurrent 10 \
         --device-timeout 600 --success-threshold 0.9 --abort-failure-rate 0.2 --log rollout.jsonl
-    otactl rollout --resume --log rollout.jsonl        # after Ctrl-C or a crash
+    otactl rollout --resume --manifest ... --log rollout.jsonl   # after Ctrl-C or a crash
     otactl revert --log rollout.jsonl                  # after an abort: back to the other slot
     otactl revert --device a0b1c2d3e4f5 --device ...
 
@@ -10,7 +10,7 @@ Exit status: 0 when the rollout completed, 1 (`otactl: rollout_aborted: ...`) wh
 """
 import sys
 
-from . import mqtt, rollout, tracking
+from . import mqtt, rollout, tracking, values
 from .cmd_release import load_manifest
 from .devstate import check_id, show
 from .errors import OtaError
@@ -24,7 +24,7 @@ def _fractions(text):
 
 
 def argparse_rollout(parser):
-    parser.add_argument("--manifest", help="release manifest (required unless --resume)")
+    parser.add_argument("--manifest", help="release manifest (required; with --resume the log is checked against it)")
     parser.add_argument("--stages", default="0.1,0.5,1",
                         help="cumulative fractions of the targets per stage (default 0.1,0.5,1)")
     parser.add_argument("--max-concurrent", type=int, default=10, metavar="N",
@@ -88,8 +88,9 @@ def print_summary(summary):
 
 
 def do_rollout(args):
-    if not args.manifest and not args.resume:
-        raise OtaError("bad_arguments", "--manifest is required (or --resume to continue --log)")
+    if not args.manifest:
+        raise OtaError("bad_arguments", "--manifest is required (with --resume: the manifest of the "
+                       "rollout in --log, which resume checks the log against)")
     manifest = load_manifest(args.manifest) if args.manifest else None
     if not args.resume:
         options = rollout.Options(_fractions(args.stages), args.max_concurrent, args.device_timeout,
@@ -106,7 +107,8 @@ def do_rollout(args):
         try:
             summary = engine.run()
         except KeyboardInterrupt:
-            print("interrupted: continue with `otactl rollout --resume --log %s`" % args.log, file=sys.stderr)
+            print("interrupted: continue with `otactl rollout --resume --manifest %s --log %s`"
+                  % (args.manifest, args.log), file=sys.stderr)
             raise
     print_summary(summary)
     if summary["result"] == "aborted":
@@ -133,6 +135,8 @@ def argparse_revert(parser):
 
 
 def do_revert(args):
+    values.seconds("--timeout", args.timeout)  # before connecting
+    values.count("--max-concurrent", args.max_concurrent)
     on_record = _printer(False)
     with mqtt.connect(args) as conn:
         tracker = tracking.Tracker(conn, None, args.timeout)

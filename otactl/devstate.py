@@ -41,6 +41,11 @@ _FIELDS = (
 )
 
 
+def id_problem(device_id):
+    """None when `device_id` can be a device's id, else why not (lib/ota/config.py's rule)."""
+    return device_config.id_problem(device_id)
+
+
 def check_id(device_id):
     """Raises OtaError bad_device_id unless `device_id` is one a device may have (lib/ota/config.py:
     letters, digits, _ and -, 1..32, never "root")."""

@@ -8,6 +8,7 @@ and resets; the old firmware then passes its health gate again and reports "ok" 
 """
 import time
 
+from . import devstate, values
 from .messages import new_job_id, revert_message
 from .tracking import Log, Tracker
 
@@ -18,10 +19,17 @@ def revert_candidates(log_path, fleet):
     records = Log.read(log_path)
     start = records[0]
     wanted = start["manifest"]["version"]
-    triggered = [r["device"] for r in records if r["event"] == "trigger"]
-    outcomes = {r["device"]: r for r in records if r["event"] == "outcome"}
+    mine = [r for r in records if r.get("rollout", start.get("job")) == start.get("job")]
+    triggered = [r.get("device") for r in mine if r["event"] == "trigger"]
+    outcomes = {}
+    for r in mine:
+        if r["event"] == "outcome":
+            outcomes.setdefault(r.get("device"), r)  # the first outcome counts
     devices, skipped = [], {}
     for device in dict.fromkeys(triggered):
+        if not isinstance(device, str) or devstate.id_problem(device):
+            skipped[devstate.show(str(device))] = "bad_device_id"
+            continue
         record = outcomes.get(device)
         if record is not None and record["outcome"] == "same_version":
             skipped[device] = "same_version"  # it ran the version before the rollout
@@ -42,9 +50,11 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
            max_concurrent=None, sign_key=None):
     """Publishes {"type": "ota_revert", "id": job} to each device and waits for each outcome:
     ok (with the version it now runs) / failed (reason) / timeout. Returns {device: record}."""
+    max_concurrent = values.count("--max-concurrent", max_concurrent, allow_none=True)
+    timeout = values.seconds("--timeout", timeout)
     job = job or new_job_id("revert")
     message, payload = revert_message(job)
-    log = Log(log_path)
+    log = Log(log_path, rollout=job)
     emit = on_event or (lambda record: None)
     if tracker is None:
         tracker = Tracker(conn, job, timeout)
@@ -53,15 +63,21 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
         tracker.job, tracker.timeout = job, timeout
     tracker.drain_snapshot()
     before = {d: (tracker.fleet.get(d).version if tracker.fleet.get(d) else None) for d in devices}
-    emit(log.write("revert_start", job=job, devices=list(devices), trigger=message))
+    emit(log.write("revert_start", durable=True, job=job, devices=list(devices), trigger=message))
     todo, results = list(devices), {}
     limit = max_concurrent or len(todo) or 1
+
+    def log_batch(batch):  # fsynced before the batch is sent (decisionlog.py)
+        records = [log.write("revert_trigger", device=device, job=job) for device in batch]
+        log.sync()
+        for record in records:
+            emit(record)
+
     try:
         while todo or tracker.in_flight:
             batch, todo = tracker.launch(todo, limit, lambda d: payload if sign_key is None
-                                         else revert_message(job, sign_key, target=d)[1])
-            for device in batch:
-                emit(log.write("revert_trigger", device=device, job=job))
+                                         else revert_message(job, sign_key, target=d)[1],
+                                         before_send=log_batch)
             settled = tracker.settled(None, tracker.wait_time(time.monotonic()))
             for device, (outcome, reason, detail) in settled:
                 tracker.forget(device)

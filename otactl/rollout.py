@@ -16,15 +16,19 @@ above abort_failure_rate aborts at once: no new triggers, the devices in flight 
 their outcome. At the end of a stage, success rate (successes / stage size) >= success_threshold
 advances, else abort.
 
-The log (JSON lines, appended, flushed per line) holds every decision; see LOG_EVENTS. resume() reads
-it: devices with an outcome are never triggered again, devices triggered but unresolved are watched
-(not re-triggered: the device would ignore a job id it has seen anyway), the stages go on.
+The log (otactl/decisionlog.py: JSON lines, each record carrying the rollout's job id, crash-safe)
+holds every decision; see LOG_EVENTS. A batch's trigger records are fsynced before its triggers are
+sent. resume() reads it, checked against the manifest it is given (never trusting the URL, targets
+or job of the file alone): devices with an outcome are never triggered again, devices with a trigger
+record but no outcome are watched (never re-sent, even if the power went before the send), each
+device's first outcome of this rollout counts once, the stages go on.
 """
 import hashlib
 import math
 import os
 import time
 
+from . import devstate, values
 from .errors import OtaError
 from .fleet import compare_versions
 from .messages import encode, load_sign_key, new_job_id, trigger_message  # noqa: F401  (re-exported)
@@ -40,18 +44,18 @@ FAILURE = ("failed", "rolled_back", "timeout", "wrong_version")
 class Options:
     def __init__(self, stages=(0.1, 0.5, 1.0), max_concurrent=10, device_timeout=600.0,
                  success_threshold=0.9, abort_failure_rate=0.2, only_below=None):
-        stages = tuple(float(s) for s in stages)
-        if not stages or any(not 0 < s <= 1 for s in stages) or list(stages) != sorted(set(stages)):
+        try:
+            stages = tuple(float(s) for s in stages)
+        except (TypeError, ValueError):
+            raise OtaError("bad_stages", "stages are fractions like 0.1,0.5,1")
+        if (not stages or any(not 0 < s <= 1 for s in stages) or list(stages) != sorted(set(stages))
+                or len(stages) > 100):
             raise OtaError("bad_stages", "stages are increasing cumulative fractions in (0, 1], "
                            "e.g. 0.1,0.5,1: got %s" % ",".join("%g" % s for s in stages))
-        if max_concurrent < 1:
-            raise OtaError("bad_arguments", "--max-concurrent must be at least 1")
-        if device_timeout <= 0:
-            raise OtaError("bad_arguments", "--device-timeout must be positive")
-        for name, value in (("success-threshold", success_threshold),
-                            ("abort-failure-rate", abort_failure_rate)):
-            if not 0 <= value <= 1:
-                raise OtaError("bad_arguments", "--%s is a fraction in [0, 1], not %s" % (name, value))
+        max_concurrent = values.count("--max-concurrent", max_concurrent)
+        device_timeout = values.seconds("--device-timeout", device_timeout)
+        success_threshold = values.fraction("--success-threshold", success_threshold)
+        abort_failure_rate = values.fraction("--abort-failure-rate", abort_failure_rate)
         self.stages = stages
         self.max_concurrent = int(max_concurrent)
         self.device_timeout = float(device_timeout)
@@ -91,8 +95,8 @@ class Rollout:
         self.conn = conn
         self.manifest = manifest
         self.options = options or Options()
-        self.log = Log(log_path)
         self.job = job or new_job_id("v%s" % manifest["version"].lstrip("vV"))
+        self.log = Log(log_path, rollout=self.job)
         self.on_event = on_event or (lambda record: None)
         self.snapshot_timeout = snapshot_timeout
         self.sign_key = sign_key
@@ -111,31 +115,52 @@ class Rollout:
         self.tracker = None
 
     @classmethod
-    def resume(cls, conn, log_path, manifest=None, on_event=None, snapshot_timeout=10.0, sign_key=None):
+    def resume(cls, conn, log_path, manifest, on_event=None, snapshot_timeout=10.0, sign_key=None):
+        """Continue the rollout in `log_path`. `manifest` is required and must be the log's: the file
+        alone never decides what is signed and sent, or to whom. Raises OtaError bad_log,
+        manifest_mismatch, rollout_aborted, rollout_finished."""
         records = Log.read(log_path)
         start = records[0]
-        aborts = [r for r in records if r["event"] == "abort"]
+        job = start.get("job")
+        if manifest is None:
+            raise OtaError("bad_arguments", "--resume needs the --manifest of the rollout in %s" % log_path)
+        logged = start.get("manifest") if isinstance(start.get("manifest"), dict) else {}
+        differ = [k for k in ("url", "sha256", "size", "version") if logged.get(k) != manifest.get(k)]
+        if differ:
+            raise OtaError("manifest_mismatch", "%s is a rollout of another release (%s differ from the "
+                           "manifest given)" % (log_path, ", ".join(differ)))
+        mine = [r for r in records if r.get("rollout", job) == job]  # a foreign rollout's lines: ignored
+        aborts = [r for r in mine if r["event"] == "abort"]
         if aborts:
             raise OtaError("rollout_aborted", "the rollout in %s was aborted (%s): revert with `otactl "
-                           "revert --log %s` or start a new rollout" % (log_path, aborts[-1].get("reason"),
+                           "revert --log %s` or start a new rollout" % (log_path, devstate.show(aborts[-1].get("reason")),
                                                                          log_path))
-        if any(r["event"] == "done" for r in records):
+        if any(r["event"] == "done" for r in mine):
             raise OtaError("rollout_finished", "the rollout in %s completed: nothing to resume" % log_path)
-        if manifest is not None and manifest["sha256"] != start["manifest"]["sha256"]:
-            raise OtaError("manifest_mismatch", "%s is a rollout of %s (sha256 %s), not of this manifest"
-                           % (log_path, start["manifest"]["version"], start["manifest"]["sha256"]))
-        engine = cls(conn, start["manifest"], Options.from_dict(start["options"]), log_path,
-                     job=start["job"], on_event=on_event, snapshot_timeout=snapshot_timeout,
-                     sign_key=sign_key, _resuming=True)
-        engine.targets = list(start["targets"])
-        engine.skipped = dict(start.get("skipped", {}))
-        for r in records:
-            if r["event"] == "trigger":
-                engine.triggered.add(r["device"])
-            elif r["event"] == "outcome":
-                engine.outcomes[r["device"]] = r
-                engine._count(r)
-            elif r["event"] == "stage":
+        try:
+            options = Options.from_dict(start["options"])
+            targets = [devstate.check_id(d) for d in start["targets"]]
+            bounds = [(int(lo), int(hi)) for lo, hi in start["stages"]]
+        except (KeyError, TypeError, ValueError) as e:
+            raise OtaError("bad_log", "%s: the start record is malformed (%s)" % (log_path, e))
+        if len(set(targets)) != len(targets) or bounds != stage_bounds(len(targets), options.stages):
+            raise OtaError("bad_log", "%s: targets or stages of the start record do not add up" % log_path)
+        engine = cls(conn, manifest, options, log_path, job=job, on_event=on_event,
+                     snapshot_timeout=snapshot_timeout, sign_key=sign_key, _resuming=True)
+        engine.targets = targets
+        engine.bounds = bounds
+        engine.skipped = dict(start.get("skipped") or {})
+        wanted = set(targets)
+        for r in mine:
+            device = r.get("device")
+            if r["event"] == "trigger" and device in wanted:
+                engine.triggered.add(device)
+            elif r["event"] == "outcome" and device in engine.triggered and device not in engine.outcomes:
+                record = dict(r, stage=engine._stage_of(device))  # counted once, in its own stage
+                if record.get("outcome") in SUCCESS + FAILURE:
+                    engine.outcomes[device] = record
+                    engine._count(record)
+            elif r["event"] == "stage" and r.get("stage") in range(len(bounds)):
                 engine.decided_stages.add(r["stage"])
                 if r.get("decision") == "advance":
                     engine.advanced_stages.add(r["stage"])
@@ -148,13 +173,23 @@ class Rollout:
         return encode(self.message, self.sign_key, target=device)[1]  # signed at send time: fresh expiry
 
     # --- bookkeeping --------------------------------------------------------------------------
-    def _emit(self, event, **fields):
-        record = self.log.write(event, **fields)
+    def _emit(self, event, durable=False, **fields):
+        record = self.log.write(event, durable=durable, **fields)
         self.on_event(record)
         return record
 
+    def _log_batch(self, batch):
+        # before the batch's triggers leave (Tracker.launch): written, fsynced once, then shown
+        records = [self.log.write("trigger", device=device, stage=self._stage_of(device)) for device in batch]
+        self.log.sync()
+        for device, record in zip(batch, records):
+            self.triggered.add(device)
+            self.on_event(record)
+
     def _stage_of(self, device):
-        index = self.targets.index(device)
+        if getattr(self, "_index", None) is None or len(self._index) != len(self.targets):
+            self._index = {d: i for i, d in enumerate(self.targets)}
+        index = self._index[device]
         for number, (lo, hi) in enumerate(self.bounds):
             if lo <= index < hi:
                 return number
@@ -213,13 +248,12 @@ class Rollout:
                     " and below %s" % self.options.only_below if self.options.only_below else "",
                     len(tracker.fleet.devices), _count_text(self.skipped.values()) or "none"))
             self.bounds = stage_bounds(len(self.targets), self.options.stages)
-            self._emit("start", job=self.job, manifest=self.manifest, options=self.options.as_dict(),
-                       targets=self.targets, skipped=self.skipped, stages=self.bounds,
-                       trigger=self.message)
+            self._emit("start", durable=True, job=self.job, manifest=self.manifest,
+                       options=self.options.as_dict(), targets=self.targets, skipped=self.skipped,
+                       stages=self.bounds, trigger=self.message)
             return
-        self.bounds = [tuple(b) for b in self.resumed[0]["stages"]]
         unresolved = sorted(self.triggered - set(self.outcomes))
-        self._emit("resume", done=len(self.outcomes), in_flight=unresolved)
+        self._emit("resume", durable=True, done=len(self.outcomes), in_flight=unresolved)
         for device in unresolved:  # not re-triggered: watched from now, as if just sent
             tracker.watch(device, self._stage_of(device))
             current = tracker.fleet.get(device)
@@ -234,10 +268,8 @@ class Rollout:
         wanted = self.manifest["version"]
         while True:
             if not self.aborted and todo:
-                batch, todo = tracker.launch(todo, self.options.max_concurrent, self._payload_for, number)
-                for device in batch:
-                    self.triggered.add(device)
-                    self._emit("trigger", device=device, stage=number)
+                batch, todo = tracker.launch(todo, self.options.max_concurrent, self._payload_for, number,
+                                             before_send=self._log_batch)
             if not tracker.in_flight and (self.aborted or not todo):
                 break
             for device, verdict in tracker.settled(wanted, tracker.wait_time(time.monotonic())):
@@ -253,18 +285,18 @@ class Rollout:
         if rate >= self.options.success_threshold:
             self.decided_stages.add(number)
             self.advanced_stages.add(number)
-            self._emit("stage", stage=number, decision="advance", devices=size, success_rate=round(rate, 4),
-                       counts=counts)
+            self._emit("stage", durable=True, stage=number, decision="advance", devices=size,
+                       success_rate=round(rate, 4), counts=counts)
         else:
             self._abort(number, "below_success_threshold", counts, size)
 
     def _abort(self, number, reason, counts, size):
         self.aborted = reason
         self.decided_stages.add(number)
-        self._emit("stage", stage=number, decision="abort", devices=size,
+        self._emit("stage", durable=True, stage=number, decision="abort", devices=size,
                    success_rate=round(counts["ok"] / size, 4), failure_rate=round(counts["failed"] / size, 4),
                    counts=counts)
-        self._emit("abort", stage=number, reason=reason,
+        self._emit("abort", durable=True, stage=number, reason=reason,
                    detail="failure rate %d/%d > %g" % (counts["failed"], size, self.options.abort_failure_rate)
                    if reason == "failure_rate" else
                    "success rate %d/%d < %g" % (counts["ok"], size, self.options.success_threshold))
@@ -298,7 +330,7 @@ class Rollout:
 
     def _finish(self):
         summary = self.summary()
-        self._emit("done", result=summary["result"], summary=summary)
+        self._emit("done", durable=True, result=summary["result"], summary=summary)
         return summary
 
 

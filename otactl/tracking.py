@@ -1,11 +1,10 @@
 """Following devices through a job: the decision log, and the tracker that turns retained state
 messages into per-device outcomes (shared by the rollout engine and revert).
 
-Log: JSON lines, one {"event": ..., "t": unix time, ...} object per line, flushed as written; the
-file is created at the first record. Log.read() tolerates a last line cut by a crash.
+Log: the decision log, otactl/decisionlog.py (JSON lines, crash-safe; re-exported here).
 
 Tracker.judge(device, fields, wanted_version): a state message carrying the job id settles
-    ok + wanted version -> ok          ok + reason same_version -> same_version
+    ok + wanted version -> ok          ok + same_version + a version equal to the wanted -> same_version
     ok + another version -> wrong_version
     failed -> failed (reason), except "failed" from the NEW image (its health gate): the old image's
               "rolled_back" follows, so it waits for that
@@ -14,13 +13,13 @@ Tracker.judge(device, fields, wanted_version): a state message carrying the job 
 and a device with no final state by its deadline, even after its retained state is read once more,
 -> timeout (or the failure it last reported).
 """
-import json
 import queue
 import time
 
 from . import mqtt
+from .decisionlog import Log  # noqa: F401  (re-exported: rollout and revert take it from here)
 from .errors import OtaError
-from .fleet import TERMINAL_STATES, Fleet
+from .fleet import TERMINAL_STATES, Fleet, same_version
 
 # Seconds without a state message from a device in flight: its retained state is read again
 # (Tracker.settled), so a final state the broker dropped costs this long, not the whole per-device
@@ -34,50 +33,6 @@ FLOOD_PER_S = 50
 _RANK = {"downloading": 1, "verifying": 2, "rebooting": 3, "confirming": 4, "ok": 5, "failed": 5,
          "rolled_back": 5}
 _DRAIN_MAX = 5000  # messages taken per round, so a flood cannot hold the engine in next_events
-
-
-class Log:
-    """The JSON-lines decision log: one object per line, flushed as written (an otactl that dies
-    mid-rollout loses no record; not fsynced: 20,000 records a rollout of 10,000 devices)."""
-
-    def __init__(self, path):
-        self.path = path
-        self.file = None  # opened at the first write: a refused rollout leaves no file
-
-    def write(self, event, **fields):
-        record = {"event": event, "t": round(time.time(), 3)}
-        record.update(fields)
-        if self.path:
-            if self.file is None:
-                self.file = open(self.path, "a")
-            self.file.write(json.dumps(record, separators=(",", ":")) + "\n")
-            self.file.flush()
-        return record
-
-    def close(self):
-        if self.file is not None:
-            self.file.close()
-
-    @staticmethod
-    def read(path):
-        try:
-            with open(path) as f:
-                lines = f.read().splitlines()
-        except OSError as e:
-            raise OtaError("bad_log", "cannot read %s: %s" % (path, e.strerror))
-        records = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                if number == len(lines):  # the last line, cut by a crash mid-write: ignored
-                    break
-                raise OtaError("bad_log", "%s line %d is not JSON" % (path, number))
-        if not records or records[0].get("event") != "start":
-            raise OtaError("bad_log", "%s does not start with a rollout's start record" % path)
-        return records
 
 
 class Tracker:
@@ -145,12 +100,16 @@ class Tracker:
             if not info.is_published():
                 raise OtaError("broker_unreachable", "no PUBACK for the trigger of %s" % d)
 
-    def launch(self, todo, limit, payload_for, stage=None):
+    def launch(self, todo, limit, payload_for, stage=None, before_send=None):
         """Triggers as many of `todo` as `limit` devices in flight leave room for, and watches them.
+        before_send(batch) runs first: the caller logs (and fsyncs) the batch before any trigger of
+        it leaves, so a power cut can never leave a sent trigger out of the log.
         Returns (the devices triggered, the rest of todo)."""
         room = max(0, limit - len(self.in_flight))
         batch, rest = todo[:room], todo[room:]
         if batch:
+            if before_send is not None:
+                before_send(batch)
             self.send(batch, payload_for)
             now = time.monotonic()
             for device in batch:
@@ -186,8 +145,11 @@ class Tracker:
             return None
         reason, detail, version = fields.get("reason"), fields.get("detail"), fields.get("version")
         if state == "ok":
-            if reason == "same_version":
-                return "same_version", reason, detail
+            if reason == "same_version":  # a success only when it really runs the target
+                if wanted_version is None or same_version(version, wanted_version):
+                    return "same_version", reason, detail
+                return "wrong_version", "wrong_version", "reports same_version at %s, expected %s" % (
+                    version, wanted_version)
             if wanted_version is None or version == wanted_version:
                 return "ok", reason, detail
             return "wrong_version", "wrong_version", "reports %s, expected %s" % (version, wanted_version)
