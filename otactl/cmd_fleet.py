@@ -17,7 +17,7 @@ import json
 import sys
 import time
 
-from . import mqtt
+from . import mqtt, values
 from .cmd_release import load_manifest
 from .errors import OtaError
 from .devstate import check_id, show
@@ -61,6 +61,7 @@ def do_trigger(args):
     url, sha256, size, version = _trigger_fields(args)
     job = args.job or new_job_id("v%s" % version.lstrip("vV") if version else "job")
     message, payload = trigger_message(url, sha256, size, version, job)  # checked before connecting
+    values.seconds("--snapshot-timeout", args.snapshot_timeout)
     key = load_sign_key(args.sign_key) if args.sign_key else None
     devices = [check_id(d) for d in dict.fromkeys(args.device or ())]  # "root" would be --all
     with mqtt.connect(args) as conn:
@@ -154,6 +155,7 @@ def _console():
 
 
 def do_status(args):
+    values.seconds("--timeout", args.timeout, allow_none=True)
     with mqtt.connect(args) as conn:
         fleet = Fleet()
         snapshot_wait = args.timeout if (args.timeout and not args.watch) else 5.0

@@ -212,6 +212,9 @@ def connect(args=None, **overrides):
     """A Connection from the command's flags (and the environment). Raises OtaError."""
     options = settings(args)
     options.update(overrides)
+    from .values import seconds
+
+    seconds("--connect-timeout", options["timeout"])
     try:
         return Connection(**options)
     except socket.gaierror as e:
