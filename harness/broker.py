@@ -12,6 +12,11 @@ Backends, first found wins: mosquitto (`mosquitto -c <generated conf>`), then th
 skip then. Options for later tests: a TLS listener (certfile/keyfile from harness.tls), a password
 file and an ACL file (mosquitto only). Persistence is off: a restart forgets retained messages,
 as a real broker restart without persistence does.
+
+With a password file the config is the fleet's (README "Broker access control", SHIPPED_SETTINGS):
+the client id is the user name, so one device account cannot take another device's client id (and
+fire its "offline" last will), and a message is at most MESSAGE_SIZE_LIMIT bytes. An anonymous test
+broker has neither: the fault tests push 64 KB payloads through it to the device on purpose.
 """
 import getpass
 import json
@@ -39,6 +44,16 @@ def accepts(host, port):
         return False
 
 
+# mosquitto.conf(5) of mosquitto 2.0 (Debian 12 ships 2.0.11): the largest legitimate message is a
+# trigger (at most 1024 bytes, lib/ota/trigger.py) and a state message is about 300; 4 KiB leaves
+# room and refuses a 4 MiB retained "state". max_packet_size disconnects a client sending a bigger
+# packet (it counts topic and headers too; SUBSCRIBE packets of 200 topics stay under it).
+MESSAGE_SIZE_LIMIT = 4096
+MAX_PACKET_SIZE = 16384
+SHIPPED_SETTINGS = ["message_size_limit %d" % MESSAGE_SIZE_LIMIT, "max_packet_size %d" % MAX_PACKET_SIZE]
+SHIPPED_LISTENER_SETTINGS = ["use_username_as_clientid true"]
+
+
 class Mosquitto:
     name = "mosquitto"
 
@@ -55,8 +70,10 @@ class Mosquitto:
                  "connection_messages true",
                  # Started as root (CI containers) mosquitto would switch to user "mosquitto", which
                  # cannot read our 0700 temp dirs (password file, certificates): stay who we are.
-                 "user " + getpass.getuser(),
-                 "listener %d %s" % (broker.port, broker.host)]
+                 "user " + getpass.getuser()]
+        if broker.password_file is not None:
+            lines += SHIPPED_SETTINGS
+        lines += ["listener %d %s" % (broker.port, broker.host)]
         lines += self._auth(broker)
         if broker.tls:
             lines += ["listener %d %s" % (broker.tls_port, broker.host),
@@ -71,7 +88,7 @@ class Mosquitto:
     def _auth(broker):
         if broker.password_file is None:
             return ["allow_anonymous true"]
-        out = ["allow_anonymous false", "password_file " + broker.password_file]
+        out = ["allow_anonymous false", "password_file " + broker.password_file] + SHIPPED_LISTENER_SETTINGS
         if broker.acl_file:
             out.append("acl_file " + broker.acl_file)
         return out

@@ -188,3 +188,65 @@ def test_one_flooding_device_does_not_blind_the_tracker(broker, tmp_path, monkey
         if r["event"] == "outcome" and r["device"] in lose:  # read back before the deadline
             assert r["t"] - sent[r["device"]] < timeout / 2, r
     assert summary["outcomes"] == {"ok": 7} and summary["suspects"] == {"flood": "flooding"}
+
+
+ACL = """\
+user operator
+topic write /switch/cmd/#
+topic read #
+topic readwrite /otactl/#
+
+pattern write /switch/state/%u
+pattern read /switch/cmd/%u
+pattern read /switch/cmd/root
+"""
+
+
+def _device_client(broker, user, client_id):
+    import threading
+
+    import paho.mqtt.client as paho
+
+    connected = threading.Event()
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.username_pw_set(user, "pw-" + user)
+    client.will_set("/switch/state/" + user, state(user, state="offline"), qos=1, retain=True)
+    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    assert connected.wait(10)
+    return client
+
+
+@pytest.mark.skipif(broker_module.Mosquitto.binary() is None or not __import__("shutil").which("mosquitto_passwd"),
+                    reason="mosquitto and mosquitto_passwd")
+def test_shipped_broker_config_ties_client_id_to_user_and_limits_size(tmp_path):
+    import subprocess
+
+    passwords = tmp_path / "passwd"
+    for i, user in enumerate(("operator", "dev-a", "dev-b")):
+        subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(passwords), user, "pw-" + user],
+                       check=True, capture_output=True)
+    (tmp_path / "acl").write_text(ACL)
+    with broker_module.Broker(str(tmp_path / "b"), password_file=str(passwords), acl_file=str(tmp_path / "acl"),
+                              backend=broker_module.Mosquitto()) as b:
+        watch = broker_module.Watcher(b.host, b.port, username="operator", password="pw-operator")
+        dev_a = _device_client(b, "dev-a", "dev-a")
+        dev_a.publish("/switch/state/dev-a", state("dev-a"), qos=1, retain=True).wait_for_publish(10)
+        watch.wait_for(lambda m: m.topic == "/switch/state/dev-a" and m.state == "idle", timeout=10)
+        # dev-b's account asks for dev-a's client id: it gets its own, dev-a stays connected
+        dev_b = _device_client(b, "dev-b", "dev-a")
+        dev_a.publish("/switch/state/dev-a", state("dev-a", state="ok"), qos=1, retain=True).wait_for_publish(10)
+        watch.wait_for(lambda m: m.topic == "/switch/state/dev-a" and m.state == "ok", timeout=10)
+        assert not [m for m in watch.messages if m.state == "offline"], watch.messages
+        assert dev_a.is_connected()
+        # a 4 MiB retained "state" is never stored, nor handed to the operator
+        dev_b.publish("/switch/state/dev-b", b"x" * (4 << 20), qos=0, retain=True)
+        dev_b.loop_stop()
+        fresh = broker_module.Watcher(b.host, b.port, username="operator", password="pw-operator")
+        fresh.publish("/otactl/sync/t", b"marker", qos=1)
+        fresh.wait_for(lambda m: m.topic == "/otactl/sync/t" or m.topic == "/switch/state/dev-a", timeout=10)
+        assert all(len(m.payload) < broker_module.MESSAGE_SIZE_LIMIT for m in fresh.messages + watch.messages)
+        dev_a.loop_stop()
+        watch.close()
+        fresh.close()
