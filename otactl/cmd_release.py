@@ -13,7 +13,10 @@ does not say the trigger's version (version_mismatch), so the manifest cannot cl
 Refused, with the device's reason code: anything the device's image checks refuse (wrong_chip,
 chip_revision, not_app_image, bad_checksum, too_large against the OTA slot of --partitions ...),
 an image without a version (no_version), the same version again with other content
-(version_exists). The same file released twice is a no-op.
+(version_exists), and a version the device cannot tell from one already released (version_exists:
+1.0, 1.0.0 and 1.0.0+b2 compare equal in lib/ota/version.py, so a fleet on 1.0.0 would answer a
+trigger for 1.0.0+b2 with same_version and never install it). The same file released twice is a
+no-op.
 """
 import datetime
 import hashlib
@@ -119,6 +122,11 @@ def release(image_path, directory, base_url=None, partitions_path=DEFAULT_PARTIT
     stem = file_stem(version)
     bin_path = os.path.join(directory, stem + ".bin")
     json_path = os.path.join(directory, stem + ".json")
+    twin = _equal_release(directory, version)
+    if twin is not None:
+        raise OtaError("version_exists", "version %s is %s to the device (trailing .0 and +build do not "
+                       "count in its comparison), already released in %s: bump the version"
+                       % (version, twin["version"], directory))
     if os.path.exists(bin_path) or os.path.exists(json_path):
         old = hashlib.sha256(_read(bin_path, "release")).hexdigest() if os.path.exists(bin_path) else None
         if old != digest:
@@ -151,6 +159,25 @@ def release(image_path, directory, base_url=None, partitions_path=DEFAULT_PARTIT
     if newest is None or compare_versions(version, newest) > 0:
         _write_atomic(latest, text)
     return manifest, True
+
+
+def _equal_release(directory, version):
+    """The manifest of a release in `directory` whose version is another string for the same version
+    as the device compares them, or None."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return None
+    for name in names:
+        if not (name.startswith("firmware-v") and name.endswith(".json")):
+            continue
+        try:
+            manifest = load_manifest(os.path.join(directory, name))
+        except OtaError:
+            continue  # not ours to judge here
+        if manifest["version"] != version and compare_versions(manifest["version"], version) == 0:
+            return manifest
+    return None
 
 
 def argparse_release(parser):
