@@ -14,9 +14,12 @@ file and an ACL file (mosquitto only). Persistence is off: a restart forgets ret
 as a real broker restart without persistence does.
 
 With a password file the config is the fleet's (README "Broker access control", SHIPPED_SETTINGS):
-the client id is the user name, so one device account cannot take another device's client id (and
-fire its "offline" last will), and a message is at most MESSAGE_SIZE_LIMIT bytes. An anonymous test
-broker has neither: the fault tests push 64 KB payloads through it to the device on purpose.
+on the device listeners the client id is the user name, so one device account cannot take another
+device's client id (and fire its "offline" last will), and a message is at most MESSAGE_SIZE_LIMIT
+bytes. operator_password_file= adds the operators' listener (self.operator_port, TLS when the
+broker has TLS): only the accounts of that file, free client ids, so several otactl sessions of one
+operator account (a rollout and a `status --watch`) do not take each other's place. An anonymous
+test broker has none of this: the fault tests push 64 KB payloads through it to the device.
 """
 import getpass
 import json
@@ -79,6 +82,12 @@ class Mosquitto:
             lines += ["listener %d %s" % (broker.tls_port, broker.host),
                       "certfile " + broker.tls["certfile"], "keyfile " + broker.tls["keyfile"]]
             lines += self._auth(broker)
+        if broker.operator_port:
+            lines += ["listener %d %s" % (broker.operator_port, broker.host)]
+            if broker.tls:
+                lines += ["certfile " + broker.tls["certfile"], "keyfile " + broker.tls["keyfile"]]
+            lines += ["allow_anonymous false", "password_file " + broker.operator_password_file]
+            lines += ["acl_file " + broker.acl_file] if broker.acl_file else []
         conf = os.path.join(broker.workdir, "mosquitto.conf")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -130,7 +139,7 @@ def find_backend():
 
 class Broker:
     def __init__(self, workdir=None, host="127.0.0.1", port=None, tls=None, password_file=None,
-                 acl_file=None, backend=None):
+                 acl_file=None, backend=None, operator_password_file=None):
         # tls: {"certfile": pem, "keyfile": pem} adds a TLS listener on self.tls_port.
         self.workdir = workdir or tempfile.mkdtemp(prefix="broker-")
         os.makedirs(self.workdir, exist_ok=True)
@@ -140,6 +149,8 @@ class Broker:
         self.tls_port = free_port() if tls else None
         self.password_file = password_file
         self.acl_file = acl_file
+        self.operator_password_file = operator_password_file
+        self.operator_port = free_port() if operator_password_file else None
         self.backend = backend or find_backend()
         if self.backend is None:
             raise RuntimeError("no MQTT broker: install mosquitto (or pip install amqtt)")
@@ -154,7 +165,7 @@ class Broker:
         log.close()
         self.starts += 1
         deadline = time.monotonic() + timeout
-        ports = [self.port] + ([self.tls_port] if self.tls_port else [])
+        ports = [p for p in (self.port, self.tls_port, self.operator_port) if p]
         while not all(accepts(self.host, p) for p in ports):
             if self.proc.poll() is not None:
                 raise RuntimeError("%s exited %s: %s" % (self.backend.name, self.proc.returncode, self.log()))

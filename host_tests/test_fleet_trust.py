@@ -223,14 +223,15 @@ def _device_client(broker, user, client_id):
 def test_shipped_broker_config_ties_client_id_to_user_and_limits_size(tmp_path):
     import subprocess
 
-    passwords = tmp_path / "passwd"
-    for i, user in enumerate(("operator", "dev-a", "dev-b")):
-        subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(passwords), user, "pw-" + user],
-                       check=True, capture_output=True)
+    passwords, operators = tmp_path / "passwd", tmp_path / "operators"
+    for path, users in ((passwords, ("dev-a", "dev-b")), (operators, ("operator",))):
+        for i, user in enumerate(users):
+            subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(path), user, "pw-" + user],
+                           check=True, capture_output=True)
     (tmp_path / "acl").write_text(ACL)
     with broker_module.Broker(str(tmp_path / "b"), password_file=str(passwords), acl_file=str(tmp_path / "acl"),
-                              backend=broker_module.Mosquitto()) as b:
-        watch = broker_module.Watcher(b.host, b.port, username="operator", password="pw-operator")
+                              operator_password_file=str(operators), backend=broker_module.Mosquitto()) as b:
+        watch = broker_module.Watcher(b.host, b.operator_port, username="operator", password="pw-operator")
         dev_a = _device_client(b, "dev-a", "dev-a")
         dev_a.publish("/switch/state/dev-a", state("dev-a"), qos=1, retain=True).wait_for_publish(10)
         watch.wait_for(lambda m: m.topic == "/switch/state/dev-a" and m.state == "idle", timeout=10)
@@ -243,10 +244,12 @@ def test_shipped_broker_config_ties_client_id_to_user_and_limits_size(tmp_path):
         # a 4 MiB retained "state" is never stored, nor handed to the operator
         dev_b.publish("/switch/state/dev-b", b"x" * (4 << 20), qos=0, retain=True)
         dev_b.loop_stop()
-        fresh = broker_module.Watcher(b.host, b.port, username="operator", password="pw-operator")
+        # a second session of the operator account, on the operators' listener: both stay connected
+        fresh = broker_module.Watcher(b.host, b.operator_port, username="operator", password="pw-operator")
         fresh.publish("/otactl/sync/t", b"marker", qos=1)
         fresh.wait_for(lambda m: m.topic == "/otactl/sync/t" or m.topic == "/switch/state/dev-a", timeout=10)
         assert all(len(m.payload) < broker_module.MESSAGE_SIZE_LIMIT for m in fresh.messages + watch.messages)
+        assert watch.client.is_connected() and fresh.client.is_connected()
         dev_a.loop_stop()
         watch.close()
         fresh.close()

@@ -64,15 +64,17 @@ pattern read /switch/cmd/root
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("transport")
     images = {v: simfleet.firmware(v) for v in ("1.0.0", "1.0.1", "1.0.2")}
-    passwords = root / "passwd"
-    users = [OPERATOR] + sorted(DEVICES.items())
-    for i, (user, password) in enumerate(users):
-        subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(passwords), user, password],
-                       check=True, capture_output=True)
+    # The devices' accounts and the operators' on listeners of their own (harness/broker.py): on the
+    # devices' the client id is the user name, so each account is one connection.
+    passwords, operators = root / "passwd", root / "operators"
+    for path, users in ((passwords, sorted(DEVICES.items())), (operators, [OPERATOR])):
+        for i, (user, password) in enumerate(users):
+            subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [str(path), user, password],
+                           check=True, capture_output=True)
     acl = root / "acl"
     acl.write_text(ACL)
     with simfleet.lab(root, images, broker_tls=True, password_file=str(passwords),
-                      acl_file=str(acl)) as world:
+                      acl_file=str(acl), operator_password_file=str(operators)) as world:
         pki = world["pki"]
         with DevServer(world["www"], pki.server_cert, pki.server_key) as dev:
             yield dict(world, dev=dev)
@@ -81,7 +83,7 @@ def world(tmp_path_factory):
 def operator(world, topics=("/switch/state/#",)):
     # The operator account over the TLS listener, verifying the broker with the test CA.
     broker = world["broker"]
-    return Watcher("localhost", broker.tls_port, topics=topics, username=OPERATOR[0], password=OPERATOR[1],
+    return Watcher("localhost", broker.operator_port, topics=topics, username=OPERATOR[0], password=OPERATOR[1],
                    tls_ca=world["pki"].ca_pem)
 
 
@@ -165,7 +167,7 @@ def test_update_over_tls_mqtt_one_session_at_a_time(world, rigs):
     sent = subprocess.run(
         [OTACTL, "trigger", "--url", world["web"].url("firmware-1.0.1.bin"), "--version", "1.0.1",
          "--sha256", hashlib.sha256(world["images"]["1.0.1"]).hexdigest(), "--job", "job-tls",
-         "--device", rig.device_id, "--broker", "localhost:%d" % world["broker"].tls_port,
+         "--device", rig.device_id, "--broker", "localhost:%d" % world["broker"].operator_port,
          "--ca", world["pki"].ca_pem, "--user", OPERATOR[0]], capture_output=True, text=True, env=env, timeout=30)
     assert sent.returncode == 0, (sent.stdout, sent.stderr)
     ok = rig.wait_for(_ok("1.0.1", "job-tls"), start=mark)
@@ -285,8 +287,10 @@ def test_acl_device_account_cannot_trigger_or_impersonate(world):
     broker = world["broker"]
     me, other = "c3c3c3c3c3c3", "d4d4d4d4d4d4"
     spy = operator(world, topics=("#",))  # the operator reads everything
+    # another device account listens (one account is one connection: a second login as `me` would
+    # take the first one's place)
     listener = Watcher("localhost", broker.tls_port, topics=("/switch/cmd/" + other, "/switch/cmd/root"),
-                       username=me, password=DEVICES[me], tls_ca=world["pki"].ca_pem)
+                       username="a7a7a7a7a7a7", password=DEVICES["a7a7a7a7a7a7"], tls_ca=world["pki"].ca_pem)
     try:
         device = _paho(world, me, DEVICES[me])
         device.connect("localhost", broker.tls_port)
@@ -328,7 +332,7 @@ def test_broker_refuses(world, who):
 def test_broker_with_a_certificate_from_another_ca_is_refused(world):
     client = _paho(world, *OPERATOR, ca=world["pki"].other_ca_pem)
     with pytest.raises(ssl.SSLError):
-        client.connect("localhost", world["broker"].tls_port)
+        client.connect("localhost", world["broker"].operator_port)
 
 
 # --- 3. the bearer token ---------------------------------------------------------------------------
