@@ -47,6 +47,12 @@ class Faults:
         self.short_body = 0
         self.chunked = False
 
+    def clean(self):
+        """No fault set: the answer a real server gives."""
+        fresh = Faults.__new__(Faults)
+        Faults.reset(fresh)
+        return vars(self) == vars(fresh)
+
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
@@ -123,9 +129,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = os.path.realpath(os.path.join(dev.root, route.lstrip("/")))
         if not path.startswith(os.path.realpath(dev.root) + os.sep) or not os.path.isfile(path):
             return self._reply(404)
+        if dev.faults.clean():  # the ordinary answer (otactl serve): streamed from the file
+            return self._stream_file(path, self.headers.get("Range"))
         with open(path, "rb") as f:
             data = f.read()
         self._send_file(dev, data, self.headers.get("Range"))
+
+    def _stream_file(self, path, range_header):
+        # 64 KiB at a time from the offset: a slow client costs the buffer, not the file (twice).
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            first = _parse_range(range_header) if range_header else None
+            if first is not None and first >= size:
+                return self._reply(416, {"Content-Range": "bytes */%d" % size})
+            start = first or 0
+            self.send_response(206 if first is not None else 200)
+            if first is not None:
+                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
+            self.send_header("Content-Length", str(size - start))
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            f.seek(start)
+            buf = memoryview(bytearray(65536))
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                self.wfile.write(buf[:n])
 
     def _reply(self, status, headers=None):
         self.send_response(status)

@@ -135,3 +135,50 @@ def make_pki(dirpath, server_names=SERVER_NAMES):
         setattr(pki, attr + "_cert", _write_cert(dirpath, stem, cert)[0])
         setattr(pki, attr + "_key", _write_key(dirpath, stem, key))
     return pki
+
+
+def serving_pki(dirpath, server_names=SERVER_NAMES, now=None):
+    """`otactl serve`'s PKI, kept across restarts: a CA already in dirpath (ca.pem, ca.key) is used
+    again, so devices that were given its ca.der keep trusting the server after a restart. Only a
+    server certificate that is missing, from another CA, short of one of server_names or within 30
+    days of its end is issued again, by that same CA. An empty dirpath gets make_pki's."""
+    ca_pem, ca_key_path = os.path.join(dirpath, "ca.pem"), os.path.join(dirpath, "ca.key")
+    if not (os.path.exists(ca_pem) and os.path.exists(ca_key_path)):
+        return make_pki(dirpath, server_names)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    with open(ca_pem, "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(ca_key_path, "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), password=None)
+    pki = Pki()
+    pki.dir = dirpath
+    pki.ca_pem, pki.ca_key = ca_pem, ca_key_path
+    pki.ca_der = _write(os.path.join(dirpath, "ca.der"), ca.public_bytes(serialization.Encoding.DER))
+    pki.server_cert, pki.server_key = os.path.join(dirpath, "server.pem"), os.path.join(dirpath, "server.key")
+    if not _covers(pki.server_cert, pki.server_key, ca, server_names, now):
+        cert, key = _leaf(list(server_names), ca, ca_key, now - datetime.timedelta(days=1),
+                          now + datetime.timedelta(days=365))
+        _write_cert(dirpath, "server", cert)
+        _write_key(dirpath, "server", key)
+    return pki
+
+
+def _covers(cert_path, key_path, ca, names, now):
+    if not (os.path.exists(cert_path) and os.path.exists(key_path)):
+        return False
+    with open(cert_path, "rb") as f:
+        cert = x509.load_pem_x509_certificate(f.read())
+    if cert.issuer != ca.subject or cert.not_valid_after_utc < now + datetime.timedelta(days=30):
+        return False
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    have = {str(n) for n in sans.get_values_for_type(x509.DNSName)}
+    have |= {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return all(str(ipaddress.ip_address(n)) in have if _is_ip(n) else n in have for n in names)
+
+
+def _is_ip(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False

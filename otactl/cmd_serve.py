@@ -2,8 +2,10 @@
 
 The seed guide's Python server calls ssl.wrap_socket, which Python 3.12 removed. This one uses an
 SSLContext and, unless given a certificate, makes its own CA and server certificate in --pki-dir and
-prints the CA file to install on devices (ca.der). Not for production: use nginx, S3 or GitHub
-releases there (README "Hosting firmware").
+prints the CA file to install on devices (ca.der). The CA is kept there: a restart serves with the
+same CA (a new one at every start would leave every device that holds ca.der unable to download).
+Files are streamed, a Range answer from its offset, never read whole. Not for production: use nginx,
+S3 or GitHub releases there (README "Hosting firmware").
 """
 import os
 
@@ -21,8 +23,18 @@ def argparse_serve(parser):
                         help="extra DNS name or IP for the generated certificate (repeatable)")
 
 
+def serving_pki(args):
+    """The CA and server certificate in --pki-dir: the CA made at the first start, reused after."""
+    from harness import tls
+
+    names = tuple(tls.SERVER_NAMES) + tuple(args.name)
+    if args.host not in ("127.0.0.1", "0.0.0.0", "::", ""):
+        names += (args.host,)
+    return tls.serving_pki(args.pki_dir, server_names=names)
+
+
 def do_serve(args):
-    from harness import devserver, tls
+    from harness import devserver
 
     if not os.path.isdir(args.directory):
         raise OtaError("bad_directory", "%s is not a directory" % args.directory)
@@ -30,13 +42,10 @@ def do_serve(args):
         raise OtaError("bad_arguments", "--cert and --key go together")
     certfile, keyfile = args.cert, args.key
     if not certfile:
-        names = tuple(tls.SERVER_NAMES) + tuple(args.name)
-        if args.host not in ("127.0.0.1", "0.0.0.0", "::", ""):
-            names += (args.host,)
-        pki = tls.make_pki(args.pki_dir, server_names=names)
+        pki = serving_pki(args)
         certfile, keyfile = pki.server_cert, pki.server_key
-        print("CA for the devices: %s (DER; copy it to the device as ca.der), %s (PEM)"
-              % (pki.ca_der, pki.ca_pem), flush=True)
+        print("CA for the devices: %s (DER; copy it to the device as ca.der), %s (PEM); kept in %s "
+              "for the next start" % (pki.ca_der, pki.ca_pem, args.pki_dir), flush=True)
     try:
         devserver.serve(args.directory, host=args.host, port=args.port, certfile=certfile, keyfile=keyfile)
     except OSError as e:
