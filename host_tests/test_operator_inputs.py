@@ -81,3 +81,20 @@ def test_serve_streams_a_range_without_reading_the_file(tmp_path):
             tracemalloc.stop()
     assert digest.hexdigest() == hashlib.sha256(blob[1000:]).hexdigest()
     assert peak < 2 << 20, peak  # both sides of the connection together, well under the file
+
+
+def test_provision_refuses_a_ca_path_over_the_devices_own_files(tmp_path, capsys):
+    # provision copies --ca to ota.ca_path (and mqtt.ca_path): config.json there was overwritten by
+    # the CA, and the agent then died at boot on a config.json that was not UTF-8.
+    from harness import tls
+
+    pki = tls.make_pki(str(tmp_path / "pki"))
+    for section, path in (("ota", "config.json"), ("ota", "main.py"), ("mqtt", "/boot.py")):
+        config = tmp_path / "my.json"
+        overrides = {"wifi": {"ssid": "lab"}, "mqtt": {"host": "broker.lan", "tls": True}}
+        overrides.setdefault(section, {})["ca_path"] = path
+        config.write_text(__import__("json").dumps(overrides))
+        argv = ["provision", "--port", "/dev/null", "--config", str(config), "--ca", pki.ca_der, "--dry-run"]
+        assert cli.main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("otactl: bad_config: %s.ca_path: must not be one of the device's own files" % section), err
