@@ -389,12 +389,14 @@ class LightFleet:
         # Each flooder republishes its last state message (the same bytes the broker holds) about
         # flood_per_s times a second; one thread for all of them.
         period = 1.0 / max(1, flooders[0].behavior.flood_per_s)
+        tick = time.monotonic()
         while self._flooding.is_set():
             for device in flooders:
                 if device.online:
                     name, fields = device.last_state
                     device.conn.publish(device.state_topic, device.reporter.message(name, **fields), retain=True)
-            time.sleep(period)
+            tick += period  # on a schedule: the rate holds however long a round of publishes takes
+            time.sleep(max(0.0, tick - time.monotonic()))
 
     def flush(self):
         for conn in self.connections:
