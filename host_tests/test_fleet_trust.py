@@ -253,3 +253,29 @@ def test_shipped_broker_config_ties_client_id_to_user_and_limits_size(tmp_path):
         dev_a.loop_stop()
         watch.close()
         fresh.close()
+
+
+@needs_broker
+def test_two_devices_with_one_id_are_counted_once_and_reported(broker, tmp_path):
+    # Both devices on one id take the trigger; the first "ok" settles the id, and the second device's
+    # "downloading" after it (a job that steps back) gives them away while the rollout goes on.
+    ids = ["dev-%02d" % i for i in range(4)]
+    shared = rollout._order("twins", ids)[0]  # the first triggered: the rollout goes on after it
+    light = LightFleet(broker.host, broker.port, per_connection=8)
+    for device_id in ids:
+        light.add(device_id, "1.0.0", Behavior(**dict(FAST, download_s=0.03 if device_id == shared else 0.3)))
+    twin = LightFleet(broker.host, broker.port, per_connection=8)  # a second device, same id, slower
+    twin.add(shared, "1.0.0", Behavior(**dict(FAST, download_s=0.4, progress_steps=4)))
+    light.start()
+    twin.start()
+    conn = mqtt.connect(None, host=broker.host, port=broker.port)
+    log = str(tmp_path / "r.jsonl")
+    try:
+        summary = rollout.Rollout(conn, MANIFEST, rollout.Options((1.0,), 1, 10), log, job="twins").run()
+    finally:
+        conn.close()
+        light.stop()
+        twin.stop()
+    assert summary["outcomes"] == {"ok": 4} and summary["suspects"] == {shared: "duplicate_id"}
+    assert [r["device"] for r in read_log(log) if r["event"] == "outcome"].count(shared) == 1
+    assert twin.devices[shared].commands and light.devices[shared].commands  # both took it

@@ -49,7 +49,7 @@ class Tracker:
         self.heard = {}  # device in flight -> its last state message (or its trigger), monotonic
         self.recovered = 0  # devices settled by a re-read retained state (their live one was lost)
         self.suspects = {}  # device -> why it is not to be believed: flooding, duplicate_id, bad_state
-        self._rank = {}  # device -> the furthest state of this job it reported
+        self._rank = {}  # (device, job) -> the furthest state of the job it reported
         self._rate = {}  # device -> [second, messages in it]
 
     def on_message(self, topic, payload, retained):
@@ -73,10 +73,11 @@ class Tracker:
             if rate[1] > FLOOD_PER_S:
                 self.suspects.setdefault(device.id, "flooding")
         if self.job is not None and device.fields.get("job") == self.job:
+            key = (device.id, self.job)  # revert reuses the tracker with another job
             rank = _RANK.get(device.fields.get("state"), 0)
-            if rank < self._rank.get(device.id, 0):
+            if rank < self._rank.get(key, 0):
                 self.suspects[device.id] = "duplicate_id"
-            self._rank[device.id] = max(rank, self._rank.get(device.id, 0))
+            self._rank[key] = max(rank, self._rank.get(key, 0))
 
     def start(self, snapshot_timeout):
         self.conn.on_message = self.on_message
