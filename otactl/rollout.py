@@ -322,8 +322,9 @@ class Rollout:
             "stages_done": len(self.decided_stages),
             "stages_advanced": len(self.advanced_stages),
             "stages": len(self.bounds),
-            # devices not to be believed (otactl/tracking.py): flooding, duplicate_id, bad_state
-            "suspects": dict(sorted(self.tracker.suspects.items())) if self.tracker else {},
+            # devices not to be believed (otactl/tracking.py): flooding, duplicate_id, bad_state;
+            # copied first: paho's thread may add one while we sort
+            "suspects": dict(sorted(self.tracker.suspects.copy().items())) if self.tracker else {},
             "duration_s": round(time.monotonic() - self.started, 3),
             "since_first_start_s": round(time.time() - first, 3) if first else None,
         }
