@@ -97,4 +97,5 @@ def test_provision_refuses_a_ca_path_over_the_devices_own_files(tmp_path, capsys
         argv = ["provision", "--port", "/dev/null", "--config", str(config), "--ca", pki.ca_der, "--dry-run"]
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
-        assert err.startswith("otactl: bad_config: %s.ca_path: must not be one of the device's own files" % section), err
+        own_files = "otactl: bad_config: %s.ca_path: must not be one of the device's own files" % section
+        assert err.startswith(own_files), err

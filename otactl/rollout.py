@@ -132,9 +132,9 @@ class Rollout:
         mine = [r for r in records if r.get("rollout", job) == job]  # a foreign rollout's lines: ignored
         aborts = [r for r in mine if r["event"] == "abort"]
         if aborts:
+            why = devstate.show(aborts[-1].get("reason"))
             raise OtaError("rollout_aborted", "the rollout in %s was aborted (%s): revert with `otactl "
-                           "revert --log %s` or start a new rollout" % (log_path, devstate.show(aborts[-1].get("reason")),
-                                                                         log_path))
+                           "revert --log %s` or start a new rollout" % (log_path, why, log_path))
         if any(r["event"] == "done" for r in mine):
             raise OtaError("rollout_finished", "the rollout in %s completed: nothing to resume" % log_path)
         try:
