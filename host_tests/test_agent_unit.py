@@ -124,7 +124,7 @@ class Updater:
         self.calls, self.result, self.error, self.during, self.total = [], result, error, during, total
 
     def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-                 running=None, target=None):
+                 running=None, target=None, running_project=None, project=None):
         self.calls.append(dict(url=url, sha256=sha256, size=size, version=version, token=token))
         self.slots = getattr(self, "slots", []) + [(running, target)]
         self.configs = getattr(self, "configs", []) + [config]

@@ -68,11 +68,12 @@ class Agent(Link):
             self.other = running.get_next_update()
         except OSError:  # no OTA slots (factory-only build): updates and reverts are refused
             self.other = None
-        try:
-            self.version = version.running_version()
+        try:  # version and project_name: what an image must say to be an update of this firmware
+            info = version.read_descriptor(running)
+            self.version, self.project = info["version"], info["project_name"]
         except (OtaError, OSError) as e:  # reported as null: the agent must run all the same
             print("agent: running version unknown:", e)
-            self.version = None
+            self.version = self.project = None
         self.reporter = state.Reporter(device_id, self.version, self.slot)
         self.intake = intake.Intake(self)  # the MQTT callback: parse, check, queue (intake.py)
         self.commands = commands.Runner(self)  # runs what the intake queued (commands.py)
