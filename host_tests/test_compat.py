@@ -146,3 +146,18 @@ def test_cli_inspect_and_release_refuse_the_stock_image(tmp_path):
     ours.write_bytes(IMAGES["ours_1.0.1"])
     proc = _cli("image", "inspect", str(ours), "--running", "1.0.0")
     assert proc.returncode == 0 and "the device would accept this image" in proc.stdout, proc.stderr
+
+
+def test_update_reads_the_running_identity_from_the_slot():
+    # The agent passes what it read at start-up; without it update.run reads the running slot, and
+    # the trigger's version still means the trigger's.
+    esp = fakes.make_device(SMALL_SLOT)
+    running = fi.build_image("1.0.0", size=65536)
+    esp.slots["ota_0"].data[:len(running)] = running
+    cfg = {"retry_backoff_ms": 0}
+    result = update.run(URL, version="1.0.1", config=cfg, https=fakes.FakeServer(IMAGES["ours_1.0.1"]),
+                        esp32=esp)
+    assert result["result"] == "ok" and result["version"] == "1.0.1"
+    with pytest.raises(OtaError) as e:
+        update.run(URL, config=cfg, https=fakes.FakeServer(IMAGES["other_project"]), esp32=esp)
+    assert e.value.reason == "wrong_product" and "this device runs 'micropython'" in e.value.detail

@@ -130,9 +130,9 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     if target is None:
         target = current.get_next_update()  # allocates 4 KiB: best before the heap fragments (MP #8382)
     if running is None or running_project is None:
-        version, name = _running_identity(current)
-        running = version if running is None else running
-        running_project = name if running_project is None else running_project
+        slot_version, slot_project = _running_identity(current)
+        running = slot_version if running is None else running
+        running_project = slot_project if running_project is None else running_project
     open_args = {"token": token}
     for key in _OPEN_KEYS:
         open_args[key] = cfg[key]
