@@ -49,8 +49,12 @@ def trigger_message(url, sha256=None, size=None, version=None, job=None, sign_ke
     return encode(message, sign_key, target)
 
 
-def revert_message(job, sign_key=None, target="*"):
-    return encode({"type": "ota_revert", "id": job}, sign_key, target)
+def revert_message(job, sign_key=None, target="*", allow_downgrade=False):
+    """allow_downgrade: a device heeds it only on a signed revert (signature.allow_downgrade)."""
+    message = {"type": "ota_revert", "id": job}
+    if allow_downgrade:
+        message["allow_downgrade"] = True
+    return encode(message, sign_key, target)
 
 
 def encode(message, sign_key=None, target="*"):

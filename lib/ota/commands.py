@@ -144,9 +144,10 @@ class Runner:
             agent._drop()
 
     def _revert(self, job):
-        # ota_revert: boot the other slot, if it holds an app image that did not fail its last boot.
-        # Raises OtaError revert_no_image, revert_aborted_image, revert_invalid_image; OSError from
-        # the flash reads.
+        # ota_revert: boot the other slot, if it holds an app image of this product that did not fail
+        # its last boot and is not a downgrade the policy refuses. Raises OtaError revert_no_image,
+        # wrong_product, bad_version, downgrade, revert_aborted_image, revert_invalid_image; OSError
+        # from the flash reads.
         from ota import image
 
         agent = self.agent
@@ -159,6 +160,13 @@ class Runner:
             info = image.check_header(first, size)
         except OtaError as e:
             raise OtaError("revert_no_image", "%s: %s" % (label, e))
+        # Booting the other slot is an update to its version: the same product and downgrade rules
+        # (compat.check), so an unsigned ota_revert cannot install an older firmware the policy
+        # refuses. Raises wrong_product, bad_version, downgrade.
+        from ota import compat
+
+        compat.check(info, agent.project, agent.version, None, job.get("project"),
+                     signature.allow_downgrade(job, agent.ota, job.get("verified")))
         # ABORTED: the image booted in PENDING_VERIFY and reset before it confirmed (health gate failed,
         # crashed, power cut); INVALID: it was declared bad. Booting it again would only roll back.
         last = otadata.read().get(label)
