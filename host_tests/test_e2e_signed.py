@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+import replica_images
 from harness import simfleet
 from harness.broker import Broker, Watcher, find_backend
 from harness.devserver import DevServer
@@ -139,6 +140,18 @@ def test_signed_triggers_end_to_end(world):
         otadata_after_swap = device.read_otadata()
         boots_after_swap = [b["version"] for b in device.boots()]
 
+        # The stock MicroPython C3 app (replica), signed by the operator by mistake: a valid C3 app
+        # that would boot without the agent. Refused on its first chunk, nothing written.
+        stock = replica_images.stock_micropython_c3()
+        with open(os.path.join(str(world["root"] / "www-root"), "stock.bin"), "wb") as f:
+            f.write(stock)
+        ota_1 = device.partition("ota_1").offset
+        slot_before = device.read_flash(ota_1, 65536)
+        results["stock"] = send(signing.sign_trigger(
+            dict(base, url=web.url("stock.bin"), sha256=hashlib.sha256(stock).hexdigest(), size=len(stock),
+                 version="1.0.2", id="job-stock"), world["key"], target=DEVICE_ID))
+        assert device.read_flash(ota_1, 65536) == slot_before
+
         # The real thing: the CLI's signed trigger, verified, downloaded, checked, confirmed.
         mark = len(watch.messages)
         t0 = time.monotonic()
@@ -172,6 +185,7 @@ def test_signed_triggers_end_to_end(world):
         "expired": ("failed", "expired"),
         "wrong_target": ("failed", "wrong_target"),
         "swapped": ("failed", "bad_sha256"),
+        "stock": ("failed", "wrong_product"),
         "replayed": ("ok", "replayed"),  # the current state, with the reason added
         "flood": ("failed", "http_not_allowed"),
         "replayed_after_flood": ("failed", "replayed"),  # the flood's refusal stays the state

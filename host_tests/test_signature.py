@@ -247,7 +247,8 @@ for name, message, now, seen, policy in spec["cases"]:
 
 MP_CASES = ("signed_ok", "unsigned_required", "unsigned_allowed", "wrong_key", "tampered_url",
             "tampered_sha256", "added_downgrade", "clock_unset", "expired", "other_target", "listed_target",
-            "replayed", "older_seq", "newer_seq", "missing_seq", "tampered_seq", "revert_signed")
+            "replayed", "older_seq", "newer_seq", "missing_seq", "tampered_seq", "added_project",
+            "revert_signed")
 
 
 @pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
