@@ -161,3 +161,20 @@ def test_update_reads_the_running_identity_from_the_slot():
     with pytest.raises(OtaError) as e:
         update.run(URL, config=cfg, https=fakes.FakeServer(IMAGES["other_project"]), esp32=esp)
     assert e.value.reason == "wrong_product" and "this device runs 'micropython'" in e.value.detail
+
+
+def test_otactl_trigger_carries_the_project_override_signed():
+    import json
+
+    from otactl import signing
+    from otactl.errors import OtaError as HostError
+    from otactl.messages import trigger_message
+
+    key = signing.generate_key()
+    message, payload = trigger_message("https://h/f.bin", version="1.0.1", project="*", sign_key=key)
+    assert json.loads(payload)["project"] == "*"
+    assert signing.verify_trigger(message, signing.public_key_hex(key))
+    assert not signing.verify_trigger(dict(message, project="thermostat"), signing.public_key_hex(key))
+    with pytest.raises(HostError) as e:
+        trigger_message("https://h/f.bin", project="x" * 40)
+    assert e.value.reason == "bad_project"
