@@ -1,7 +1,8 @@
 # Trigger intake: what umqtt's callback does with a command message. Parse (trigger.py), check the
-# target, drop duplicates (a replayed signed trigger is refused later, by its seq), refuse while busy, and queue the
-# trigger as agent.pending. Nothing runs here: the agent's loop runs the queued trigger (commands.py)
-# once the PUBACK is out. Every refusal is published on the state topic with its reason code.
+# target, drop duplicates (a replayed signed trigger is refused later, by its seq), refuse while
+# busy, and queue the trigger as agent.pending. Nothing runs here: the agent's loop runs the queued
+# trigger (commands.py) once the PUBACK is out. Every refusal is published on the state topic with
+# its reason code.
 from ota import signature, trigger
 from ota.errors import OtaError
 
