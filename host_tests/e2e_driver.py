@@ -5,7 +5,8 @@
 #   JOB {"name": ..., "result": "ok" | "reason": "bad_checksum", "detail": ..., "boot_label": "ota_0",
 #        "other_blank": true, "erases": 0, ...}
 #
-# jobs.json: [{"name", "url", "sha256"?, "size"?, "version"?, "token"?, "ota": {overrides}}, ...]
+# jobs.json: [{"name", "url", "sha256"?, "size"?, "version"?, "token"?, "project"?, "ota": {overrides}},
+# ...]
 # ("token_host" and other "ota" settings go in "ota"). When the jobs are done, jobs.json is renamed
 # (so the next boot does not repeat them) and the device resets; the next boot prints
 # BOOT {"label": running slot, "version": ...} and returns. Nothing here is needed on a real board
@@ -44,7 +45,8 @@ def run_job(job):
     gc.collect()
     try:
         result = update.run(job["url"], sha256=job.get("sha256"), size=job.get("size"),
-                            version=job.get("version"), token=job.get("token"), config=cfg)
+                            version=job.get("version"), token=job.get("token"), config=cfg,
+                            project=job.get("project"))
         out.update(result)
     except OtaError as e:
         out["reason"], out["detail"] = e.reason, e.detail

@@ -109,7 +109,8 @@ gc.collect()
 if MODE == "update":
     from ota import update
 
-    result = update.run("https://x/fw.bin", https=Https, esp32=Esp32, running="0.0.1", progress=progress)
+    result = update.run("https://x/fw.bin", https=Https, esp32=Esp32, running="0.0.1", progress=progress,
+                        running_project="micropython")  # the test image's (firmware_image.PRODUCT)
     report(result["result"] == "ok")
 else:
     buf = bytearray(4096)

@@ -124,7 +124,7 @@ class Updater:
         self.calls, self.result, self.error, self.during, self.total = [], result, error, during, total
 
     def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-                 running=None, target=None):
+                 running=None, target=None, running_project=None, project=None):
         self.calls.append(dict(url=url, sha256=sha256, size=size, version=version, token=token))
         self.slots = getattr(self, "slots", []) + [(running, target)]
         self.configs = getattr(self, "configs", []) + [config]
@@ -391,7 +391,7 @@ def test_policy_require_sha256(env):
 def test_revert_to_valid_other_slot(env):
     image = fakes.build_image("0.9.0")
     env.esp.slots["ota_1"].data[:len(image)] = image
-    a = env.make()
+    a = env.make(ota={"allow_downgrade": True})  # the device policy allows going back to 0.9.0
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r1"})
     client = a.client
@@ -401,6 +401,36 @@ def test_revert_to_valid_other_slot(env):
     record = jobs.Jobs(env.jobs_path).current
     assert (record["state"], record["to_slot"], record["to_version"]) == ("rebooting", "ota_1", "0.9.0")
     assert client.states()[-1]["state"] == "rebooting"
+
+
+def test_unsigned_revert_to_an_older_firmware_is_a_downgrade(env):
+    # ota_revert boots the other slot's version: the downgrade rule of an update holds for it too.
+    image = fakes.build_image("0.9.0")
+    env.esp.slots["ota_1"].data[:len(image)] = image
+    up = Updater()
+    a = env.make(up, ota={"signing_pubkey": PUB})
+    connected(a)
+    deliver(a, {"type": "ota_revert", "id": "r-unsigned", "allow_downgrade": True})  # unsigned: ignored
+    a.run_pending()
+    last = a.client.states()[-1]
+    assert (last["state"], last["reason"]) == ("failed", "downgrade")
+    assert env.esp.boot == "ota_0" and env.esp.slots["ota_1"].set_boot_calls == 0
+    # The operator's signed revert with allow_downgrade goes through.
+    deliver(a, signing.sign_trigger({"type": "ota_revert", "id": "r-signed"}, KEY, allow_downgrade=True))
+    with pytest.raises(Reset):
+        a.run_pending()
+    assert env.esp.boot == "ota_1"
+
+
+def test_revert_to_another_product_is_refused(env):
+    image = fakes.build_image("1.1.0")
+    image = image.replace(b"ota-test".ljust(32, b"\0"), b"thermostat".ljust(32, b"\0"), 1)
+    env.esp.slots["ota_1"].data[:len(image)] = image
+    a = env.make(ota={"allow_downgrade": True})
+    connected(a)
+    deliver(a, {"type": "ota_revert", "id": "r-product"})
+    a.run_pending()
+    assert a.client.states()[-1]["reason"] == "wrong_product" and env.esp.boot == "ota_0"
 
 
 def test_revert_refused_without_image(env):
@@ -414,7 +444,7 @@ def test_revert_refused_without_image(env):
 
 
 def test_revert_refused_when_set_boot_rejects(env):
-    image = bytearray(fakes.build_image("0.9.0"))
+    image = bytearray(fakes.build_image("1.1.0"))
     image[-1] ^= 0xFF  # header fine, SHA-256 broken: set_boot's full validation refuses it
     env.esp.slots["ota_1"].data[:len(image)] = image
     a = env.make()
@@ -450,7 +480,7 @@ def test_revert_allowed_to_a_valid_or_never_named_slot(env):
     fakes.write_otadata(env.esp, 0, 1, "VALID")
     fakes.write_otadata(env.esp, 1, 2, "VALID")
     fakes.write_otadata(env.esp, 0, 3, "VALID")  # ota_0 again (seq 3): ota_1's VALID entry is older
-    image = fakes.build_image("0.9.0")
+    image = fakes.build_image("1.1.0")  # newer than the running 1.0.0: no downgrade rule in the way
     env.esp.slots["ota_1"].data[:len(image)] = image
     a = env.make()
     connected(a)
@@ -727,10 +757,13 @@ def test_replayed_signed_trigger_is_named_and_not_run(env):
     deliver(a, trig)
     with pytest.raises(Reset):
         a.run_pending()
-    b = env.make(up, ota={"signing_pubkey": PUB})  # after the reboot: r1 is in the seen list
+    b = env.make(up, ota={"signing_pubkey": PUB})  # after the reboot: r1's seq is the highest
     connected(b)
+    before = b.client.states()[-1]["state"]
     deliver(b, trig)
-    assert b.pending is None and b.client.states()[-1]["reason"] == "replayed"
+    b.run_pending()
+    last = b.client.states()[-1]
+    assert (last["state"], last["reason"]) == (before, "replayed")  # the state stays, reason added
     assert len(up.calls) == 1
 
 

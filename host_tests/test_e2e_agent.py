@@ -271,7 +271,10 @@ def test_power_cut_mid_download_reports_interrupted(world, rigs):
 
 # --- 6. ota_revert -----------------------------------------------------------------------------------
 def test_revert_no_image_then_update_then_revert(world, rigs):
-    rig = rigs("revert", "e2e00000e006")
+    from otactl import signing
+
+    key = signing.generate_key()  # trusted, not required: only the downgrade needs it
+    rig = rigs("revert", "e2e00000e006", signing_pubkey=signing.public_key_hex(key))
     rig.start()
     # A fresh device: ota_1 was never written.
     mark = rig.send({"type": "ota_revert", "id": "r0"})
@@ -282,8 +285,16 @@ def test_revert_no_image_then_update_then_revert(world, rigs):
     mark = rig.send(rig.trigger("job-up"))
     rig.wait_for(_is_ok("1.0.1", "job-up"), timeout=60, start=mark)
     downloads = len(rig.requests())
-    mark = rig.send({"type": "ota_revert", "id": "r1"})
-    ok = rig.wait_for(_is_ok("1.0.0", "r1"), timeout=60, start=mark)
+    # Back to 1.0.0 is a downgrade: an unsigned revert is refused like an unsigned update to 1.0.0
+    # would be (its allow_downgrade ignored), and nothing reboots.
+    mark = rig.send({"type": "ota_revert", "id": "r1", "allow_downgrade": True})
+    refused = rig.wait_for(lambda m: m.get("job") == "r1", timeout=10, start=mark)
+    assert (refused.state, refused.get("reason")) == ("failed", "downgrade"), refused
+    assert len(rig.device.boots()) == 2
+    # The operator's signed revert with allow_downgrade goes through.
+    mark = rig.send(signing.sign_trigger({"type": "ota_revert", "id": "r2"}, key, allow_downgrade=True,
+                                         target=rig.device_id))
+    ok = rig.wait_for(_is_ok("1.0.0", "r2"), timeout=60, start=mark)
     assert ok.get("slot") == "ota_0"
     states = [m.state for m in rig.states(mark)]
     assert states.index("rebooting") < states.index("confirming") < states.index("ok"), states

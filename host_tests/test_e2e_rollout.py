@@ -23,7 +23,7 @@ from harness import simfleet
 from harness.broker import Watcher, find_backend
 from harness.nginx import find_nginx
 from fleet_helpers import max_in_flight, read_log
-from otactl import rollout
+from otactl import rollout, signing
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OTACTL = os.path.join(REPO, ".venv", "bin", "otactl")
@@ -116,6 +116,12 @@ def on_slot(device, label, versions):
 def world(tmp_path_factory):
     factory = simfleet.firmware("1.0.0")
     with simfleet.lab(tmp_path_factory.mktemp("rollout"), {}) as lab:
+        # The operator's signing key: the devices trust it but do not require signatures; a revert
+        # to an older version needs it (signed, with allow_downgrade).
+        key = signing.generate_key()
+        key_path = os.path.join(lab["root"], "signing.pem")
+        with open(key_path, "wb") as f:
+            f.write(signing.private_key_pem(key))
         broker = lab["broker"]
         watch = Watcher(broker.host, broker.port)
         devices = {}
@@ -123,10 +129,11 @@ def world(tmp_path_factory):
             for device_id in DEVICE_IDS:
                 devices[device_id] = simfleet.new_device(
                     os.path.join(lab["root"], device_id), factory, broker.host, broker.port,
-                    ca_der=lab["pki"].ca_der, unique_id=device_id, ota={"health_timeout_s": HEALTH_TIMEOUT_S})
+                    ca_der=lab["pki"].ca_der, unique_id=device_id,
+                    ota={"health_timeout_s": HEALTH_TIMEOUT_S, "signing_pubkey": signing.public_key_hex(key)})
             for device in devices.values():  # all at once: six micropython processes
                 device.start()
-            world = dict(lab, watch=watch, devices=devices)
+            world = dict(lab, watch=watch, devices=devices, key_path=key_path)
             wait_settled(world, lambda d, m: m.state == "idle" and m.get("version") == "1.0.0", timeout=60)
             yield world
         finally:
@@ -265,10 +272,17 @@ def test_abort_mid_rollout_then_revert_without_download(world, tmp_path):
     assert (states[broken]["state"], states[broken]["reason"], states[broken]["version"]) == \
         ("failed", "tls_verify_failed", "1.0.1")
 
-    # Revert: the devices that took 1.0.3 boot the other slot again (1.0.1), pass the health gate
-    # and confirm it. No firmware is downloaded.
+    # Revert: going back from 1.0.3 to 1.0.1 is a downgrade. Unsigned, the devices refuse it (nothing
+    # reboots) and otactl says what they need.
     requests = len(downloads(world))
     done = otactl(world, "revert", "--log", log, "--timeout", 60, timeout=120)
+    assert done.returncode == 1 and "otactl: revert_failed" in done.stderr, done.stdout + done.stderr
+    assert "4 devices refused with downgrade" in done.stdout and "--allow-downgrade" in done.stdout
+    assert all(len(world["devices"][d].boots()) == boots[d] + 1 for d in took)
+    # Signed with allow_downgrade: the devices that took 1.0.3 boot the other slot again (1.0.1),
+    # pass the health gate and confirm it. No firmware is downloaded.
+    done = otactl(world, "revert", "--log", log, "--timeout", 60, "--sign-key", world["key_path"],
+                  "--allow-downgrade", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reverted 4 of 4 devices" in done.stdout
     assert "skip %-24s runs_1.0.1" % broken in done.stdout

@@ -7,7 +7,9 @@
 # One device walks through: unsigned -> unsigned; url changed after signing -> bad_signature;
 # expired -> expired; signed for another device, sent on this device's topic -> wrong_target; the file
 # on the server swapped for another valid 1.0.1 after signing -> bad_sha256, firmware kept; the real
-# CLI's signed trigger -> ok on 1.0.1; the same payload again -> replayed. Then the verification time
+# CLI's signed trigger -> ok on 1.0.1; the same payload again -> replayed, also after a flood of 20
+# signed-looking triggers refused for policy (one with the id of the operator's next job, which still
+# runs). Then the verification time
 # is measured on the same simulated device (same binary, heap and frozen code).
 import hashlib
 import json
@@ -20,6 +22,7 @@ import time
 
 import pytest
 
+import replica_images
 from harness import simfleet
 from harness.broker import Broker, Watcher, find_backend
 from harness.devserver import DevServer
@@ -137,6 +140,18 @@ def test_signed_triggers_end_to_end(world):
         otadata_after_swap = device.read_otadata()
         boots_after_swap = [b["version"] for b in device.boots()]
 
+        # The stock MicroPython C3 app (replica), signed by the operator by mistake: a valid C3 app
+        # that would boot without the agent. Refused on its first chunk, nothing written.
+        stock = replica_images.stock_micropython_c3()
+        with open(os.path.join(str(world["root"] / "www-root"), "stock.bin"), "wb") as f:
+            f.write(stock)
+        ota_1 = device.partition("ota_1").offset
+        slot_before = device.read_flash(ota_1, 65536)
+        results["stock"] = send(signing.sign_trigger(
+            dict(base, url=web.url("stock.bin"), sha256=hashlib.sha256(stock).hexdigest(), size=len(stock),
+                 version="1.0.2", id="job-stock"), world["key"], target=DEVICE_ID))
+        assert device.read_flash(ota_1, 65536) == slot_before
+
         # The real thing: the CLI's signed trigger, verified, downloaded, checked, confirmed.
         mark = len(watch.messages)
         t0 = time.monotonic()
@@ -146,6 +161,18 @@ def test_signed_triggers_end_to_end(world):
 
         # The same signed payload again: said out loud, nothing done.
         results["replayed"] = send(payload)
+        # Anyone on the broker floods signed-looking triggers that are refused for policy before
+        # their signature is checked (http_not_allowed): more ids than the old list of 16 held, one
+        # of them the id of the operator's next job. The captured trigger still never runs twice,
+        # and the operator's job of that id still runs.
+        for n in range(20):
+            results["flood"] = send(dict(base, url=m["url"].replace("https://", "http://"),
+                                         id="job-block" if n == 7 else "bogus-%d" % n,
+                                         signature="00" * 64, expires=int(time.time()) + 600,
+                                         seq=2 ** 52, target=DEVICE_ID))
+        results["replayed_after_flood"] = send(payload)
+        results["blocked_id"] = send(signing.sign_trigger(dict(base, id="job-block"), world["key"],
+                                                          target=DEVICE_ID))
         time.sleep(0.5)
     finally:
         device.stop()
@@ -158,7 +185,11 @@ def test_signed_triggers_end_to_end(world):
         "expired": ("failed", "expired"),
         "wrong_target": ("failed", "wrong_target"),
         "swapped": ("failed", "bad_sha256"),
+        "stock": ("failed", "wrong_product"),
         "replayed": ("ok", "replayed"),  # the current state, with the reason added
+        "flood": ("failed", "http_not_allowed"),
+        "replayed_after_flood": ("failed", "replayed"),  # the flood's refusal stays the state
+        "blocked_id": ("ok", "same_version"),  # signed job-block ran: 1.0.1 is already there
     }, reasons
     assert refused_requests == [], refused_requests  # nothing downloaded for a refused trigger
     assert boots_after_swap == ["1.0.0"] and otadata_after_swap["slot"] in (None, "ota_0"), otadata_after_swap
@@ -192,9 +223,18 @@ with open("signed.json", "rb") as f:
     job = trigger.parse(f.read())
 keys = signature.public_keys(ota)
 
+
+class Fresh:  # a replay store that has accepted nothing: every run verifies the signature again
+    def highest(self, key):
+        return 0
+
+    def accept(self, key, seq):
+        pass
+
+
 def once():
     t0 = time.ticks_us()
-    ok = signature.check(job, ota, "%s", time.time(), [], keys)
+    ok = signature.check(job, ota, "%s", time.time(), Fresh(), keys)
     return ok, time.ticks_diff(time.ticks_us(), t0)
 
 ok, first = once()

@@ -49,13 +49,13 @@ def test_built_images_pass_esptool_and_the_inspector(tmp_path, version, size):
     out = esptool_info(tmp_path, image)
     assert_esptool_valid(out)
     assert "App version: %s" % version in out
-    assert "Project name: ota-switch" in out
+    assert "Project name: micropython" in out
     assert "Minimal chip revision: v0.3" in out and "Maximal chip revision: v1.99" in out
     assert "Segment" in out and "DROM" in out and "IROM" in out
     report = fi.inspect_image(image, slot_size=SLOT, chip_rev=4)
     assert report.verdict is None
     assert all(check.ok for check in report), report
-    assert [c.name for c in report] == ["magic", "chip", "chip revision", "app descriptor", "segments",
+    assert [c.name for c in report] == ["magic", "chip", "chip revision", "app descriptor", "product", "version", "segments",
                                         "checksum", "appended hash", "fits slot"]
     assert report.info["version"] == version and report.info["image_length"] == len(image)
 

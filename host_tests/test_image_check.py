@@ -44,7 +44,7 @@ def header(blob, slot=SLOT, chip_rev=None):
 
 def test_check_header_returns_the_descriptor(app):
     info = image.check_header(app[:image.HEADER_BYTES], SLOT, 4)
-    assert info == {"version": "1.0.1", "project_name": "ota-switch", "secure_version": 0,
+    assert info == {"version": "1.0.1", "project_name": "micropython", "secure_version": 0,
                     "idf_ver": "v5.2.2", "date": "Jan  1 2025", "time": "00:00:00", "min_rev": 3,
                     "max_rev": 199, "segment_count": 4, "hash_appended": True}
     assert image.HEADER_BYTES == 0x100

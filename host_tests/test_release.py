@@ -42,7 +42,7 @@ def test_good_image_manifest_fields(tmp_path, capsys):
     assert manifest["url"] == BASE + "firmware-v1.0.1.bin"
     assert manifest["sha256"] == hashlib.sha256(blob).hexdigest()
     assert manifest["size"] == len(blob)
-    assert manifest["project"] == "ota-switch"
+    assert manifest["project"] == "micropython"
     assert manifest["created"].endswith("Z") and manifest["file"] == "firmware-v1.0.1.bin"
     assert json.loads((out / "latest.json").read_text()) == manifest
     assert "released 1.0.1" in capsys.readouterr().out

@@ -320,5 +320,5 @@ def test_signed_rollout_signs_each_trigger_for_its_device(fleet, conn, tmp_path)
         (command,) = d.commands
         assert command["target"] == device_id and command["expires"] > 0
         signed = {k: command[k] for k in ("type", "url", "sha256", "size", "version", "id", "target",
-                                          "expires", "signature")}
+                                          "expires", "seq", "signature")}
         assert signing.verify_trigger(signed, signing.public_key_hex(key))

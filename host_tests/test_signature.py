@@ -45,8 +45,20 @@ def device_view(message):
     return trigger.parse(json.dumps(message).encode())
 
 
-def check(message, policy=POLICY, device=DEVICE, now=NOW + 10, seen=(), keys=KEYS):
-    return signature.check(message, policy, device, now, list(seen), keys)
+class Store:
+    # replay.Replay without its file: `seen` is the highest seq every key has accepted so far.
+    def __init__(self, seen=0):
+        self.seen, self.seqs = seen, {}
+
+    def highest(self, key):
+        return self.seqs.get(key, self.seen)
+
+    def accept(self, key, seq):
+        self.seqs[key] = seq
+
+
+def check(message, policy=POLICY, device=DEVICE, now=NOW + 10, seen=0, keys=KEYS, store=None):
+    return signature.check(message, policy, device, now, Store(seen) if store is None else store, keys)
 
 
 def reason(message, **kwargs):
@@ -56,13 +68,15 @@ def reason(message, **kwargs):
 
 
 def test_canonical_form_is_documented_bytes():
-    message = dict(BASE, target="*", expires=NOW, allow_downgrade=True, sha256=SHA.upper(), extra="x")
+    message = dict(BASE, target="*", expires=NOW, allow_downgrade=True, sha256=SHA.upper(), extra="x",
+                   seq=1767225600123, project="*")
     assert signature.canonical(message) == (
-        b"ota-trigger-v1\ntype=ota_trigger\nurl=https://fw.example.com/app-1.2.0.bin\nsha256=" + SHA.encode()
-        + b"\nsize=1462272\nversion=1.2.0\nid=job-42\ntarget=*\nexpires=1767225600\nallow_downgrade=1")
+        b"ota-trigger-v2\ntype=ota_trigger\nurl=https://fw.example.com/app-1.2.0.bin\nsha256=" + SHA.encode()
+        + b"\nsize=1462272\nversion=1.2.0\nid=job-42\ntarget=*\nexpires=1767225600\nallow_downgrade=1"
+        + b"\nseq=1767225600123\nproject=*")
     assert signature.canonical({"type": "ota_revert", "id": "r-1"}) == (
-        b"ota-trigger-v1\ntype=ota_revert\nurl=\nsha256=\nsize=\nversion=\nid=r-1\ntarget=\nexpires=\n"
-        b"allow_downgrade=")
+        b"ota-trigger-v2\ntype=ota_revert\nurl=\nsha256=\nsize=\nversion=\nid=r-1\ntarget=\nexpires=\n"
+        b"allow_downgrade=\nseq=\nproject=")
     assert signing.canonical(message) == signature.canonical(message)  # one implementation
     with pytest.raises(OtaError):
         signature.canonical(dict(BASE, version="1.2\nid=job-1"))
@@ -135,7 +149,12 @@ def _matrix():
         ("other_target", signed(target="ffffffffffff"), {}, "wrong_target"),
         ("listed_target", signed(target="ffffffffffff," + DEVICE), {}, True),
         ("own_target", signed(target=DEVICE), {}, True),
-        ("replayed", good, {"seen": ["job-40", "job-42"]}, "replayed"),
+        ("replayed", good, {"seen": good["seq"]}, "replayed"),
+        ("older_seq", good, {"seen": good["seq"] + 1}, "replayed"),
+        ("newer_seq", good, {"seen": good["seq"] - 1}, True),
+        ("missing_seq", dict(good, seq=None), {}, "missing_seq"),
+        ("tampered_seq", dict(good, seq=good["seq"] + 1000), {}, "bad_signature"),
+        ("added_project", dict(good, project="*"), {}, "bad_signature"),
         ("revert_signed", signed(type="ota_revert", url=None, sha256=None, size=None, version=None), {}, True),
     ]
 
@@ -210,10 +229,17 @@ from ota.errors import OtaError
 with open(sys.argv[2]) as f:
     spec = json.load(f)
 keys = signature.public_keys({"signing_pubkey": spec["pubkey"]})
+class Store:
+    def __init__(self, seen):
+        self.seen, self.seqs = seen, {}
+    def highest(self, key):
+        return self.seqs.get(key, self.seen)
+    def accept(self, key, seq):
+        self.seqs[key] = seq
 for name, message, now, seen, policy in spec["cases"]:
     t = time.ticks_us()
     try:
-        result = signature.check(message, policy, spec["device"], now, seen, keys)
+        result = signature.check(message, policy, spec["device"], now, Store(seen), keys)
     except OtaError as e:
         result = e.reason
     print(json.dumps({"name": name, "result": result, "us": time.ticks_diff(time.ticks_us(), t)}))
@@ -221,7 +247,8 @@ for name, message, now, seen, policy in spec["cases"]:
 
 MP_CASES = ("signed_ok", "unsigned_required", "unsigned_allowed", "wrong_key", "tampered_url",
             "tampered_sha256", "added_downgrade", "clock_unset", "expired", "other_target", "listed_target",
-            "replayed", "revert_signed")
+            "replayed", "older_seq", "newer_seq", "missing_seq", "tampered_seq", "added_project",
+            "revert_signed")
 
 
 @pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
@@ -230,7 +257,7 @@ def test_micropython_verifies_host_signatures(tmp_path):
     for name, message, kwargs, result in _matrix():
         if name not in MP_CASES:
             continue
-        cases.append((name, message, kwargs.get("now", NOW + 10), kwargs.get("seen", []),
+        cases.append((name, message, kwargs.get("now", NOW + 10), kwargs.get("seen", 0),
                       kwargs.get("policy", POLICY)))
         expected[name] = result
     # End to end: the signed payload goes through the device's parser on MicroPython too.
@@ -254,12 +281,17 @@ import sys
 sys.path.insert(0, sys.argv[1])
 from ota import signature, trigger
 from ota.errors import OtaError
+class Store:
+    def highest(self, key):
+        return 0
+    def accept(self, key, seq):
+        pass
 keys = signature.public_keys({"signing_pubkey": sys.argv[2]})
 for path in sys.argv[3:]:
     with open(path, "rb") as f:
         payload = f.read()
     try:
-        print(signature.check(trigger.parse(payload), {"require_signature": True}, "%s", %d, [], keys))
+        print(signature.check(trigger.parse(payload), {"require_signature": True}, "%s", %d, Store(), keys))
     except OtaError as e:
         print(e.reason)
 """ % (DEVICE, NOW + 10)

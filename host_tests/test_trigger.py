@@ -104,12 +104,13 @@ def test_normalised_fields():
     msg = trigger.parse(CASES[2][1])
     assert msg == {"type": "ota_trigger", "url": URL, "sha256": SHA, "size": 1462272, "version": "1.2.0",
                    "id": "job-42", "signature": "c2ln", "expires": 1767225600, "target": "a0b1c2d3e4f5",
-                   "allow_downgrade": False}
+                   "allow_downgrade": False, "project": None, "seq": None}
     minimal = trigger.parse(CASES[0][1])
     assert minimal["sha256"] is None and minimal["size"] is None and minimal["id"] is None
     assert trigger.parse(b'{"type":"ota_revert"}') == {"type": "ota_revert", "id": None, "signature": None,
                                                        "expires": None, "target": None,
-                                                       "allow_downgrade": False}
+                                                       "allow_downgrade": False, "project": None,
+                                                       "seq": None}
     assert trigger.parse(b'{"type":"ota_trigger","url":"https://h/f","allow_downgrade":true}')["allow_downgrade"]
     with pytest.raises(OtaError) as e:
         trigger.parse(b'{"type":"ota_trigger","url":"https://h/f","allow_downgrade":1}')

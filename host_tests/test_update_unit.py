@@ -26,11 +26,14 @@ def make_image(version="1.1.0", size=48000):
     return fakes.build_image(version, payload_size=size - 600)
 
 
-def run(server, esp=None, running="1.0.0", config=None, **kw):
+def run(server, esp=None, running="1.0.0", config=None, running_project="micropython", **kw):
+    # running_project: what make_image's images carry (firmware_image.PRODUCT); the fake running
+    # slot holds no app descriptor.
     esp = esp or fakes.make_device(SLOT)
     cfg = dict(FAST)
     cfg.update(config or {})
-    result = update.run(URL, config=cfg, https=server, esp32=esp, running=running, **kw)
+    result = update.run(URL, config=cfg, https=server, esp32=esp, running=running,
+                        running_project=running_project, **kw)
     return result, esp
 
 

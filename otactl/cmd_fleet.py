@@ -34,6 +34,8 @@ def argparse_trigger(parser):
     parser.add_argument("--sha256", help="SHA-256 of the image, 64 hex characters")
     parser.add_argument("--size", type=int, help="image size in bytes")
     parser.add_argument("--version", help="the image's version (the device checks it)")
+    parser.add_argument("--project", help="install an image of another project_name on purpose (the "
+                        "name, or * for any; devices refuse one otherwise: wrong_product)")
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--device", action="append", metavar="ID",
                      help="device id (repeatable): publishes on /switch/cmd/<id>")
@@ -60,7 +62,8 @@ def _trigger_fields(args):
 def do_trigger(args):
     url, sha256, size, version = _trigger_fields(args)
     job = args.job or new_job_id("v%s" % version.lstrip("vV") if version else "job")
-    message, payload = trigger_message(url, sha256, size, version, job)  # checked before connecting
+    message, payload = trigger_message(url, sha256, size, version, job,  # checked before connecting
+                                       project=args.project)
     values.seconds("--snapshot-timeout", args.snapshot_timeout)
     key = load_sign_key(args.sign_key) if args.sign_key else None
     devices = [check_id(d) for d in dict.fromkeys(args.device or ())]  # "root" would be --all

@@ -52,7 +52,9 @@ def argparse_image_build(sub):
     p.add_argument("--size", type=lambda s: int(s, 0), help="exact image length (a multiple of 16)")
     p.add_argument("--files-from", metavar="DIR",
                    help="pack the files under DIR (default: lib/**.py and umqtt.simple)")
-    p.add_argument("--project-name", default="ota-switch")
+    p.add_argument("--project-name", default=firmware_image.PRODUCT,
+                   help="app descriptor project_name (default %r, what our firmware build sets)"
+                   % firmware_image.PRODUCT)
     p.add_argument("--secure-version", type=int, default=0)
     p.add_argument("--seed", type=int, default=0, help="seed of the filler bytes")
     p.set_defaults(func=do_image_build)
@@ -71,6 +73,12 @@ def do_image_build(args):
     return 0
 
 
+def add_device_arguments(p):
+    p.add_argument("--product", default=firmware_image.PRODUCT,
+                   help="project_name of the firmware the devices run (default %r: our firmware "
+                   "build; an image must carry it)" % firmware_image.PRODUCT)
+
+
 def argparse_image_inspect(sub):
     p = sub.add_parser("inspect", help="run the device's image checks on a file, and explain")
     p.add_argument("file")
@@ -78,6 +86,13 @@ def argparse_image_inspect(sub):
                    help="partitions.csv giving the slot size (default: the repository's)")
     p.add_argument("--slot-size", type=lambda s: int(s, 0), help="slot size, instead of --partitions")
     p.add_argument("--chip-rev", type=int, help="chip revision as major*100+minor (e.g. 4 for v0.4)")
+    add_device_arguments(p)
+    p.add_argument("--running", metavar="VERSION", help="the version the devices run (downgrade check)")
+    p.add_argument("--version", help="the version the trigger will name")
+    p.add_argument("--project", help="the trigger's project override (the name the image may carry, "
+                   "or * for any)")
+    p.add_argument("--allow-downgrade", action="store_true", help="as a signed trigger or the device "
+                   "policy allowing a downgrade")
     p.set_defaults(func=do_image_inspect)
     return p
 
@@ -89,7 +104,9 @@ def do_image_inspect(args):
     except OSError as e:
         raise OtaError("io_error", "cannot read %s: %s" % (args.file, e.strerror))
     slot_size = args.slot_size if args.slot_size is not None else slot_size_from(args.partitions)
-    report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=args.chip_rev)
+    device = firmware_image.device_context(args.product, args.running, args.version, args.project,
+                                           args.allow_downgrade)
+    report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=args.chip_rev, device=device)
     info = report.info
     print("%s: %d bytes" % (args.file, len(blob)))
     if "version" in info:

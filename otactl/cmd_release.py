@@ -11,7 +11,8 @@ The version is the image's own (its app descriptor): the device refuses an image
 does not say the trigger's version (version_mismatch), so the manifest cannot claim another.
 
 Refused, with the device's reason code: anything the device's image checks refuse (wrong_chip,
-chip_revision, not_app_image, bad_checksum, too_large against the OTA slot of --partitions ...),
+chip_revision, not_app_image, wrong_product, bad_version, bad_checksum, too_large against the OTA
+slot of --partitions ...),
 an image without a version (no_version), the same version again with other content
 (version_exists), and a version the device cannot tell from one already released (version_exists:
 1.0, 1.0.0 and 1.0.0+b2 compare equal in lib/ota/version.py, so a fleet on 1.0.0 would answer a
@@ -25,7 +26,7 @@ import os
 import re
 
 from . import firmware_image
-from .cmd_image import DEFAULT_PARTITIONS, slot_size_from
+from .cmd_image import DEFAULT_PARTITIONS, add_device_arguments, slot_size_from
 from .errors import OtaError
 from .fleet import compare_versions
 
@@ -100,11 +101,13 @@ def _base_url(args, directory):
 
 
 def release(image_path, directory, base_url=None, partitions_path=DEFAULT_PARTITIONS,
-            chip_rev=None, now=None):
-    """Check and publish; returns (manifest, created: bool). Raises OtaError."""
+            chip_rev=None, now=None, product=firmware_image.PRODUCT):
+    """Check and publish; returns (manifest, created: bool). Raises OtaError.
+    product: the project_name the fleet's firmware carries (compat.check: wrong_product)."""
     blob = _read(image_path, "image")
     slot_size = slot_size_from(partitions_path)
-    report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=chip_rev)
+    report = firmware_image.inspect_image(blob, slot_size=slot_size, chip_rev=chip_rev,
+                                          device=firmware_image.device_context(product))
     if report.verdict is not None:
         reason, detail = report.refusal()
         raise OtaError(reason, "%s refused: %s" % (image_path, detail))
@@ -188,11 +191,13 @@ def argparse_release(parser):
     parser.add_argument("--partitions", default=DEFAULT_PARTITIONS,
                         help="partitions.csv giving the OTA slot size (default: the repository's)")
     parser.add_argument("--chip-rev", type=int, help="also check this chip revision (major*100+minor)")
+    add_device_arguments(parser)
 
 
 def do_release(args):
     base = _base_url(args, args.dir)
-    manifest, created = release(args.file, args.dir, base, args.partitions, args.chip_rev)
+    manifest, created = release(args.file, args.dir, base, args.partitions, args.chip_rev,
+                                product=args.product)
     stem = os.path.join(args.dir, file_stem(manifest["version"]))
     if not created:
         print("%s: version %s is already released as %s.bin (same content): nothing to do"

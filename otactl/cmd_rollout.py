@@ -131,10 +131,26 @@ def argparse_revert(parser):
                         help="at most N devices rebooting at once (default 10)")
     parser.add_argument("--force", action="store_true", help="send to device ids without a retained state")
     parser.add_argument("--sign-key", metavar="KEY", help="sign the revert message (otactl/signing.py)")
+    parser.add_argument("--allow-downgrade", action="store_true",
+                        help="with --sign-key: let devices go back to an older version (a revert is "
+                        "an update to the other slot's version; devices refuse downgrades otherwise)")
     mqtt.add_arguments(parser)
 
 
+# What the operator can do about the refusals a revert gets (the device's reason codes).
+REVERT_HINTS = {
+    "downgrade": "the other slot holds an older version and the devices refuse downgrades: send a signed "
+                 "revert that allows it (--sign-key KEY --allow-downgrade), or set ota.allow_downgrade "
+                 "in their config",
+    "wrong_product": "the other slot holds another firmware (its app descriptor's project_name differs): "
+                     "not ours to boot",
+}
+
+
 def do_revert(args):
+    if args.allow_downgrade and not args.sign_key:
+        raise OtaError("bad_arguments", "--allow-downgrade needs --sign-key: devices ignore it on an "
+                       "unsigned revert (anyone on the broker could send one)")
     values.seconds("--timeout", args.timeout)  # before connecting
     values.count("--max-concurrent", args.max_concurrent)
     on_record = _printer(False)
@@ -156,9 +172,13 @@ def do_revert(args):
         key = rollout.load_sign_key(args.sign_key) if args.sign_key else None
         results = rollout.revert(conn, devices, job=args.job, timeout=args.timeout, log_path=args.log,
                                  on_event=on_record, tracker=tracker, sign_key=key,
-                                 max_concurrent=args.max_concurrent)
+                                 max_concurrent=args.max_concurrent, allow_downgrade=args.allow_downgrade)
     failed = {d: r for d, r in results.items() if r["outcome"] != "ok"}
     print("reverted %d of %d devices" % (len(results) - len(failed), len(results)))
+    for reason, hint in sorted(REVERT_HINTS.items()):
+        count = sum(1 for r in failed.values() if r.get("reason") == reason)
+        if count:
+            print("%d devices refused with %s: %s" % (count, reason, hint))
     if failed:
         raise OtaError("revert_failed", "%d devices did not revert: %s" % (
             len(failed), ", ".join("%s (%s)" % (d, show(r.get("reason"))) for d, r in sorted(failed.items())[:10])))

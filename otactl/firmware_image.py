@@ -20,7 +20,8 @@ from . import REPO  # the package puts lib/ on sys.path
 from .partitions import TABLE_OFFSET as PARTITION_TABLE_OFFSET
 from .errors import OtaError
 
-from ota import image as device_image  # noqa: E402  the device's code, not a copy
+from ota import compat  # noqa: E402  the device's code, not a copy
+from ota import image as device_image  # noqa: E402
 from ota import image_verify  # noqa: E402
 from ota.errors import OtaError as DeviceError  # noqa: E402
 
@@ -40,6 +41,12 @@ def _load_simpayload():
 simpayload = _load_simpayload()
 
 CHIP_ID_C3 = 5
+# The app descriptor's project_name of our firmware: ESP-IDF writes the CMake project() name there
+# (components/esp_app_format), which MicroPython's ports/esp32/CMakeLists.txt calls "micropython";
+# our board turns CONFIG_APP_EXCLUDE_PROJECT_NAME_VAR off (firmware/boards/OTA_SWITCH_C3), stock
+# builds leave it on and the field empty. Images built here carry the same name, so the simulator
+# runs what a board runs. docs/DESIGN.md "Which images a device takes".
+PRODUCT = "micropython"
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c2": 12, "esp32c6": 13,
             "esp32h2": 16}
 APP_OFFSET = 0x10000  # where the app lives in a merged flash image (firmware.bin)
@@ -74,7 +81,7 @@ def _cstr(text, size):
     return raw.ljust(size, b"\0")
 
 
-def app_descriptor(version, project_name="ota-switch", secure_version=0, idf_ver="v5.2.2",
+def app_descriptor(version, project_name=PRODUCT, secure_version=0, idf_ver="v5.2.2",
                    date=DEFAULT_DATE, time=DEFAULT_TIME):
     """esp_app_desc_t (256 bytes) as ESP-IDF v5 lays it out (esptool cmds.py _parse_app_info)."""
     elf_sha = hashlib.sha256(("%s %s" % (project_name, version)).encode()).digest()
@@ -131,7 +138,7 @@ def filler(length, seed=0):
     return random.Random(seed).randbytes(length)
 
 
-def build_image(version, files=(), size=None, project_name="ota-switch", secure_version=0,
+def build_image(version, files=(), size=None, project_name=PRODUCT, secure_version=0,
                 chip_id=CHIP_ID_C3, min_rev=3, max_rev=199, idf_ver="v5.2.2", hash_appended=True,
                 extra_segments=(), seed=0, date=DEFAULT_DATE, time=DEFAULT_TIME):
     """A valid ESP32-C3 app image whose app descriptor says `version`.
@@ -312,10 +319,12 @@ class Inspection(list):
         return reason, rows[0].detail if rows else detail
 
 
-def _device_verdict(blob, slot_size, chip_rev):
-    """What the device does with this file: check_header on the first chunk, then the Verifier."""
+def _device_verdict(blob, slot_size, chip_rev, device):
+    """What the device does with this file: check_header and compat.check on the first chunk (before
+    it writes anything), then the Verifier as it streams. device: compat.check's keyword arguments."""
     try:
-        device_image.check_header(memoryview(blob)[:device_image.HEADER_BYTES], slot_size, chip_rev)
+        info = device_image.check_header(memoryview(blob)[:device_image.HEADER_BYTES], slot_size, chip_rev)
+        compat.check(info, **device)
         verifier = image_verify.Verifier(slot_size)
         view = memoryview(blob)
         for at in range(0, len(blob), 4096):
@@ -324,6 +333,14 @@ def _device_verdict(blob, slot_size, chip_rev):
     except DeviceError as e:
         return (e.reason, e.detail)
     return None
+
+
+def device_context(running_project=PRODUCT, running_version=None, version=None, project=None,
+                   allow_downgrade=False):
+    """What the inspector assumes about the device and the trigger: a device running our firmware
+    (of an unknown version unless given), a trigger without version or project."""
+    return {"running_project": running_project, "running_version": running_version, "version": version,
+            "project": project, "allow_downgrade": allow_downgrade}
 
 
 def _row(checks, name, check, ok_detail):
@@ -350,13 +367,15 @@ def _not_an_app_hint(blob):
     return ""
 
 
-def inspect_image(blob, slot_size=None, chip_rev=None):
-    """Every check of the device (lib/ota/image.py) on `blob`, one row each, even after a failure:
-    magic, chip, chip revision, app descriptor, segments, checksum, appended hash, fits slot."""
+def inspect_image(blob, slot_size=None, chip_rev=None, device=None):
+    """Every check of the device (lib/ota/image.py, compat.py) on `blob`, one row each, even after a
+    failure: magic, chip, chip revision, app descriptor, product, version, segments, checksum,
+    appended hash, fits slot. device: device_context() (default: a device running our firmware)."""
     blob = bytes(blob)
+    device = device_context() if device is None else device
     checks = Inspection()
     checks.info = {"file_length": len(blob)}
-    checks.verdict = _device_verdict(blob, slot_size, chip_rev)
+    checks.verdict = _device_verdict(blob, slot_size, chip_rev, device)
     if len(blob) < HEADER_LEN:
         checks.append(Check("magic", False, "truncated", "%d bytes, a header is 24" % len(blob)))
         return checks
@@ -385,6 +404,15 @@ def inspect_image(blob, slot_size=None, chip_rev=None):
                 lambda: "version %r, project %r" % (checks.info["version"], checks.info["project_name"])):
         name, ok, reason, detail = checks[-1]
         checks[-1] = Check(name, ok, reason, detail + _not_an_app_hint(blob))
+    else:
+        _row(checks, "product", lambda: compat.check_project(
+            checks.info["project_name"], device["running_project"], device["project"]),
+            lambda: "%r, as the device runs" % checks.info["project_name"] if device["project"] is None
+            else "%r, as the trigger's project %r allows" % (checks.info["project_name"], device["project"]))
+        _row(checks, "version", lambda: compat.check_version(
+            checks.info["version"], device["running_version"], device["version"], device["allow_downgrade"]),
+            lambda: "%r against the running %s" % (checks.info["version"] or device["version"] or "",
+                                                   device["running_version"] or "(not given)"))
 
     verifier = image_verify.Verifier(None)
     try:

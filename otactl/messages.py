@@ -38,19 +38,25 @@ def sign(message, key, target="*"):
     return signing.sign_trigger(message, key, target=target)
 
 
-def trigger_message(url, sha256=None, size=None, version=None, job=None, sign_key=None, target="*"):
-    """The seed guide's {"type": "ota_trigger", "url": ...} plus sha256/size/version/id, checked with
-    the device's own parser (lib/ota/trigger.py). sign_key: from load_sign_key(). Returns
-    (dict, bytes). Raises OtaError."""
+def trigger_message(url, sha256=None, size=None, version=None, job=None, sign_key=None, target="*",
+                    project=None):
+    """The seed guide's {"type": "ota_trigger", "url": ...} plus sha256/size/version/id/project,
+    checked with the device's own parser (lib/ota/trigger.py). sign_key: from load_sign_key().
+    Returns (dict, bytes). Raises OtaError."""
     message = {"type": "ota_trigger", "url": url}
-    for key, value in (("sha256", sha256), ("size", size), ("version", version), ("id", job)):
+    for key, value in (("sha256", sha256), ("size", size), ("version", version), ("id", job),
+                       ("project", project)):
         if value is not None:
             message[key] = value
     return encode(message, sign_key, target)
 
 
-def revert_message(job, sign_key=None, target="*"):
-    return encode({"type": "ota_revert", "id": job}, sign_key, target)
+def revert_message(job, sign_key=None, target="*", allow_downgrade=False):
+    """allow_downgrade: a device heeds it only on a signed revert (signature.allow_downgrade)."""
+    message = {"type": "ota_revert", "id": job}
+    if allow_downgrade:
+        message["allow_downgrade"] = True
+    return encode(message, sign_key, target)
 
 
 def encode(message, sign_key=None, target="*"):

@@ -47,13 +47,15 @@ def revert_candidates(log_path, fleet):
 
 
 def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None, tracker=None,
-           max_concurrent=None, sign_key=None):
+           max_concurrent=None, sign_key=None, allow_downgrade=False):
     """Publishes {"type": "ota_revert", "id": job} to each device and waits for each outcome:
-    ok (with the version it now runs) / failed (reason) / timeout. Returns {device: record}."""
+    ok (with the version it now runs) / failed (reason) / timeout. Returns {device: record}.
+    A device refuses a revert to an older version (downgrade) unless the revert is signed with
+    allow_downgrade, or its own policy allows downgrades."""
     max_concurrent = values.count("--max-concurrent", max_concurrent, allow_none=True)
     timeout = values.seconds("--timeout", timeout)
     job = job or new_job_id("revert")
-    message, payload = revert_message(job)
+    message, payload = revert_message(job, allow_downgrade=allow_downgrade)
     log = Log(log_path, rollout=job)
     emit = on_event or (lambda record: None)
     if tracker is None:
@@ -76,7 +78,7 @@ def revert(conn, devices, job=None, timeout=120.0, log_path=None, on_event=None,
     try:
         while todo or tracker.in_flight:
             batch, todo = tracker.launch(todo, limit, lambda d: payload if sign_key is None
-                                         else revert_message(job, sign_key, target=d)[1],
+                                         else revert_message(job, sign_key, d, allow_downgrade)[1],
                                          before_send=log_batch)
             settled = tracker.settled(None, tracker.wait_time(time.monotonic()))
             for device, (outcome, reason, detail) in settled:

@@ -26,6 +26,18 @@ from ota import trigger as device_trigger  # noqa: E402
 from ota.errors import OtaError as DeviceError  # noqa: E402
 
 MAX_EXPIRES_IN = device_signature.MAX_VALIDITY_S
+_last_seq = 0
+
+
+def next_seq(now=None):
+    """The seq of the next signed trigger: milliseconds since the epoch at signing time, and above the
+    previous one of this process (two signatures in one millisecond). A device refuses any seq not
+    above the highest it accepted from the key, so operators signing on several machines need clocks
+    that agree to well under the time between two triggers to one device (docs/SIGNING.md)."""
+    global _last_seq
+    seq = max(int((time.time() if now is None else now) * 1000), _last_seq + 1)
+    _last_seq = seq
+    return seq
 
 
 def generate_key():
@@ -78,8 +90,10 @@ def _parse_as_device(trigger):
     return parsed
 
 
-def sign_trigger(trigger, private_key, expires_in=3600, target="*", now=None, allow_downgrade=None):
-    """A new dict: the trigger plus id (made up if absent), target, expires and signature.
+def sign_trigger(trigger, private_key, expires_in=3600, target="*", now=None, allow_downgrade=None,
+                 seq=None):
+    """A new dict: the trigger plus id (made up if absent), target, expires, seq (next_seq() unless
+    given) and signature.
 
     private_key: an Ed25519PrivateKey or the path of its PEM file (load_private_key).
     Raises OtaError bad_trigger when a device would refuse the trigger (or its signed form: too long,
@@ -94,6 +108,7 @@ def sign_trigger(trigger, private_key, expires_in=3600, target="*", now=None, al
         signed["id"] = "job-" + binascii.hexlify(os.urandom(6)).decode()
     signed["target"] = target
     signed["expires"] = int(time.time() if now is None else now) + int(expires_in)
+    signed["seq"] = next_seq(now) if seq is None else seq
     if allow_downgrade is not None:
         signed["allow_downgrade"] = bool(allow_downgrade)
     if signed.get("allow_downgrade") is False:

@@ -18,7 +18,7 @@ import time
 import esp32
 import machine
 
-from ota import commands, config, health, intake, jobs, otadata, selftest, state, version
+from ota import commands, config, health, intake, jobs, otadata, replay, selftest, state, version
 from ota.errors import OtaError
 from ota.link import Link
 
@@ -46,6 +46,7 @@ class Agent(Link):
     # live in config.DEFAULTS only.
     def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH,
                  config_problem=None):
+        # jobs_path: the job file; the replay file (replay.py) lives beside it.
         self.cfg = cfg
         self.config_problem = config_problem  # from load_config: a new image with one rolls back
         self.ota = cfg["ota"]
@@ -68,15 +69,17 @@ class Agent(Link):
             self.other = running.get_next_update()
         except OSError:  # no OTA slots (factory-only build): updates and reverts are refused
             self.other = None
-        try:
-            self.version = version.running_version()
+        try:  # version and project_name: what an image must say to be an update of this firmware
+            info = version.read_descriptor(running)
+            self.version, self.project = info["version"], info["project_name"]
         except (OtaError, OSError) as e:  # reported as null: the agent must run all the same
             print("agent: running version unknown:", e)
-            self.version = None
+            self.version = self.project = None
         self.reporter = state.Reporter(device_id, self.version, self.slot)
         self.intake = intake.Intake(self)  # the MQTT callback: parse, check, queue (intake.py)
         self.commands = commands.Runner(self)  # runs what the intake queued (commands.py)
         self.jobs = jobs.Jobs(jobs_path)
+        self.replay = replay.Replay(jobs_path[:jobs_path.rfind("/") + 1] + replay.PATH)
         self.client = None
         self.clock_set = False
         self.pending = None  # the parsed trigger waiting for the loop (never run inside the callback)

@@ -16,18 +16,17 @@ import machine
 from ota import otadata, signature, state
 from ota.errors import OtaError, from_oserror
 
-# Refusals of a trigger that was not proven to come from the operator (ota.signature.check).
-_UNAUTHENTICATED = ("unsigned", "no_signing_key", "bad_signature", "missing_id", "missing_expires",
-                    "clock_not_set", "expired", "expires_too_far", "wrong_target")
 
 class Runner:
     def __init__(self, agent):
         self.agent = agent
         self.throttle = None  # per job
+        self.started = None  # the job whose record jobs.start wrote (update, revert)
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.
         agent = self.agent
+        self.started = None
         try:
             self._check_policy(job)
             if agent.other is None:
@@ -37,7 +36,10 @@ class Runner:
             else:
                 self._update(job)
         except OtaError as e:
-            self._finish(job, "failed", e.reason, e.detail)
+            if e.reason == "replayed":  # the operator's own trigger again: its outcome stays as it is
+                agent.intake.refuse(e.reason, e.detail, keep_state=True)
+            else:
+                self._finish(job, "failed", e.reason, e.detail)
         except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
             self._finish(job, "failed", from_oserror(e).reason, str(e))
         except MemoryError:  # the GC heap ran out (an import or a buffer): report it, keep running
@@ -59,14 +61,15 @@ class Runner:
 
     def _finish(self, job, final, reason=None, detail=None):
         agent = self.agent
-        record = agent.jobs.current
-        if record is not None and record.get("id") == job["id"]:
+        if self.started is job:  # its own record, written when it started
             agent.jobs.update(state=final, reason=reason, detail=detail)
         else:  # refused before it started: remembered, so a retained trigger is not refused again
-            # ...except one whose signature did not hold: remembering its id would let anyone who
-            # guesses a job id block the operator's real, signed trigger of that id.
-            agent.jobs.start(job, final, remember=reason not in _UNAUTHENTICATED, reason=reason,
-                             detail=detail, from_slot=agent.slot, from_version=agent.version)
+            # ...but only an unsigned one (its id is all there is) or one whose signature verified.
+            # A signed trigger refused before or by the signature check proves nothing: remembering
+            # its id would let anyone who guesses a job id block the operator's real trigger.
+            agent.jobs.start(job, final, remember=job["signature"] is None or bool(job.get("verified")),
+                             reason=reason, detail=detail, from_slot=agent.slot,
+                             from_version=agent.version)
         self._try_publish(final, job=job["id"], reason=reason, detail=detail)
 
     def _check_policy(self, job):
@@ -81,10 +84,10 @@ class Runner:
         if job["expires"] is not None and now is not None and signature.has_expired(job["expires"], now):
             raise OtaError("expired", "expired %d s ago" % (now - job["expires"]))
         # Before anything is downloaded (docs/SIGNING.md). Raises unsigned, no_signing_key,
-        # bad_signature, missing_id, missing_expires, clock_not_set, expired, expires_too_far,
-        # wrong_target, replayed. With a verified signature the trigger's sha256 is the operator's
-        # word: the web server is untrusted storage.
-        job["verified"] = signature.check(job, ota, agent.device_id, now, agent.jobs.seen,
+        # bad_signature, missing_id, missing_expires, missing_seq, clock_not_set, expired,
+        # expires_too_far, wrong_target, replayed. With a verified signature the trigger's sha256 is
+        # the operator's word (the web server is untrusted storage), and its seq is persisted.
+        job["verified"] = signature.check(job, ota, agent.device_id, now, agent.replay,
                                           signature.public_keys(ota))
 
     def _update(self, job):
@@ -100,6 +103,7 @@ class Runner:
         agent.jobs.start(job, "downloading", from_version=agent.version, from_slot=agent.slot,
                          to_slot=to_slot, to_otadata=otadata.read().get(to_slot),
                          started=state.unix_time())
+        self.started = job
         agent.busy = job
         self.throttle = state.Throttle(agent.ota["progress_interval_s"] * 1000, 5)
         self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
@@ -113,7 +117,8 @@ class Runner:
             policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=agent.ota.get("token"), config=policy, progress=self._progress,
-                         running=agent.version, target=agent.other)  # both known since start-up
+                         running=agent.version, target=agent.other,  # known since start-up
+                         running_project=agent.project, project=job.get("project"))
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
@@ -139,9 +144,10 @@ class Runner:
             agent._drop()
 
     def _revert(self, job):
-        # ota_revert: boot the other slot, if it holds an app image that did not fail its last boot.
-        # Raises OtaError revert_no_image, revert_aborted_image, revert_invalid_image; OSError from
-        # the flash reads.
+        # ota_revert: boot the other slot, if it holds an app image of this product that did not fail
+        # its last boot and is not a downgrade the policy refuses. Raises OtaError revert_no_image,
+        # wrong_product, bad_version, downgrade, revert_aborted_image, revert_invalid_image; OSError
+        # from the flash reads.
         from ota import image
 
         agent = self.agent
@@ -154,6 +160,13 @@ class Runner:
             info = image.check_header(first, size)
         except OtaError as e:
             raise OtaError("revert_no_image", "%s: %s" % (label, e))
+        # Booting the other slot is an update to its version: the same product and downgrade rules
+        # (compat.check), so an unsigned ota_revert cannot install an older firmware the policy
+        # refuses. Raises wrong_product, bad_version, downgrade.
+        from ota import compat
+
+        compat.check(info, agent.project, agent.version, None, job.get("project"),
+                     signature.allow_downgrade(job, agent.ota, job.get("verified")))
         # ABORTED: the image booted in PENDING_VERIFY and reset before it confirmed (health gate failed,
         # crashed, power cut); INVALID: it was declared bad. Booting it again would only roll back.
         last = otadata.read().get(label)
@@ -161,6 +174,7 @@ class Runner:
             raise OtaError("revert_aborted_image", "%s: its last boot ended %s" % (label, last))
         agent.jobs.start(job, "rebooting", from_version=agent.version, from_slot=agent.slot,
                          to_slot=label, to_version=info.get("version"), started=state.unix_time())
+        self.started = job
         try:
             other.set_boot()  # validates the whole image (esp_image_verify)
         except OSError as e:

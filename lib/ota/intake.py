@@ -1,7 +1,8 @@
 # Trigger intake: what umqtt's callback does with a command message. Parse (trigger.py), check the
-# target, drop duplicates (say so for a replayed signed trigger), refuse while busy, and queue the
-# trigger as agent.pending. Nothing runs here: the agent's loop runs the queued trigger (commands.py)
-# once the PUBACK is out. Every refusal is published on the state topic with its reason code.
+# target, drop duplicates (a replayed signed trigger is refused later, by its seq), refuse while
+# busy, and queue the trigger as agent.pending. Nothing runs here: the agent's loop runs the queued
+# trigger (commands.py) once the PUBACK is out. Every refusal is published on the state topic with
+# its reason code.
 from ota import signature, trigger
 from ota.errors import OtaError
 
@@ -38,13 +39,17 @@ class Intake:
             return
         if job["id"] is None and job["signature"] is None:  # a signed trigger must carry its own id
             job["id"] = auto_id(job)
-        if job["id"] is not None and (self.agent.jobs.seen_before(job["id"])
-                                      or (self.agent.pending or {}).get("id") == job["id"]):
-            # Silent for a QoS 1 redelivery or a retained trigger seen again; a signed trigger
-            # replayed is said out loud (the state stays what it is, with the reason added).
-            print("agent: duplicate job ignored:", job["id"])
-            if job["signature"] is not None and (self.agent.busy or {}).get("id") != job["id"]:
-                self.refuse("replayed", "job %s was seen before" % job["id"], keep_state=True)
+        if job["signature"] is not None:
+            # Signed: the list of seen ids is not asked (anyone on the broker can fill it); the
+            # signed seq decides, after the signature (signature.check, replay.py). Only the very
+            # same signed trigger running or queued is a QoS 1 redelivery, dropped silently.
+            for other in (self.agent.busy, self.agent.pending):
+                if other is not None and other.get("signature") == job["signature"]:
+                    print("agent: duplicate job ignored:", job["id"])
+                    return
+        elif job["id"] is not None and (self.agent.jobs.seen_before(job["id"])
+                                        or (self.agent.pending or {}).get("id") == job["id"]):
+            print("agent: duplicate job ignored:", job["id"])  # a QoS 1 redelivery, a retained trigger
             return
         if self.agent.busy is not None or self.agent.pending is not None:
             self.refuse("busy", "refused " + job["id"])

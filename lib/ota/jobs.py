@@ -13,7 +13,9 @@
 # to_otadata (updates): to_slot's otadata state when the job started (ota.otadata; health.classify).
 # seen: the last MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
 # broker hands out again at every subscribe, must not start the same job again (also a failed one,
-# else a retained trigger for a broken release would loop after every reconnect).
+# else a retained trigger for a broken release would loop after every reconnect). It judges unsigned
+# triggers only: anyone on the broker can add to it, so signed ones are judged by their signed seq
+# (replay.py), and a signed trigger refused before its signature verified is never added.
 # Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty.
 import json
 import os

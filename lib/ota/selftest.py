@@ -8,7 +8,7 @@ import gc
 # The modules a working release must be able to import: the whole OTA data path, so that a release
 # that could not update itself again is never confirmed.
 _MODULES = ("ota.config", "ota.trigger", "ota.intake", "ota.state", "ota.jobs", "ota.update", "ota.fetch",
-            "ota.https", "ota.image", "ota.image_verify", "ota.writer", "ota.version")
+            "ota.https", "ota.image", "ota.image_verify", "ota.compat", "ota.writer", "ota.version")
 _HEAP_FLOOR = 32768  # bytes of GC heap left after imports; the update needs its 4 KiB+ buffers on top
 
 

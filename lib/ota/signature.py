@@ -2,16 +2,17 @@
 # With a verified signature the trigger's sha256 is the operator's word, so the web server that holds
 # the image becomes untrusted storage (docs/SIGNING.md).
 #
-#   ok = signature.check(trigger, ota_cfg, device_id, now, seen_job_ids, keys)
-#       # True: signature verified; False: unsigned and allowed by policy; else raises OtaError
+#   ok = signature.check(trigger, ota_cfg, device_id, now, replay_store, keys)
+#       # True: signature verified (and its seq persisted in replay_store, replay.Replay); False:
+#       # unsigned and allowed by policy; else raises OtaError
 #   keys = signature.public_keys(ota_cfg)              # from ota.signing_pubkey (+ a frozen ota_keys)
 #   signature.allow_downgrade(trigger, ota_cfg, ok)    # what update.run may do about older versions
 #   signature.target_matches(target, device_id)        # "*", "id" or "id1,id2"
 #
-# Canonical message (version 1): UTF-8 of these lines joined by "\n", no trailing newline:
-#   ota-trigger-v1
+# Canonical message (version 2): UTF-8 of these lines joined by "\n", no trailing newline:
+#   ota-trigger-v2
 #   type=<type>  url=<url>  sha256=<lowercase hex>  size=<int>  version=<str>  id=<str>
-#   target=<str>  expires=<int>  allow_downgrade=<1 or empty>
+#   target=<str>  expires=<int>  allow_downgrade=<1 or empty>  seq=<int>  project=<str>
 # one "name=value" line per field in exactly that order; an absent (None) field has an empty value.
 # trigger.parse keeps only printable ASCII in these fields, so no value can contain "\n" and forge a
 # line; canonical() refuses one all the same. The trigger carries "signature": 128 hex characters,
@@ -22,21 +23,25 @@
 #   unsigned         policy ota.require_signature and the trigger has no signature
 #   no_signing_key   the trigger is signed but the device has no public key to check it with
 #   bad_signature    not 128 hex characters, or it does not verify with any configured key
-#   missing_id       a signed trigger without "id" (replay protection needs one)
+#   missing_id       a signed trigger without "id" (the job's name on the state topic)
 #   missing_expires  a signed trigger without "expires"
+#   missing_seq      a signed trigger without "seq" (replay protection needs one)
 #   clock_not_set    signed, but the clock is unset (ntptime failed): expiry cannot be judged
 #   expired          expires <= now
-#   expires_too_far  expires more than MAX_VALIDITY_S ahead: the seen-ids list is short, expiry is
-#                    what bounds a replay
+#   expires_too_far  expires more than MAX_VALIDITY_S ahead (a careless operator's trigger stays
+#                    usable by whoever captured it, on a device that has not seen a later one)
 #   wrong_target     target is neither "*" nor (a list holding) this device's id
-#   replayed         the job id is one the device has already seen
+#   replayed         seq is not above the highest the device accepted from the key that signed it
+#                    (checked before the verification when it is stale for every key, and after it
+#                    for the key that verified)
 # When a signature is present it must verify even if the policy does not require one.
 import binascii
 
 from ota.errors import OtaError
 
-FIELDS = ("type", "url", "sha256", "size", "version", "id", "target", "expires", "allow_downgrade")
-PREFIX = "ota-trigger-v1"
+FIELDS = ("type", "url", "sha256", "size", "version", "id", "target", "expires", "allow_downgrade",
+          "seq", "project")
+PREFIX = "ota-trigger-v2"
 # Plain ints, not const(): 1704067200 is beyond a 32-bit port's small ints (31 bits).
 CLOCK_VALID_AFTER = 1704067200  # 2024-01-01: a clock before that has not been set by ntptime
 MAX_VALIDITY_S = 2678400  # 31 days
@@ -111,7 +116,7 @@ def _decode_signature(text):
 
 # Raises OtaError with the reasons above. Returns True (verified) or False (unsigned, allowed).
 # now: Unix seconds or None (state.unix_time() gives None while the clock is unset).
-def check(trigger, ota_cfg, device_id, now, seen_job_ids, keys):
+def check(trigger, ota_cfg, device_id, now, replay_store, keys):
     text = trigger.get("signature")
     if text is None:
         if ota_cfg.get("require_signature"):
@@ -122,11 +127,13 @@ def check(trigger, ota_cfg, device_id, now, seen_job_ids, keys):
     signature = _decode_signature(text)
     if signature is None:
         raise OtaError("bad_signature", "signature must be 128 hex characters")
-    job_id, expires = trigger.get("id"), trigger.get("expires")
+    job_id, expires, seq = trigger.get("id"), trigger.get("expires"), trigger.get("seq")
     if job_id is None:
         raise OtaError("missing_id", "a signed trigger needs an id")
     if expires is None:
         raise OtaError("missing_expires", "a signed trigger needs expires")
+    if seq is None:
+        raise OtaError("missing_seq", "a signed trigger needs seq")
     if now is None or now < CLOCK_VALID_AFTER:
         raise OtaError("clock_not_set", "cannot judge expires before the clock is set (ntptime)")
     if has_expired(expires, now):
@@ -135,13 +142,21 @@ def check(trigger, ota_cfg, device_id, now, seen_job_ids, keys):
         raise OtaError("expires_too_far", "expires in %d s, more than %d" % (expires - now, MAX_VALIDITY_S))
     if not target_matches(trigger.get("target"), device_id):
         raise OtaError("wrong_target", "for %s, not %s" % (trigger.get("target"), device_id))
-    if job_id in seen_job_ids:
-        raise OtaError("replayed", "job %s was seen before" % job_id)
+    from ota.replay import key_id
+
+    ids = [key_id(key) for key in keys]
+    floor = min([replay_store.highest(name) for name in ids])
+    if seq <= floor:  # stale for every key: no verification spent on it
+        raise OtaError("replayed", "job %s: seq %d is not above %d" % (job_id, seq, floor))
     from ota import ed25519  # imported here: a device that never sees a signed trigger saves the RAM
 
     message = canonical(trigger)
-    for key in keys:
+    for key, name in zip(keys, ids):
         if ed25519.verify(key, message, signature):
+            highest = replay_store.highest(name)
+            if seq <= highest:
+                raise OtaError("replayed", "job %s: seq %d is not above %d" % (job_id, seq, highest))
+            replay_store.accept(name, seq)  # before the job starts; OSError: refused, never run twice
             return True
     raise OtaError("bad_signature", "does not verify with any of %d key(s)" % len(keys))
 

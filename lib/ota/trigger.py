@@ -3,13 +3,14 @@
 #   {"type": "ota_trigger", "url": "https://host/fw.bin"}                       the minimal message
 #   {"type": "ota_trigger", "url": ..., "sha256": "<64 hex>", "size": 1234567, "version": "1.2.0",
 #    "id": "job-42", "signature": "<128 hex>", "expires": 1767225600, "target": "a0b1c2d3e4f5",
-#    "allow_downgrade": false}                                                 (docs/SIGNING.md)
+#    "allow_downgrade": false, "seq": 1767225600123, "project": "micropython"}  (docs/SIGNING.md)
 #   {"type": "ota_revert", "id": "job-43"}                                      boot the other slot
 #
 # parse() returns a normalised dict, None for a message without a type or of an unknown type (ignored:
 # the switch application shares the cmd topics, and new types must not break old firmware), or raises OtaError with a stable reason:
 #   too_long, bad_json, not_object, missing_url, bad_url, bad_sha256_field, bad_size,
-#   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target, bad_allow_downgrade
+#   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target, bad_allow_downgrade,
+#   bad_project, bad_seq
 # Unknown extra fields are dropped. Runs unchanged under MicroPython and CPython (host_tests run both
 # on the same payloads): only ASCII is accepted in the fields we keep, so both give the same answers.
 import json
@@ -27,6 +28,7 @@ _MAX_URL = const(512)
 _MAX_VERSION = const(31)  # esp_app_desc_t.version is char[32], NUL-terminated
 MAX_ID = const(40)  # public: otactl makes job ids that fit
 _MAX_SIGNATURE = const(256)  # Ed25519: 88 chars base64, 128 hex
+MAX_SEQ = 9007199254740991  # 2**53 - 1; a plain int, not const(): beyond a 32-bit port's small ints
 _MAX_TARGET = const(200)  # "*", one id, or a comma-separated list of ids (about 15)
 
 KNOWN_TYPES = ("ota_trigger", "ota_revert")
@@ -102,6 +104,18 @@ def _optional(msg, out):
     if not isinstance(allow_downgrade, bool):
         raise OtaError("bad_allow_downgrade", "allow_downgrade must be true or false")
     out["allow_downgrade"] = allow_downgrade
+    # The product the image may be (compat.py): an image of another project_name is refused unless
+    # the trigger names it ("*": any). Signed, like every field that changes what the device does.
+    project = msg.get("project")
+    if project is not None and not _short_string(project, _MAX_VERSION):
+        raise OtaError("bad_project", "project must be 1..%d printable ASCII characters" % _MAX_VERSION)
+    out["project"] = project
+    # A signed trigger's sequence number: above every one the device accepted from that key
+    # (replay.py). A positive integer a JSON number holds exactly.
+    seq = msg.get("seq")
+    if seq is not None and not (_is_int(seq) and 0 < seq <= MAX_SEQ):
+        raise OtaError("bad_seq", "seq must be an integer 1..%d" % MAX_SEQ)
+    out["seq"] = seq
 
 
 def parse(payload, max_len=MAX_PAYLOAD):

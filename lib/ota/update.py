@@ -32,8 +32,9 @@ _OPEN_KEYS = ("ca_path", "token_host", "allow_http", "connect_timeout", "read_ti
 
 
 class _Update:
-    def __init__(self, sha256, size, version, cfg, running):
+    def __init__(self, sha256, size, version, cfg, running, running_project, project):
         self.size, self.version, self.cfg, self.running = size, version, cfg, running
+        self.running_project, self.project = running_project, project  # compat.check
         self.expect = sha256.lower() if sha256 else None
         self.writer = None
 
@@ -45,30 +46,16 @@ class _Update:
         self.verifier = Verifier(self.writer.slot_size)
         self.info = self.new_version = None
 
-    # Raises OtaError version_mismatch, downgrade, bad_version, check_header's reasons.
-    # Returns True for the running version. An unknown version (empty, no trigger version) goes ahead.
+    # Raises OtaError wrong_product, version_mismatch, downgrade, bad_version (compat.py), and
+    # check_header's reasons. Returns True for the running version.
     def check_header(self, first):
-        info = image.check_header(first, self.writer.slot_size, self.cfg["chip_rev"])
-        new = info["version"]  # stock MicroPython leaves it empty: then the trigger's word is all we have
-        if self.version and new and new != self.version:
-            raise OtaError("version_mismatch", "image says %s, trigger says %s" % (new, self.version))
-        new = new or self.version
-        self.info, self.new_version = info, new
-        if new and new == self.running:
-            return True
-        if not new or not self.running:
-            return False
-        from ota import version as versions
+        from ota import compat
 
-        try:
-            order = versions.compare(new, self.running)
-        except OtaError:  # bad_version: not provably newer; only allow_downgrade lets it through
-            if not self.cfg["allow_downgrade"]:
-                raise
-            return False
-        if order < 0 and not self.cfg["allow_downgrade"]:
-            raise OtaError("downgrade", "%s is older than the running %s" % (new, self.running))
-        return order == 0  # "1.2" and "1.2.0"
+        info = image.check_header(first, self.writer.slot_size, self.cfg["chip_rev"])
+        self.new_version, same = compat.check(info, self.running_project, self.running, self.version,
+                                              self.project, self.cfg["allow_downgrade"])
+        self.info = info
+        return same
 
     # The sink of fetch.Download: the n bytes just read into the writer's buffer. The header sits
     # in the buffer until the first flush (4096 > 0x100): it is checked before anything is written.
@@ -111,25 +98,28 @@ class _Update:
                 "sha256": got, "restarts": w.restarts}
 
 
-# The running slot's app descriptor version; "" when unknown (stock builds leave it empty).
-def _running_version(partition):
+# The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
+# builds leave the version empty; compat refuses every image for an unknown project).
+def _running_identity(partition):
     from ota import version as versions
 
     try:
-        return versions.read_descriptor(partition)["version"]
+        info = versions.read_descriptor(partition)
     except (OtaError, OSError):
-        return ""
+        return "", None
+    return info["version"], info["project_name"]
 
 
-# Raises OtaError: low_memory, running_slot, too_large, size_mismatch, truncated, version_mismatch,
-# downgrade, bad_version, bad_sha256, readback_mismatch, validate_failed, timeout, io_error,
+# Raises OtaError: low_memory, running_slot, too_large, size_mismatch, truncated, wrong_product,
+# version_mismatch, downgrade, bad_version, bad_sha256, readback_mismatch, validate_failed, timeout, io_error,
 # bad_response, the image reasons (not_app_image, wrong_chip, chip_revision, bad_segments,
 # bad_checksum, bad_image_hash) and the https reasons (http_<status>, tls_verify_failed, ...).
-# config: the "ota" section. https, esp32: modules (tests inject fakes). running: the running
-# version (None: read from the running slot). target: the slot to write (None: get_next_update(); the
+# config: the "ota" section. https, esp32: modules (tests inject fakes). running, running_project:
+# the running firmware's version and project_name (None: read from the running slot); project: the
+# trigger's "project" (compat.check). target: the slot to write (None: get_next_update(); the
 # agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-        https=None, esp32=None, running=None, target=None):
+        https=None, esp32=None, running=None, target=None, running_project=None, project=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -139,12 +129,14 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     current = esp32.Partition(esp32.Partition.RUNNING)
     if target is None:
         target = current.get_next_update()  # allocates 4 KiB: best before the heap fragments (MP #8382)
-    if running is None:
-        running = _running_version(current)
+    if running is None or running_project is None:
+        slot_version, slot_project = _running_identity(current)
+        running = slot_version if running is None else running
+        running_project = slot_project if running_project is None else running_project
     open_args = {"token": token}
     for key in _OPEN_KEYS:
         open_args[key] = cfg[key]
-    job = _Update(sha256, size, version, cfg, running)
+    job = _Update(sha256, size, version, cfg, running, running_project, project)
     gc.collect()
     try:
         # The one buffer of the update (received data, padding, read-back); chunk_size % 4096 == 0.
