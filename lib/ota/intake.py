@@ -47,7 +47,9 @@ class Intake:
                 self.refuse("replayed", "job %s was seen before" % job["id"], keep_state=True)
             return
         if self.agent.busy is not None or self.agent.pending is not None:
-            self.refuse("busy", "refused " + job["id"])
+            # job["id"] may be None here (a signed trigger carries no auto id; signature.check says
+            # missing_id only once it runs): the detail must not assume a string.
+            self.refuse("busy", "refused %s" % (job["id"] or "a trigger without id"))
             return
         self.agent.pending = job
 
