@@ -26,8 +26,9 @@ def world(tmp_path_factory):
         fast = DevServer(world["www"], pki.server_cert, pki.server_key)
         slow = DevServer(world["www"], pki.server_cert, pki.server_key)
         slow.faults.trickle = SLOW_RATE
-        with fast, slow:
-            yield dict(world, fast=fast, slow=slow)
+        hostile = DevServer(world["www"], pki.server_cert, pki.server_key)  # faults set per test
+        with fast, slow, hostile:
+            yield dict(world, fast=fast, slow=slow, hostile=hostile)
 
 
 @pytest.fixture
@@ -40,6 +41,7 @@ def rigs(world):
         return rig
 
     yield make
+    world["hostile"].reset()
     for rig in made:
         rig.close()
 
@@ -64,3 +66,40 @@ def test_signed_trigger_without_id_while_busy_is_refused_busy(world, rigs):
     rig.wait_for(_is_ok("1.0.1", "job-first"), timeout=60)
     _alive(rig)
     assert rig.requests("fast") == []  # the refused trigger never ran
+
+
+def _slot_unbootable(rig, label="ota_1"):
+    part = rig.device.partition(label)
+    return rig.device.read_flash(part.offset, 4096) == b"\xff" * 4096
+
+
+# --- 2. bytes that are not UTF-8 in a header name, a Location, a chunked trailer ----------------------
+def test_non_utf8_header_location_trailer_are_bad_response(world, rigs):
+    # Each used to raise UnicodeError out of http_response.py through the whole stack: the agent died
+    # and the half-written slot stayed as it was.
+    hostile = world["hostile"]
+    rig = rigs("utf8", "e2e50000a002")
+    rig.start()
+    cases = (
+        ("header name", lambda: hostile.faults.headers.update({"X-\xff": "1"}), "firmware-1.0.1.bin"),
+        ("Location", lambda: hostile.redirects.update({"/moved": (302, "{origin}/\xfe\xff")}), "moved"),
+        ("trailer", lambda: setattr(hostile.faults, "chunked", True) or setattr(
+            hostile.faults, "trailer", b"X-\xff: \xfe\r\n"), "firmware-1.0.1.bin"),
+    )
+    for n, (what, arm, path) in enumerate(cases):
+        hostile.reset()
+        arm()
+        job = rig.trigger("job-%d" % n)
+        job["url"] = hostile.url("%s?t=%s" % (path, rig.name))
+        mark = rig.send(job)
+        failed = rig.wait_for(lambda m: m.get("job") == job["id"] and m.state == "failed", timeout=30,
+                              start=mark)
+        assert failed.get("reason") == "bad_response", (what, failed)
+        assert rig.device.read_otadata()["slot"] in (None, "ota_0"), what  # boot slot untouched
+        assert _slot_unbootable(rig), what
+        _alive(rig)
+    assert len(rig.device.boots()) == 1
+    hostile.reset()
+    mark = rig.send(rig.trigger("job-good"))
+    rig.wait_for(_is_ok("1.0.1", "job-good"), timeout=60, start=mark)
+    assert rig.versions_booted() == ["1.0.0", "1.0.1"]

@@ -127,6 +127,11 @@ def raw_server(pki, reply):
     (b"HTTP/1.1 302 Found\r\nLocation: ftp://x/y\r\n\r\n", "bad_url"),
     (b"HTTP/1.1 200 OK\r\nContent-Le", "connection_lost"),
     (b"HTTP/1.1 403 Forbidden\r\n\r\n", "http_403"),
+    # Not UTF-8 (issue 10: a UnicodeError escaped and killed the agent), or not a token.
+    (b"HTTP/1.1 200 OK\r\nX-\xff: 1\r\nContent-Length: 0\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 200 OK\r\nX Y: 1\r\nContent-Length: 0\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 302 Found\r\nLocation: https://localhost/\xff\xfe\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\xff\r\n\r\n", "bad_response"),
 ])
 def test_bad_heads(env, reply, reason):
     with pytest.raises(OtaError) as info:
@@ -140,7 +145,9 @@ def test_body_without_length_reads_to_eof(env):
     assert (resp.length, resp.total, body) == (None, None, b"hello world")
 
 
-@pytest.mark.parametrize("body", [b"-5\r\nabcde\r\n0\r\n\r\n", b"zz\r\n", b"5\r\nabcdeXX0\r\n\r\n"])
+@pytest.mark.parametrize("body", [b"-5\r\nabcde\r\n0\r\n\r\n", b"zz\r\n", b"5\r\nabcdeXX0\r\n\r\n",
+                                  b"5\r\nabcde\r\n0\r\nX-\xff: 1\r\n\r\n",
+                                  b"5\r\nabcde\r\n0\r\nX: \xff\r\nLocation: \xff\r\n\r\n"])
 def test_bad_chunk_framing(env, body):
     url = raw_server(env.pki, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
     with pytest.raises(OtaError) as info:

@@ -378,3 +378,33 @@ def test_gc_heap_checked_again_during_the_stream(monkeypatch):
     assert e.value.reason == "low_memory" and "during the download" in e.value.detail
     assert_untouched(esp)
     assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
+
+
+@pytest.mark.parametrize("where", ["stream", "end"])
+def test_any_exception_leaves_the_boot_slot_and_an_unbootable_target(monkeypatch, where):
+    # Issue 10: a UnicodeError from a header went straight through update.run and left the
+    # half-written slot as it was. Whatever escapes a stage, the target's first sector is erased.
+    from ota import image_verify
+
+    img = make_image()
+    if where == "stream":
+        fed = []
+
+        def boom(self, chunk):
+            fed.append(len(chunk))
+            if len(fed) == 3:
+                raise UnicodeError("a check nobody expected to fail")
+
+        monkeypatch.setattr(image_verify.Verifier, "feed", boom)
+    else:
+        def boom(self):
+            raise TypeError("unsupported types for __add__: 'str', 'NoneType'")
+
+        monkeypatch.setattr(image_verify.Verifier, "finish", boom)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(img), esp=esp)
+    assert e.value.reason == "internal_error" and "Error" in e.value.detail, e.value
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].total_erases > 0  # something was written ...
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096  # ... and can never boot

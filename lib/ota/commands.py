@@ -14,7 +14,7 @@
 import machine
 
 from ota import otadata, signature, state
-from ota.errors import OtaError, from_oserror
+from ota.errors import OtaError, from_oserror, unexpected
 
 # Refusals of a trigger that was not proven to come from the operator (ota.signature.check).
 _UNAUTHENTICATED = ("unsigned", "no_signing_key", "bad_signature", "missing_id", "missing_expires",
@@ -45,6 +45,9 @@ class Runner:
 
             gc.collect()
             self._finish(job, "failed", "low_memory", "MemoryError")
+        except Exception as e:  # a bug or an unchecked input: reported, the agent keeps running
+            error = unexpected(e)
+            self._finish(job, "failed", error.reason, error.detail)
         finally:
             agent.busy = None
 

@@ -3,7 +3,7 @@
 # trigger as agent.pending. Nothing runs here: the agent's loop runs the queued trigger (commands.py)
 # once the PUBACK is out. Every refusal is published on the state topic with its reason code.
 from ota import signature, trigger
-from ota.errors import OtaError
+from ota.errors import OtaError, unexpected
 
 
 class Intake:
@@ -20,6 +20,9 @@ class Intake:
             # messages sent while reconnecting). Its PUBACK still goes out: no redelivery loop.
             print("agent: trigger refused: low_memory")
             self.refuse("low_memory", "MemoryError while taking in the message")
+        except Exception as e:  # a message the checks missed costs that message, never the agent
+            error = unexpected(e)
+            self.refuse(error.reason, error.detail)
 
     def _take(self, topic, payload):
         try:

@@ -5,7 +5,8 @@
 #      {"result": "same_version", "version": v, "bytes": 0, "slot": ...}: nothing was written
 #
 # On any failure the boot slot is untouched (set_boot is the last step, reached only when every check
-# passed), the target slot's first sector is erased if anything was written, and OtaError is raised.
+# passed), the target slot's first sector is erased if anything was written, and OtaError is raised:
+# any exception at all, an unexpected one as internal_error.
 # The reset is the caller's: it reports "rebooting" first.
 #
 # The download and its resume loop are fetch.py's; this module is the sink of the bytes (header
@@ -22,7 +23,7 @@ except ImportError:  # CPython (host tests)
 
 from ota import heap, image
 from ota.config import DEFAULTS
-from ota.errors import OtaError, from_oserror
+from ota.errors import OtaError, from_oserror, unexpected
 from ota.fetch import Download
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
@@ -121,7 +122,7 @@ def _running_version(partition):
         return ""
 
 
-# Raises OtaError: low_memory, running_slot, too_large, size_mismatch, truncated, version_mismatch,
+# Raises OtaError: internal_error, low_memory, running_slot, too_large, size_mismatch, truncated, version_mismatch,
 # downgrade, bad_version, bad_sha256, readback_mismatch, validate_failed, timeout, io_error,
 # bad_response, the image reasons (not_app_image, wrong_chip, chip_revision, bad_segments,
 # bad_checksum, bad_image_hash) and the https reasons (http_<status>, tls_verify_failed, ...).
@@ -165,6 +166,8 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         error = from_oserror(e)
     except MemoryError:
         error = OtaError("low_memory", "MemoryError")
+    except Exception as e:  # whatever it is, the half-written slot must not stay bootable
+        error = unexpected(e)
     if job.writer is not None and job.writer.sectors_erased:
         try:
             job.writer.invalidate()  # a half-written slot must never look bootable
