@@ -16,11 +16,48 @@ pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 
 SLOW_RATE = 600 * 1024  # bytes/s: the 1.7 MB image takes about 2.8 s
+# Short enough for a test, long enough for the config's rule (> connect + 2 * read timeout).
+WATCHDOG = {"watchdog_ms": 10000, "connect_timeout": 2, "read_timeout": 3, "health_timeout_s": 30}
+
+# Releases that break after the update (code appended to ota/agent.py of an otherwise good image).
+BROKEN = {
+    "raises-at-import": b"\nraise RuntimeError('broken at import')\n",
+    "raises-later": b"""
+def _broken(self):
+    raise ValueError('broken in the health gate')
+Agent._confirm = _broken
+""",
+    # A blocking socket call without a timeout, before the health gate decides.
+    "hangs": b"""
+def _hang(self):
+    import socket
+    s = socket.socket()
+    s.bind(socket.getaddrinfo('127.0.0.1', 0)[0][-1])
+    s.listen(1)
+    print('agent: hanging in accept()')
+    s.accept()
+Agent._confirm = _hang
+""",
+}
+# A release that confirms, then hangs (busy loop) when it is sent b"hang".
+HANG_ON_COMMAND = b"""
+_on_message = intake.Intake.on_message
+def _maybe_hang(self, topic, payload):
+    if payload == b'hang':
+        print('agent: hanging')
+        while True:
+            pass
+    _on_message(self, topic, payload)
+intake.Intake.on_message = _maybe_hang
+"""
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1", size=BIG)}
+    for name, code in BROKEN.items():
+        images[name] = simfleet.firmware("1.0.2", append={"ota/agent.py": code})
+    images["hang-on-command"] = simfleet.firmware("1.0.1", append={"ota/agent.py": HANG_ON_COMMAND})
     with simfleet.lab(tmp_path_factory.mktemp("survive"), images) as world:
         pki = world["pki"]
         fast = DevServer(world["www"], pki.server_cert, pki.server_key)
@@ -103,3 +140,46 @@ def test_non_utf8_header_location_trailer_are_bad_response(world, rigs):
     mark = rig.send(rig.trigger("job-good"))
     rig.wait_for(_is_ok("1.0.1", "job-good"), timeout=60, start=mark)
     assert rig.versions_booted() == ["1.0.0", "1.0.1"]
+
+
+# --- 3. a new image that raises at import, raises later, or hangs: rolled back, reported -------------
+@pytest.mark.parametrize("release,exit,detail", [
+    ("raises-at-import", "reset", "reset itself before it confirmed"),
+    ("raises-later", "reset", "crashed: ValueError: broken in the health gate"),
+    ("hangs", "wdt", "hung: the watchdog reset it"),
+])
+def test_broken_new_image_is_rolled_back_and_reported(world, rigs, release, exit, detail):
+    rig = rigs(release, "e2e5000003%02d" % len(release), **WATCHDOG)
+    rig.start()
+    mark = rig.send(rig.trigger("job-" + release, version=release))
+    rig.wait_for(lambda m: m.state == "rebooting", timeout=30, start=mark)
+    # Within the health timeout plus the watchdog's (and the two boots around them).
+    deadline = WATCHDOG["health_timeout_s"] + WATCHDOG["watchdog_ms"] / 1000 + 30
+    rolled = rig.wait_for(lambda m: m.state == "rolled_back", timeout=deadline, start=mark)
+    assert (rolled.get("job"), rolled.get("reason")) == ("job-" + release, "boot_failed"), rolled
+    assert detail in rolled.get("detail"), rolled
+    assert (rolled.get("version"), rolled.get("slot")) == ("1.0.0", "ota_0"), rolled
+    boots = rig.device.boots()
+    assert [(b["version"], b.get("exit")) for b in boots[:2]] == [("1.0.0", "reset"), ("1.0.2", exit)], boots
+    assert boots[2]["version"] == "1.0.0" and rig.device.result is None, rig.why()
+    assert "ABORTED" in [e["state_name"] for e in rig.device.read_otadata()["entries"]]
+    assert rig.device.read_otadata()["slot"] != "ota_1"
+    if release == "hangs":
+        assert boots[2]["reset_cause"] == "WDT_RESET", boots
+
+
+# --- 4. the confirmed firmware hangs: the watchdog resets it, back on the fleet ----------------------
+def test_confirmed_firmware_that_hangs_is_reset_by_the_watchdog(world, rigs):
+    rig = rigs("hang-ok", "e2e50000a004", **WATCHDOG)
+    rig.start()
+    mark = rig.send(rig.trigger("job-up", version="hang-on-command"))
+    rig.wait_for(_is_ok("1.0.1", "job-up"), timeout=60, start=mark)
+    mark = rig.send(b"hang")
+    rig.wait_for(lambda m: m.state == "offline", timeout=30, start=mark)  # its last will
+    back = rig.wait_for(lambda m: m.state == "ok", timeout=30, start=mark)
+    assert (back.get("version"), back.get("slot")) == ("1.0.1", "ota_1"), back
+    boots = rig.device.boots()
+    assert [(b["version"], b["reset_cause"]) for b in boots] == [
+        ("1.0.0", "PWRON_RESET"), ("1.0.1", "HARD_RESET"), ("1.0.1", "WDT_RESET")], boots
+    assert boots[1]["exit"] == "wdt" and rig.device.result is None
+    assert "agent: hanging" in rig.device.console()

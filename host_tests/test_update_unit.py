@@ -408,3 +408,26 @@ def test_any_exception_leaves_the_boot_slot_and_an_unbootable_target(monkeypatch
     assert_untouched(esp)
     assert esp.slots["ota_1"].total_erases > 0  # something was written ...
     assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096  # ... and can never boot
+
+
+def test_watchdog_fed_for_every_chunk_downloaded_and_read_back():
+    # A 4 KiB erase+program or readinto is the longest the data path goes without feeding it.
+    img = make_image(size=48000)
+    feeds = []
+    result, esp = run(fakes.FakeServer(img), feed=lambda: feeds.append(1))
+    chunks = (len(img) + 4095) // 4096
+    assert result["result"] == "ok"
+    assert len(feeds) >= 2 * chunks  # the download loop and the read-back, each chunk
+
+
+def test_backoff_pauses_feed_the_watchdog(monkeypatch):
+    # A backoff longer than the watchdog's timeout must not reset the board mid-job.
+    from ota import fetch
+
+    slept, feeds = [], []
+    monkeypatch.setattr(fetch.time, "sleep", lambda s: slept.append(s))
+    img = make_image()
+    server = fakes.FakeServer(img, plans=[{"drop_after": 5000}])
+    run(server, config={"retry_backoff_ms": 3500}, feed=lambda: feeds.append(len(slept)))
+    assert slept == [1.0, 1.0, 1.0, 0.5], slept
+    assert [0, 1, 2, 3] == sorted(set(feeds) & {0, 1, 2, 3})

@@ -116,7 +116,8 @@ class Runner:
             policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=agent.ota.get("token"), config=policy, progress=self._progress,
-                         running=agent.version, target=agent.other)  # both known since start-up
+                         running=agent.version, target=agent.other,  # both known since start-up
+                         feed=agent.feed)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return

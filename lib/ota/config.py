@@ -25,7 +25,7 @@ DEFAULTS = {
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
             "connect_timeout": 10, "read_timeout": 10, "token": None, "token_host": None,
             "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
-            "selftest_min_heap": 32768, "chip_rev": None},
+            "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000},
 }
 
 SECRETS = ("wifi.password", "mqtt.password", "ota.token")
@@ -69,6 +69,7 @@ _SCHEMA = (
     ("ota.min_free", "int", 0, 1048576),
     ("ota.selftest_min_heap", "int", 0, 1048576),
     ("ota.chip_rev", "opt_int", 0, 65535),
+    ("ota.watchdog_ms", "int", 10000, 3600000),
 )
 
 
@@ -146,6 +147,11 @@ def validate(cfg, complete=False):
     for field in ("topics.cmd_device", "topics.state"):
         if "{id}" not in _get(cfg, field):
             _bad(field, "must contain {id} (one topic per device)")
+    # The watchdog must outlast the longest step that cannot feed it: a connect, then a TLS
+    # handshake whose reads each wait up to read_timeout (two flights from the server).
+    longest = 1000 * (_get(cfg, "ota.connect_timeout") + 2 * _get(cfg, "ota.read_timeout"))
+    if _get(cfg, "ota.watchdog_ms") <= longest:
+        _bad("ota.watchdog_ms", "must exceed 1000 * (connect_timeout + 2 * read_timeout) = %d" % longest)
     if _get(cfg, "ota.require_signature") and _get(cfg, "ota.signing_pubkey") is None:
         _bad("ota.signing_pubkey", "required when ota.require_signature is true")
     if complete:

@@ -38,9 +38,11 @@ class _Drop(Exception):
 
 class Download:
     # size: the trigger's size or None. total: the file's size once a server has said it.
-    def __init__(self, url, size, cfg, https, esp32, progress, open_args):
+    # feed: the watchdog's feed, called for every chunk and through the backoff pauses (None: none).
+    def __init__(self, url, size, cfg, https, esp32, progress, open_args, feed=None):
         self.url, self.size, self.cfg, self.https, self.esp32 = url, size, cfg, https, esp32
         self.progress, self.open_args = progress, open_args
+        self.feed = feed or _no_watchdog
         self.total = size
         self._counters_from(0)
 
@@ -89,11 +91,7 @@ class Download:
             failures = 1 if writer.received > start else failures + 1
             if failures > self.cfg["retries"] or error.reason == "low_memory":
                 raise error
-            backoff = self.cfg["retry_backoff_ms"] << min(failures - 1, 5)
-            if hasattr(time, "sleep_ms"):
-                time.sleep_ms(backoff)
-            else:  # CPython
-                time.sleep(backoff / 1000)
+            _pause(self.cfg["retry_backoff_ms"] << min(failures - 1, 5), self.feed)
             heap.check(self.cfg["min_free"], esp32=self.esp32)  # a new TLS session needs its block
 
     # A (re)connection's answer against what was asked. Raises OtaError too_large, size_mismatch.
@@ -114,6 +112,7 @@ class Download:
     # Raises _Drop, OtaError, OSError (flash).
     def _stream(self, resp, writer, sink):
         while True:
+            self.feed()
             free = writer.free_space()
             try:
                 n = resp.readinto(free)
@@ -129,3 +128,19 @@ class Download:
             if self.progress and writer.received >= self.next_report:
                 self.next_report = writer.received + self.cfg["progress_bytes"]
                 self.progress(writer.received, self.total)
+
+
+def _no_watchdog():
+    pass
+
+
+# Sleeps ms, feeding the watchdog at least every second (a backoff can be longer than its timeout).
+def _pause(ms, feed):
+    while ms > 0:
+        feed()
+        step = ms if ms < 1000 else 1000
+        if hasattr(time, "sleep_ms"):
+            time.sleep_ms(step)
+        else:  # CPython
+            time.sleep(step / 1000)
+        ms -= step

@@ -86,7 +86,7 @@ class _Update:
 
     # The end checks, then the commit. Returns the result dict. Raises OtaError truncated,
     # size_mismatch, bad_sha256, bad_checksum, bad_image_hash, readback_mismatch, validate_failed.
-    def verify_and_commit(self, target):
+    def verify_and_commit(self, target, feed):
         w = self.writer
         received = w.received
         if self.info is None:
@@ -100,7 +100,7 @@ class _Update:
             raise OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
         self.verifier.finish()
         w.finish()
-        if w.readback_sha256(received) != digest:
+        if w.readback_sha256(received, feed) != digest:
             raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
         try:
             target.set_boot()  # esp_image_verify once more, then otadata: the very last step
@@ -110,6 +110,10 @@ class _Update:
             raise
         return {"result": "ok", "version": self.new_version, "bytes": received, "slot": w.label,
                 "sha256": got, "restarts": w.restarts}
+
+
+def _no_watchdog():
+    pass
 
 
 # The running slot's app descriptor version; "" when unknown (stock builds leave it empty).
@@ -129,8 +133,9 @@ def _running_version(partition):
 # config: the "ota" section. https, esp32: modules (tests inject fakes). running: the running
 # version (None: read from the running slot). target: the slot to write (None: get_next_update(); the
 # agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
+# feed(): the watchdog's, called for every chunk downloaded or read back (None: no watchdog).
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-        https=None, esp32=None, running=None, target=None):
+        https=None, esp32=None, running=None, target=None, feed=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -154,8 +159,9 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         if size is not None and size > job.writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
         heap.check(cfg["min_free"], esp32=esp32)
-        if not Download(url, size, cfg, https, esp32, progress, open_args).run(job.writer, job):
-            return job.verify_and_commit(target)
+        feed = feed or _no_watchdog
+        if not Download(url, size, cfg, https, esp32, progress, open_args, feed).run(job.writer, job):
+            return job.verify_and_commit(target, feed)
         if job.writer.sectors_erased:  # the file changed under a 200 restart: drop what was written
             job.writer.invalidate()
         return {"result": "same_version", "version": job.new_version, "bytes": 0,
