@@ -9,6 +9,7 @@ import pytest
 from harness import simfleet
 from harness.broker import find_backend
 from harness.devserver import DevServer
+from harness.faultproxy import FaultProxy
 from harness.nginx import find_nginx
 from test_e2e_agent import BIG, Rig, _is_ok
 
@@ -64,8 +65,8 @@ def world(tmp_path_factory):
         slow = DevServer(world["www"], pki.server_cert, pki.server_key)
         slow.faults.trickle = SLOW_RATE
         hostile = DevServer(world["www"], pki.server_cert, pki.server_key)  # faults set per test
-        with fast, slow, hostile:
-            yield dict(world, fast=fast, slow=slow, hostile=hostile)
+        with fast, slow, hostile, FaultProxy(("127.0.0.1", hostile.port)) as proxy:
+            yield dict(world, fast=fast, slow=slow, hostile=hostile, proxy=proxy)
 
 
 @pytest.fixture
@@ -79,6 +80,7 @@ def rigs(world):
 
     yield make
     world["hostile"].reset()
+    world["proxy"].pass_through()
     for rig in made:
         rig.close()
 
@@ -183,3 +185,45 @@ def test_confirmed_firmware_that_hangs_is_reset_by_the_watchdog(world, rigs):
         ("1.0.0", "PWRON_RESET"), ("1.0.1", "HARD_RESET"), ("1.0.1", "WDT_RESET")], boots
     assert boots[1]["exit"] == "wdt" and rig.device.result is None
     assert "agent: hanging" in rig.device.console()
+
+
+def _via_proxy(world, rig, job):
+    job["url"] = world["proxy"].url("firmware-1.0.1.bin?t=" + rig.name)
+    return job
+
+
+# --- 5. a server that restarts the download for ever, or trickles -------------------------------------
+def test_200_to_every_range_request_is_bounded(world, rigs):
+    # Each connection is cut a little later than the last and every Range request is answered 200:
+    # each "progress" used to reset the retry budget, and each restart erased sector 0 again.
+    world["hostile"].faults.ignore_range = True
+    world["proxy"].sequence(*[{"kind": "drop", "n": 200000 + 100000 * k} for k in range(10)])
+    rig = rigs("restarts", "e2e50000a005", retry_backoff_ms=100)  # ota.max_restarts: 3 by default
+    rig.start()
+    mark = rig.send(_via_proxy(world, rig, rig.trigger("job-restarts")))
+    failed = rig.wait_for(lambda m: m.get("job") == "job-restarts" and m.state == "failed", timeout=60,
+                          start=mark)
+    assert failed.get("reason") == "too_many_restarts", failed
+    assert len(world["proxy"].connections) == 5  # the first answer, 3 restarts, the refused one
+    assert rig.device.read_otadata()["slot"] in (None, "ota_0") and _slot_unbootable(rig)
+    world["hostile"].reset()
+    mark = rig.send(rig.trigger("job-good"))
+    rig.wait_for(_is_ok("1.0.1", "job-good"), timeout=60, start=mark)
+    first_boot = rig.device.boot_counters(0)
+    assert first_boot["erased_sectors"]["0x1e0000"] <= 4 + 1 + 1, first_boot  # 4 starts, invalidate, good job
+    _alive(rig)
+
+
+def test_download_deadline_ends_a_trickling_server(world, rigs):
+    # 20 KB/s: each 4 KiB chunk comes well within the watchdog's timeout, the whole image would take
+    # 85 s; the job's deadline ends it, cleanly, and the watchdog never fires.
+    world["proxy"].trickle(20000)
+    rig = rigs("trickle", "e2e50000a006", download_deadline_s=12, **WATCHDOG)
+    rig.start()
+    mark = rig.send(_via_proxy(world, rig, rig.trigger("job-trickle")))
+    failed = rig.wait_for(lambda m: m.get("job") == "job-trickle" and m.state == "failed", timeout=60,
+                          start=mark)
+    assert failed.get("reason") == "download_deadline", failed
+    assert rig.device.read_otadata()["slot"] in (None, "ota_0") and _slot_unbootable(rig)
+    assert len(rig.device.boots()) == 1  # no watchdog reset on the way
+    _alive(rig)

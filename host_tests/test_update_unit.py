@@ -431,3 +431,41 @@ def test_backoff_pauses_feed_the_watchdog(monkeypatch):
     run(server, config={"retry_backoff_ms": 3500}, feed=lambda: feeds.append(len(slept)))
     assert slept == [1.0, 1.0, 1.0, 0.5], slept
     assert [0, 1, 2, 3] == sorted(set(feeds) & {0, 1, 2, 3})
+
+
+def test_200_to_every_range_request_is_bounded_by_max_restarts():
+    # Issue 10: a server that answers each Range request with a 200 and cuts the body a little
+    # later each time made progress every time, so the retry budget never ran out and sector 0 was
+    # erased again at every restart, for ever.
+    img = make_image(size=120000)
+    plans = [{"ignore_range": True, "drop_after": 20000 + 10000 * k} for k in range(9)]
+    server = fakes.FakeServer(img, plans=plans)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(server, esp=esp, config={"max_restarts": 2})
+    assert e.value.reason == "too_many_restarts", e.value
+    assert len(server.opens) == 4  # the first answer, 2 restarts, the 200 that was one too many
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].erases[0] == 3 + 1  # 3 starts from byte 0, then invalidated
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
+
+
+def test_download_deadline_ends_a_trickle(monkeypatch):
+    # A server that keeps sending (a byte a second) resets no retry budget but holds the device:
+    # the job has an overall deadline.
+    from ota import fetch
+
+    now = [0]
+
+    def clock():
+        now[0] += 1000  # every look at the clock: a second later
+        return now[0]
+
+    monkeypatch.setattr(fetch, "ticks_ms", clock)
+    img = make_image(size=120000)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(img), esp=esp, config={"download_deadline_s": 10})
+    assert e.value.reason == "download_deadline" and "10 s" in e.value.detail, e.value
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096

@@ -25,7 +25,8 @@ DEFAULTS = {
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
             "connect_timeout": 10, "read_timeout": 10, "token": None, "token_host": None,
             "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
-            "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000},
+            "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000,
+            "max_restarts": 3, "download_deadline_s": 900},
 }
 
 SECRETS = ("wifi.password", "mqtt.password", "ota.token")
@@ -70,6 +71,8 @@ _SCHEMA = (
     ("ota.selftest_min_heap", "int", 0, 1048576),
     ("ota.chip_rev", "opt_int", 0, 65535),
     ("ota.watchdog_ms", "int", 10000, 3600000),
+    ("ota.max_restarts", "int", 0, 20),
+    ("ota.download_deadline_s", "int", 10, 86400),
 )
 
 
