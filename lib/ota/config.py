@@ -23,7 +23,7 @@ DEFAULTS = {
     "ota": {"ca_path": "ca.der", "allow_http": False, "require_sha256": False,
             "allow_downgrade": False, "require_signature": False, "signing_pubkey": None,
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
-            "connect_timeout": 10, "read_timeout": 10, "token": None, "token_host": None,
+            "connect_timeout": 10, "read_timeout": 10, "token": None, "token_origin": None,
             "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
             "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000,
             "max_restarts": 3, "download_deadline_s": 900},
@@ -64,7 +64,7 @@ _SCHEMA = (
     ("ota.connect_timeout", "int", 1, 300),
     ("ota.read_timeout", "int", 1, 300),
     ("ota.token", "opt_str", 1, 512),
-    ("ota.token_host", "opt_str", 1, 253),
+    ("ota.token_origin", "opt_str", 8, 300),
     ("ota.progress_bytes", "int", _SECTOR, 16777216),
     ("ota.progress_interval_s", "int", 1, 3600),
     ("ota.min_free", "int", 0, 1048576),
@@ -132,6 +132,9 @@ def _check(field, kind, low, high, value):
 def validate(cfg, complete=False):
     if type(cfg) is not dict:
         _bad("config", "must be a JSON object")
+    if type(cfg.get("ota")) is dict and "token_host" in cfg["ota"]:  # before "unknown setting"
+        _bad("ota.token_host", 'replaced by ota.token_origin, "https://host[:port]": the token goes to '
+             "that scheme, host and port only")
     for name in sorted(cfg):
         if name not in DEFAULTS:
             _bad(name, "unknown setting")
@@ -155,6 +158,7 @@ def validate(cfg, complete=False):
     longest = 1000 * (_get(cfg, "ota.connect_timeout") + 2 * _get(cfg, "ota.read_timeout"))
     if _get(cfg, "ota.watchdog_ms") <= longest:
         _bad("ota.watchdog_ms", "must exceed 1000 * (connect_timeout + 2 * read_timeout) = %d" % longest)
+    _check_token_origin(_get(cfg, "ota.token_origin"), _get(cfg, "ota.token"))
     if _get(cfg, "ota.require_signature") and _get(cfg, "ota.signing_pubkey") is None:
         _bad("ota.signing_pubkey", "required when ota.require_signature is true")
     if complete:
@@ -162,6 +166,20 @@ def validate(cfg, complete=False):
             if not _get(cfg, field):
                 _bad(field, "required: a device cannot reach the fleet without it")
     return cfg
+
+
+# ota.token_origin: "https://host[:port]". A token without one could never be sent: refused, so
+# that an old config (a token that followed the trigger's URL) says so rather than meet http_401.
+def _check_token_origin(origin, token):
+    if origin is None and token is not None:
+        _bad("ota.token_origin", 'required with ota.token: the "https://host[:port]" it may go to')
+    if origin is not None:
+        from ota import url as urls
+
+        try:
+            urls.origin(origin)
+        except OtaError as e:
+            _bad("ota.token_origin", "not an origin: " + e.detail.split(":")[0])
 
 
 def merge(overrides):

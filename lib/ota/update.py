@@ -29,7 +29,7 @@ from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 
 _VALIDATE_FAILED = const(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED from Partition.set_boot()
-_OPEN_KEYS = ("ca_path", "token_host", "allow_http", "connect_timeout", "read_timeout")
+_OPEN_KEYS = ("ca_path", "token_origin", "allow_http", "connect_timeout", "read_timeout")
 
 
 class _Update:
