@@ -14,7 +14,8 @@
 # seen: the last MAX_SEEN job ids, oldest first: a QoS 1 redelivery, or the retained trigger that the
 # broker hands out again at every subscribe, must not start the same job again (also a failed one,
 # else a retained trigger for a broken release would loop after every reconnect).
-# Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty.
+# Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty
+# (a record that is not an object of JSON scalars, or seen ids that are not strings, are dropped).
 import json
 import os
 
@@ -31,12 +32,13 @@ class Jobs:
         try:
             with open(path) as f:
                 data = json.load(f)
-            self.current = data.get("current")
-            self.seen = list(data.get("seen", []))[-MAX_SEEN:]
+            self.current = _record(data.get("current"))
+            self.seen = [i for i in data.get("seen", []) if type(i) is str][-MAX_SEEN:]
         except OSError:  # no file yet: a device that never ran a job
             pass
         except (ValueError, AttributeError, TypeError):  # corrupt (power cut mid-write on FAT)
             print("jobs: %s unreadable, starting empty" % path)
+            self.current, self.seen = None, []
 
     def seen_before(self, job_id):
         return job_id in self.seen
@@ -67,3 +69,14 @@ class Jobs:
         except OSError:  # FAT refuses to rename over an existing file (littlefs, the default, does not)
             os.remove(self.path)
             os.rename(tmp, self.path)
+
+
+# The job record as read back: a dict of JSON scalars, else None. Anything else (a file written by
+# other code, or damaged) made the agent's boot raise at every start: a reset loop (issue 10).
+def _record(value):
+    if type(value) is not dict:
+        return None
+    for key in value:
+        if type(key) is not str or not (value[key] is None or type(value[key]) in (str, int, bool)):
+            return None
+    return value
