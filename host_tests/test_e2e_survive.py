@@ -2,7 +2,7 @@
 # takes the agent off the broker for good. Each case runs the real micropython binary on the simulated
 # ESP32-C3 against a real mosquitto and our HTTPS dev server, and is judged from the broker's side
 # (the retained state) and the flash (otadata, boots.jsonl).
-import os
+import time
 
 import pytest
 
@@ -155,9 +155,11 @@ def test_broken_new_image_is_rolled_back_and_reported(world, rigs, release, exit
     rig.start()
     mark = rig.send(rig.trigger("job-" + release, version=release))
     rig.wait_for(lambda m: m.state == "rebooting", timeout=30, start=mark)
+    rebooting = time.monotonic()
     # Within the health timeout plus the watchdog's (and the two boots around them).
     deadline = WATCHDOG["health_timeout_s"] + WATCHDOG["watchdog_ms"] / 1000 + 30
     rolled = rig.wait_for(lambda m: m.state == "rolled_back", timeout=deadline, start=mark)
+    print("%s: rolled back and reported %.1f s after 'rebooting'" % (release, time.monotonic() - rebooting))
     assert (rolled.get("job"), rolled.get("reason")) == ("job-" + release, "boot_failed"), rolled
     assert detail in rolled.get("detail"), rolled
     assert (rolled.get("version"), rolled.get("slot")) == ("1.0.0", "ota_0"), rolled
@@ -198,18 +200,20 @@ def test_200_to_every_range_request_is_bounded(world, rigs):
     # each "progress" used to reset the retry budget, and each restart erased sector 0 again.
     world["hostile"].faults.ignore_range = True
     world["proxy"].sequence(*[{"kind": "drop", "n": 200000 + 100000 * k} for k in range(10)])
+    before = len(world["proxy"].connections)
     rig = rigs("restarts", "e2e50000a005", retry_backoff_ms=100)  # ota.max_restarts: 3 by default
     rig.start()
     mark = rig.send(_via_proxy(world, rig, rig.trigger("job-restarts")))
     failed = rig.wait_for(lambda m: m.get("job") == "job-restarts" and m.state == "failed", timeout=60,
                           start=mark)
     assert failed.get("reason") == "too_many_restarts", failed
-    assert len(world["proxy"].connections) == 5  # the first answer, 3 restarts, the refused one
+    assert len(world["proxy"].connections) - before == 5  # the first answer, 3 restarts, the refused one
     assert rig.device.read_otadata()["slot"] in (None, "ota_0") and _slot_unbootable(rig)
     world["hostile"].reset()
     mark = rig.send(rig.trigger("job-good"))
     rig.wait_for(_is_ok("1.0.1", "job-good"), timeout=60, start=mark)
     first_boot = rig.device.boot_counters(0)
+    print("ota_1 sector 0 erased %d times in the first boot" % first_boot["erased_sectors"]["0x1e0000"])
     assert first_boot["erased_sectors"]["0x1e0000"] <= 4 + 1 + 1, first_boot  # 4 starts, invalidate, good job
     _alive(rig)
 

@@ -22,7 +22,8 @@ _CAUSES = {2: "reset itself before it confirmed (crashed: see its console)",
 
 def classify(record, running_slot, slot_states=None, reset_cause=None):
     # record: Jobs.current (or None); slot_states: ota.otadata.read() (the agent reads it only for a
-    # record still "downloading"; None = unknown); reset_cause: machine.reset_cause(). Returns (kind, reason, detail), kind one of:
+    # record still "downloading"; None = unknown); reset_cause: machine.reset_cause(), which names
+    # what ended a new image that left no reason. Returns (kind, reason, detail), kind one of:
     #   normal       no job in flight (none, or its outcome was already reported)
     #   update       first boot of the job's new slot: the health gate must run
     #   rolled_back  the new slot was left (health gate failed, or it crashed) -> report
