@@ -16,6 +16,9 @@
 #   ignore_range   answer 200 with the whole file to a Range request
 #   short_body     withhold this many bytes at the end while announcing the full Content-Length
 #   chunked        Transfer-Encoding: chunked, uneven chunk sizes, a chunk extension
+#   headers        {name: value} added to every file answer (str, sent as latin-1: "X-\xff" is the
+#                  byte 0xff, which no UTF-8 decoder takes)
+#   trailer        raw bytes of trailer lines after a chunked body's last chunk (default b"X-Trailer: yes\r\n")
 # srv.redirects = {"/a": (302, "{origin}/b")}: location templates {origin} (https://localhost:PORT),
 # {ip_origin} (https://127.0.0.1:PORT), {port}.
 # srv.token = "t": requests whose Host is in srv.token_hosts (default localhost) need
@@ -46,6 +49,8 @@ class Faults:
         self.ignore_range = False
         self.short_body = 0
         self.chunked = False
+        self.headers = {}
+        self.trailer = b"X-Trailer: yes\r\n"
 
     def clean(self):
         """No fault set: the answer a real server gives."""
@@ -185,6 +190,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
+        for name, value in faults.headers.items():
+            self.send_header(name, value)
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.flush()
@@ -203,7 +210,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if cut is not None:
             body = body[:cut]
         if faults.chunked:
-            self._send_chunked(body, complete=cut is None)
+            self._send_chunked(body, complete=cut is None, trailer=faults.trailer)
         else:
             self._send_paced(body, faults.trickle)
         if drop is not None and faults.drop_reset:
@@ -222,7 +229,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(step / rate)
 
-    def _send_chunked(self, body, complete):
+    def _send_chunked(self, body, complete, trailer):
         i = n = 0
         while i < len(body):
             size = _CHUNK_SIZES[n % len(_CHUNK_SIZES)]
@@ -232,7 +239,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             i += len(piece)
             n += 1
         if complete:
-            self.wfile.write(b"0\r\nX-Trailer: yes\r\n\r\n")
+            self.wfile.write(b"0\r\n" + trailer + b"\r\n")
 
 
 def _parse_range(header):

@@ -7,7 +7,7 @@
 #
 # jobs.json: [{"name", "url", "sha256"?, "size"?, "version"?, "token"?, "project"?, "ota": {overrides}},
 # ...]
-# ("token_host" and other "ota" settings go in "ota"). When the jobs are done, jobs.json is renamed
+# ("token_origin" and other "ota" settings go in "ota"). When the jobs are done, jobs.json is renamed
 # (so the next boot does not repeat them) and the device resets; the next boot prints
 # BOOT {"label": running slot, "version": ...} and returns. Nothing here is needed on a real board
 # except the esp32 module; the erase counter comes from the simulator's flash when it is there.

@@ -18,6 +18,7 @@ class Reset(BaseException):
 
 machine = types.ModuleType("machine")
 machine.unique_id = lambda: bytes.fromhex("a0b1c2d3e4f5")
+machine.reset_cause = lambda: 2  # HARD_RESET: machine.reset()
 
 
 def _reset():
@@ -124,8 +125,9 @@ class Updater:
         self.calls, self.result, self.error, self.during, self.total = [], result, error, during, total
 
     def __call__(self, url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-                 running=None, target=None, running_project=None, project=None):
+                 running=None, target=None, running_project=None, project=None, feed=None):
         self.calls.append(dict(url=url, sha256=sha256, size=size, version=version, token=token))
+        self.feed = feed
         self.slots = getattr(self, "slots", []) + [(running, target)]
         self.configs = getattr(self, "configs", []) + [config]
         for done in range(0, self.total + 1, 65536):
@@ -657,16 +659,22 @@ def test_loop_retries_connect_with_backoff(env, monkeypatch):
     class Stop(BaseException):
         pass
 
+    feeds = []
+
     def sleep(s):
-        sleeps.append(s)
+        sleeps.append((len(FakeMQTT.instances), s, len(feeds)))
         if len(FakeMQTT.instances) >= 3 and FakeMQTT.instances[-1].sock is not None:
             raise Stop()
 
     monkeypatch.setattr(agent.time, "sleep", sleep)
     a = env.make()
+    a.feed = lambda: feeds.append(1)
     with pytest.raises(Stop):
         a.run()
-    assert sleeps[:2] == [2, 4]  # backoff doubled, then connected
+    # Backoff 2 s, then 4 s, then connected; slept in 1 s steps with the watchdog fed before each.
+    pauses = [(attempt, s) for attempt, s, _ in sleeps if attempt < 3]
+    assert pauses == [(1, 1)] * 2 + [(2, 1)] * 4, sleeps
+    assert all(fed > i for i, (_, _, fed) in enumerate(sleeps[:6])), sleeps
     assert a.client.states()[-1]["state"] == "idle"
 
 

@@ -52,6 +52,19 @@ BAD = [
     ({"ota": {"ca_path": "config.json"}}, "ota.ca_path"),
     ({"mqtt": {"ca_path": "/main.py"}}, "mqtt.ca_path"),
     ({"ota": {"ca_path": "boot.py"}}, "ota.ca_path"),
+    # The watchdog must outlast a connect plus a TLS handshake's reads (issue 10).
+    ({"ota": {"watchdog_ms": 9999}}, "ota.watchdog_ms"),
+    ({"ota": {"watchdog_ms": 30000}}, "ota.watchdog_ms"),  # 10 + 2 * 10 s: not more
+    ({"ota": {"watchdog_ms": 60000, "read_timeout": 30}}, "ota.watchdog_ms"),
+    ({"ota": {"max_restarts": 21}}, "ota.max_restarts"),
+    ({"ota": {"download_deadline_s": 5}}, "ota.download_deadline_s"),
+    # The token goes to one origin only; a config that relied on the old defaults says so.
+    ({"ota": {"token": "t"}}, "ota.token_origin"),
+    ({"ota": {"token": "t", "token_host": "fw.example"}}, "ota.token_host"),
+    ({"ota": {"token": "t", "token_origin": "https://fw.example/firmware"}}, "ota.token_origin"),
+    ({"ota": {"token": "t", "token_origin": "https://fw.example?x=1"}}, "ota.token_origin"),
+    ({"ota": {"token": "t", "token_origin": "ftp://fw.example"}}, "ota.token_origin"),
+    ({"ota": {"token": "t", "token_origin": "https://user@fw.example"}}, "ota.token_origin"),
 ]
 
 
@@ -72,6 +85,13 @@ def test_a_good_full_config_validates():
                         "tls": True}, "ota": {"chunk_size": 32768, "require_signature": True,
                         "signing_pubkey": "0f" * 32}, "device_id": "switch-07"})
     config.validate(cfg, complete=True)
+
+
+def test_token_origin_and_watchdog_accepted():
+    config.validate(config.merge({"ota": {"token": "t", "token_origin": "https://fw.example:8443/"}}))
+    config.validate(config.merge({"ota": {"token": "t", "token_origin": "http://10.0.0.5"}}))
+    config.validate(config.merge({"ota": {"watchdog_ms": 30001}}))
+    assert config.merge({})["ota"]["watchdog_ms"] == 60000
 
 
 def test_complete_requires_ssid_and_broker():

@@ -151,7 +151,7 @@ def _success_jobs(world):
                          images["firmware"]),
         "chunked": ({"url": srv["chunked"].url("mid.bin"), "sha256": sha(mid)}, mid),
         "token": ({"url": srv["token"].url("auth/mid.bin"), "sha256": sha(mid), "token": "s3cret",
-                   "ota": {"token_host": "localhost"}}, mid),
+                   "ota": {"token_origin": "https://localhost:%d" % srv["token"].port}}, mid),
         "restart_200": ({"url": srv["restart"].url("mid.bin"), "sha256": sha(mid)}, mid),
         "random_drops": ({"url": srv["drops"].url("full.bin"), "sha256": sha(full)}, full),
         "random_resets": ({"url": srv["resets"].url("mid.bin"), "sha256": sha(mid)}, mid),

@@ -65,17 +65,33 @@ def test_chunked_and_token_redirect(env, dev):
     dev.faults.chunked = True
     dev.token = "t0k"
     dev.redirects = {"/p": (307, "{ip_origin}/fw.bin")}
-    resp, body = fetch(env, dev.url("p"), token="t0k")
+    resp, body = fetch(env, dev.url("p"), token="t0k", token_origin="https://localhost:%d" % dev.port)
     assert resp.chunked and body == env.data
     assert dev.requests[0]["headers"]["authorization"] == "Bearer t0k"
     assert "authorization" not in dev.requests[1]["headers"]
 
 
-def test_explicit_token_host(env, dev):
+def test_token_goes_to_its_origin_only(env, dev):
+    # Issue 10: with the old default (token_host None: the trigger URL's host) the token went to
+    # whatever host the trigger named, to other ports of that host, and over http://.
     dev.redirects = {"/p": (302, "{ip_origin}/fw.bin")}
-    fetch(env, dev.url("p"), token="t0k", token_host="127.0.0.1")
+    fetch(env, dev.url("p"), token="t0k", token_origin="https://127.0.0.1:%d" % dev.port)
     assert "authorization" not in dev.requests[0]["headers"]
     assert dev.requests[1]["headers"]["authorization"] == "Bearer t0k"
+    dev.reset()
+    fetch(env, dev.url("fw.bin"), token="t0k")  # no origin: no token, whatever the URL
+    fetch(env, dev.url("fw.bin"), token="t0k", token_origin="https://localhost:%d" % (dev.port + 1))
+    fetch(env, dev.url("fw.bin"), token="t0k", token_origin="https://localhost")  # port 443
+    assert [r["headers"].get("authorization") for r in dev.requests] == [None, None, None]
+
+
+def test_token_not_sent_over_http_to_an_https_origin(env, tmp_path):
+    (tmp_path / "fw.bin").write_bytes(b"plain")
+    with DevServer(str(tmp_path)) as plain:  # no certificate: http://
+        url = plain.url("fw.bin")
+        for origin in ("https://localhost:%d" % plain.port, "http://localhost:%d" % plain.port):
+            fetch(env, url, token="t0k", token_origin=origin, allow_http=True)
+        assert [r["headers"].get("authorization") for r in plain.requests] == [None, "Bearer t0k"]
 
 
 def test_cut_and_stall(env, dev):
@@ -92,7 +108,8 @@ def test_cut_and_stall(env, dev):
 
 def test_header_injection_refused(env, dev):
     with pytest.raises(OtaError) as info:
-        https.open(dev.url("fw.bin"), ca_path=env.pki.ca_der, token="a\r\nX-Evil: 1")
+        https.open(dev.url("fw.bin"), ca_path=env.pki.ca_der, token="a\r\nX-Evil: 1",
+                   token_origin="https://localhost:%d" % dev.port)
     assert info.value.reason == "bad_url"
 
 
@@ -127,6 +144,11 @@ def raw_server(pki, reply):
     (b"HTTP/1.1 302 Found\r\nLocation: ftp://x/y\r\n\r\n", "bad_url"),
     (b"HTTP/1.1 200 OK\r\nContent-Le", "connection_lost"),
     (b"HTTP/1.1 403 Forbidden\r\n\r\n", "http_403"),
+    # Not UTF-8 (issue 10: a UnicodeError escaped and killed the agent), or not a token.
+    (b"HTTP/1.1 200 OK\r\nX-\xff: 1\r\nContent-Length: 0\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 200 OK\r\nX Y: 1\r\nContent-Length: 0\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 302 Found\r\nLocation: https://localhost/\xff\xfe\r\n\r\n", "bad_response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\xff\r\n\r\n", "bad_response"),
 ])
 def test_bad_heads(env, reply, reason):
     with pytest.raises(OtaError) as info:
@@ -140,7 +162,9 @@ def test_body_without_length_reads_to_eof(env):
     assert (resp.length, resp.total, body) == (None, None, b"hello world")
 
 
-@pytest.mark.parametrize("body", [b"-5\r\nabcde\r\n0\r\n\r\n", b"zz\r\n", b"5\r\nabcdeXX0\r\n\r\n"])
+@pytest.mark.parametrize("body", [b"-5\r\nabcde\r\n0\r\n\r\n", b"zz\r\n", b"5\r\nabcdeXX0\r\n\r\n",
+                                  b"5\r\nabcde\r\n0\r\nX-\xff: 1\r\n\r\n",
+                                  b"5\r\nabcde\r\n0\r\nX: \xff\r\nLocation: \xff\r\n\r\n"])
 def test_bad_chunk_framing(env, body):
     url = raw_server(env.pki, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
     with pytest.raises(OtaError) as info:

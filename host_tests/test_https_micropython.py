@@ -203,7 +203,8 @@ def test_range_answered_with_200_is_exposed(env, dev):
 def test_token_goes_only_to_the_first_host(env, dev):
     dev.token = "s3cret"
     dev.redirects = {"/private/firmware.bin": (302, "{ip_origin}/firmware.bin")}
-    r = run(env.device, dev.url("private/firmware.bin"), opts={"token": "s3cret"})
+    r = run(env.device, dev.url("private/firmware.bin"),
+            opts={"token": "s3cret", "token_origin": "https://localhost:%d" % dev.port})
     assert r["ok"] and r["sha256"] == env.sha256, r
     first, second = dev.requests
     assert first["host"] == "localhost" and first["headers"]["authorization"] == "Bearer s3cret"
@@ -213,7 +214,8 @@ def test_token_goes_only_to_the_first_host(env, dev):
 
 def test_wrong_token_is_http_401(env, dev):
     dev.token = "s3cret"
-    r = run(env.device, dev.url("firmware.bin"), opts={"token": "nope"})
+    r = run(env.device, dev.url("firmware.bin"),
+            opts={"token": "nope", "token_origin": "https://localhost:%d" % dev.port})
     assert r["reason"] == "http_401", r
 
 

@@ -139,3 +139,13 @@ def test_other_kinds_unchanged_by_otadata():
     assert health.classify(_record("rolling_back", reason="selftest_failed"), "ota_0", aborted)[:2] == \
         ("rolled_back", "selftest_failed")
     assert health.classify(_record("ok"), "ota_0", aborted) == ("normal", None, None)
+
+
+@pytest.mark.parametrize("cause,words", [(3, "hung: the watchdog"), (2, "reset itself"), (1, "lost power"),
+                                         (None, "reset cause None")])
+def test_new_image_gone_without_a_reason_is_named_by_the_reset_cause(cause, words):
+    # The old firmware boots after the new image's reset; machine.reset_cause() says what it was.
+    kind, reason, detail = health.classify(_record("rebooting"), "ota_0", reset_cause=cause)
+    assert (kind, reason) == ("rolled_back", "boot_failed") and words in detail, detail
+    kept = health.classify(_record("rebooting", reason="selftest_failed", detail="d"), "ota_0", reset_cause=3)
+    assert kept == ("rolled_back", "selftest_failed", "d")

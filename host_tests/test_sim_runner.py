@@ -84,7 +84,7 @@ def test_update_then_confirm_runs_new_code(tmp_path):
     assert device.run(timeout=30) == "exit"
     console = device.console()
     assert "set_boot done" in console and "app 2.0.0" in console and "confirmed" in console
-    assert "running 2.0.0 cause 5" in console  # machine.reset() -> SOFT_RESET as on the port
+    assert "running 2.0.0 cause 2" in console  # machine.reset(): ESP_RST_SW -> HARD_RESET on the port
     assert [(b["slot"], b["state"]) for b in device.boots()] == [("ota_0", "VALID"), ("ota_1", "PENDING_VERIFY")]
     assert device.read_otadata()["slot"] == "ota_1"
     assert device.read_otadata()["entries"][1]["state_name"] == "VALID"
@@ -185,3 +185,99 @@ def test_wait_for_and_host_power_cut(tmp_path):
     device.stop()
     assert device.result == "stopped"
     assert device.boots()[0]["exit"] == "power_cut"
+
+
+WATCHDOG = """
+import machine, os, socket, time
+def exists(name):
+    try:
+        os.stat(name)
+        return True
+    except OSError:
+        return False
+print('cause', machine.reset_cause())
+if not exists('hang'):
+    open('hang', 'w').close()
+    for args in ((1, 1000), (0, 0), (0, -5)):
+        try:
+            machine.WDT(*args)
+            print('accepted', args)
+        except ValueError:
+            print('refused', args)
+    dog = machine.WDT(timeout=300)
+    for i in range(8):  # fed: alive well past 300 ms
+        time.sleep_ms(100)
+        dog.feed()
+    machine.WDT(timeout=1500)  # constructing again changes the timeout
+    time.sleep_ms(600)
+    print('fed and reconfigured: alive')
+    machine.WDT(timeout=200)
+    while True:
+        pass
+elif not exists('socket'):
+    open('socket', 'w').close()
+    machine.WDT(timeout=300)
+    s = socket.socket()
+    s.bind(socket.getaddrinfo('127.0.0.1', 0)[0][-1])
+    s.listen(1)
+    print('blocking in accept')
+    s.accept()
+print('done')
+"""
+
+
+def test_watchdog_fires_on_a_hang_and_in_a_blocking_socket_call(tmp_path):
+    device = make(tmp_path, main=WATCHDOG)
+    assert device.run(timeout=60) == "exit"
+    console = device.console()
+    assert "refused (1, 1000)" in console and "refused (0, 0)" in console and "refused (0, -5)" in console
+    assert "fed and reconfigured: alive" in console and "blocking in accept" in console
+    assert console.count("Task watchdog got triggered") == 2
+    boots = device.boots()
+    assert [(b["reset_cause"], b["exit"]) for b in boots] == [
+        ("PWRON_RESET", "wdt"), ("WDT_RESET", "wdt"), ("WDT_RESET", "exit")], boots
+    assert "cause 3" in console  # machine.WDT_RESET
+
+
+SOFT_RESET = """
+import machine, os, time
+print('cause', machine.reset_cause())
+try:
+    os.stat('again')
+except OSError:
+    open('again', 'w').close()
+    machine.WDT(timeout=400)
+    try:
+        machine.soft_reset()
+    finally:
+        print('finally ran')
+if machine.reset_cause() == machine.SOFT_RESET:
+    print('soft: not feeding')
+    while True:
+        time.sleep_ms(50)
+print('done')
+"""
+
+
+def test_soft_reset_runs_finally_reruns_main_and_keeps_the_watchdog(tmp_path):
+    device = make(tmp_path, main=SOFT_RESET)
+    assert device.run(timeout=60) == "exit"
+    console = device.console()
+    assert "finally ran" in console and "soft: not feeding" in console and "cause 5" in console
+    boots = device.boots()
+    assert [(b["reset_cause"], b["soft"], b["exit"]) for b in boots] == [
+        ("PWRON_RESET", False, "soft_reset"), ("SOFT_RESET", True, "wdt"), ("WDT_RESET", False, "exit")], boots
+    # The soft reset skipped the bootloader step: only the first boot's bootloader wrote otadata.
+    assert device.counters()["boots"][1]["erases_by_partition"] == {}
+
+
+def test_exception_with_the_watchdog_armed_ends_in_a_watchdog_reset(tmp_path):
+    # Out of main.py the board sits at the REPL, which does not feed the watchdog.
+    main = ("import machine, os\n"
+            "try:\n    os.stat('again')\nexcept OSError:\n    open('again', 'w').close()\n"
+            "    machine.WDT(timeout=300)\n    raise RuntimeError('boom')\n")
+    device = make(tmp_path, main=main)
+    assert device.run(timeout=30) == "exit"
+    assert "RuntimeError: boom" in device.console()
+    assert [(b["reset_cause"], b["exit"]) for b in device.boots()] == [("PWRON_RESET", "wdt"),
+                                                                      ("WDT_RESET", "exit")]

@@ -341,7 +341,7 @@ def test_token_only_to_its_host(world, rigs):
     dev.token, dev.token_hosts = TOKEN, {"localhost"}
     dev.redirects = {"/moved/fw.bin": (302, "{ip_origin}/firmware-1.0.2.bin?t=tok-2")}
     try:
-        with_token = rigs("e5e5e5e5e5e5", ota={"token": TOKEN, "token_host": "localhost"})
+        with_token = rigs("e5e5e5e5e5e5", ota={"token": TOKEN, "token_origin": "https://localhost:%d" % dev.port})
         without = rigs("f6f6f6f6f6f6")
         with_token.start()
         without.start()

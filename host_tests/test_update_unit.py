@@ -381,3 +381,94 @@ def test_gc_heap_checked_again_during_the_stream(monkeypatch):
     assert e.value.reason == "low_memory" and "during the download" in e.value.detail
     assert_untouched(esp)
     assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
+
+
+@pytest.mark.parametrize("where", ["stream", "end"])
+def test_any_exception_leaves_the_boot_slot_and_an_unbootable_target(monkeypatch, where):
+    # Issue 10: a UnicodeError from a header went straight through update.run and left the
+    # half-written slot as it was. Whatever escapes a stage, the target's first sector is erased.
+    from ota import image_verify
+
+    img = make_image()
+    if where == "stream":
+        fed = []
+
+        def boom(self, chunk):
+            fed.append(len(chunk))
+            if len(fed) == 3:
+                raise UnicodeError("a check nobody expected to fail")
+
+        monkeypatch.setattr(image_verify.Verifier, "feed", boom)
+    else:
+        def boom(self):
+            raise TypeError("unsupported types for __add__: 'str', 'NoneType'")
+
+        monkeypatch.setattr(image_verify.Verifier, "finish", boom)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(img), esp=esp)
+    assert e.value.reason == "internal_error" and "Error" in e.value.detail, e.value
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].total_erases > 0  # something was written ...
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096  # ... and can never boot
+
+
+def test_watchdog_fed_for_every_chunk_downloaded_and_read_back():
+    # A 4 KiB erase+program or readinto is the longest the data path goes without feeding it.
+    img = make_image(size=48000)
+    feeds = []
+    result, esp = run(fakes.FakeServer(img), feed=lambda: feeds.append(1))
+    chunks = (len(img) + 4095) // 4096
+    assert result["result"] == "ok"
+    assert len(feeds) >= 2 * chunks  # the download loop and the read-back, each chunk
+
+
+def test_backoff_pauses_feed_the_watchdog(monkeypatch):
+    # A backoff longer than the watchdog's timeout must not reset the board mid-job.
+    from ota import fetch
+
+    slept, feeds = [], []
+    monkeypatch.setattr(fetch.time, "sleep", lambda s: slept.append(s))
+    img = make_image()
+    server = fakes.FakeServer(img, plans=[{"drop_after": 5000}])
+    run(server, config={"retry_backoff_ms": 3500}, feed=lambda: feeds.append(len(slept)))
+    assert slept == [1.0, 1.0, 1.0, 0.5], slept
+    assert [0, 1, 2, 3] == sorted(set(feeds) & {0, 1, 2, 3})
+
+
+def test_200_to_every_range_request_is_bounded_by_max_restarts():
+    # Issue 10: a server that answers each Range request with a 200 and cuts the body a little
+    # later each time made progress every time, so the retry budget never ran out and sector 0 was
+    # erased again at every restart, for ever.
+    img = make_image(size=120000)
+    plans = [{"ignore_range": True, "drop_after": 20000 + 10000 * k} for k in range(9)]
+    server = fakes.FakeServer(img, plans=plans)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(server, esp=esp, config={"max_restarts": 2})
+    assert e.value.reason == "too_many_restarts", e.value
+    assert len(server.opens) == 4  # the first answer, 2 restarts, the 200 that was one too many
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].erases[0] == 3 + 1  # 3 starts from byte 0, then invalidated
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
+
+
+def test_download_deadline_ends_a_trickle(monkeypatch):
+    # A server that keeps sending (a byte a second) resets no retry budget but holds the device:
+    # the job has an overall deadline.
+    from ota import fetch
+
+    now = [0]
+
+    def clock():
+        now[0] += 1000  # every look at the clock: a second later
+        return now[0]
+
+    monkeypatch.setattr(fetch, "ticks_ms", clock)
+    img = make_image(size=120000)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(img), esp=esp, config={"download_deadline_s": 10})
+    assert e.value.reason == "download_deadline" and "10 s" in e.value.detail, e.value
+    assert_untouched(esp)
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096

@@ -44,10 +44,13 @@ def load_config(path=CONFIG_PATH):
 class Agent(Link):
     # cfg: a whole config as config.load()/merge() return it: every key is there, and its defaults
     # live in config.DEFAULTS only.
+    # feed: the watchdog's feed (main() arms machine.WDT); called by the loop, the Wi-Fi wait and
+    # the update's data path. None: no watchdog (unit tests).
     def __init__(self, cfg, mqtt_class=None, network_module=None, updater=None, jobs_path=jobs.PATH,
-                 config_problem=None):
+                 config_problem=None, feed=None):
         # jobs_path: the job file; the replay file (replay.py) lives beside it.
         self.cfg = cfg
+        self.feed = feed or _no_watchdog
         self.config_problem = config_problem  # from load_config: a new image with one rolls back
         self.ota = cfg["ota"]
         self.network = network_module
@@ -96,7 +99,8 @@ class Agent(Link):
                 slot_states = otadata.read(esp32)
             except OSError as e:  # unreadable: classify as without it; the agent must run
                 print("agent: otadata unreadable:", e)
-        kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states)
+        kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states,
+                                               machine.reset_cause())
         job = record.get("id")
         if kind == "update" and self.config_problem:
             health.roll_back(self.jobs, machine, "bad_config", "the new image set config.json aside: %s"
@@ -119,6 +123,7 @@ class Agent(Link):
     def run(self):
         backoff = _BACKOFF_MIN_S
         while True:
+            self.feed()
             try:
                 if self.client is None:
                     self._wifi()
@@ -134,13 +139,16 @@ class Agent(Link):
                 if self.gate is not None and self.gate.expired():
                     health.roll_back(self.jobs, machine, "health_timeout", "no MQTT: %s" % e)
                 pause = backoff if self.gate is None else min(backoff, self.gate.remaining_ms() // 1000 + 1)
-                time.sleep(pause)
+                for _ in range(pause):  # in steps the watchdog outlasts
+                    self.feed()
+                    time.sleep(1)
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     def _serve(self):
         # Polls MQTT and runs the queued trigger; returns never, raises OSError when the link drops.
         keepalive_ms = self.cfg["mqtt"]["keepalive_s"] * 1000
         while True:
+            self.feed()
             self.client.check_msg()
             if self.pending is not None:
                 self.run_pending()
@@ -173,6 +181,23 @@ class Agent(Link):
         self.commands.run(job)
 
 
+def _no_watchdog():
+    pass
+
+
 def main():
+    # Never returns. The watchdog is armed first thing after the config is read (its timeout is
+    # config, ota.watchdog_ms): from here on a hang anywhere resets the board, and on the first boot
+    # of a new image that reset means the bootloader rolls it back (docs/HARDWARE.md "Watchdog").
+    # An exception out of run() goes to main.py, which prints it and resets; on a new image's first
+    # boot the job record says why first, so the old firmware can report it.
     cfg, problem = load_config()
-    Agent(cfg, config_problem=problem).run()
+    watchdog = machine.WDT(timeout=cfg["ota"]["watchdog_ms"])
+    agent = Agent(cfg, config_problem=problem, feed=watchdog.feed)
+    try:
+        agent.run()
+    except Exception as e:
+        if agent.gate is not None:
+            agent.jobs.update(state="rolling_back", reason="boot_failed",
+                              detail="crashed: %s: %s" % (type(e).__name__, e))
+        raise

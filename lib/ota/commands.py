@@ -14,7 +14,7 @@
 import machine
 
 from ota import otadata, signature, state
-from ota.errors import OtaError, from_oserror
+from ota.errors import OtaError, from_oserror, unexpected
 
 
 class Runner:
@@ -47,6 +47,9 @@ class Runner:
 
             gc.collect()
             self._finish(job, "failed", "low_memory", "MemoryError")
+        except Exception as e:  # a bug or an unchecked input: reported, the agent keeps running
+            error = unexpected(e)
+            self._finish(job, "failed", error.reason, error.detail)
         finally:
             agent.busy = None
 
@@ -118,7 +121,8 @@ class Runner:
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=agent.ota.get("token"), config=policy, progress=self._progress,
                          running=agent.version, target=agent.other,  # known since start-up
-                         running_project=agent.project, project=job.get("project"))
+                         running_project=agent.project, project=job.get("project"),
+                         feed=agent.feed)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return

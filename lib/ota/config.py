@@ -23,9 +23,10 @@ DEFAULTS = {
     "ota": {"ca_path": "ca.der", "allow_http": False, "require_sha256": False,
             "allow_downgrade": False, "require_signature": False, "signing_pubkey": None,
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
-            "connect_timeout": 10, "read_timeout": 10, "token": None, "token_host": None,
+            "connect_timeout": 10, "read_timeout": 10, "token": None, "token_origin": None,
             "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
-            "selftest_min_heap": 32768, "chip_rev": None},
+            "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000,
+            "max_restarts": 3, "download_deadline_s": 900},
 }
 
 SECRETS = ("wifi.password", "mqtt.password", "ota.token")
@@ -72,12 +73,15 @@ _SCHEMA = (
     ("ota.connect_timeout", "int", 1, 300),
     ("ota.read_timeout", "int", 1, 300),
     ("ota.token", "opt_str", 1, 512),
-    ("ota.token_host", "opt_str", 1, 253),
+    ("ota.token_origin", "opt_str", 8, 300),
     ("ota.progress_bytes", "int", _SECTOR, 16777216),
     ("ota.progress_interval_s", "int", 1, 3600),
     ("ota.min_free", "int", 0, 1048576),
     ("ota.selftest_min_heap", "int", 0, 1048576),
     ("ota.chip_rev", "opt_int", 0, 65535),
+    ("ota.watchdog_ms", "int", 10000, 3600000),
+    ("ota.max_restarts", "int", 0, 20),
+    ("ota.download_deadline_s", "int", 10, 86400),
 )
 
 
@@ -155,6 +159,9 @@ def _check(field, kind, low, high, value):
 def validate(cfg, complete=False):
     if type(cfg) is not dict:
         _bad("config", "must be a JSON object")
+    if type(cfg.get("ota")) is dict and "token_host" in cfg["ota"]:  # before "unknown setting"
+        _bad("ota.token_host", 'replaced by ota.token_origin, "https://host[:port]": the token goes to '
+             "that scheme, host and port only")
     for name in sorted(cfg):
         if name not in DEFAULTS:
             _bad(name, "unknown setting")
@@ -173,6 +180,12 @@ def validate(cfg, complete=False):
     for field in ("topics.cmd_device", "topics.state"):
         if "{id}" not in _get(cfg, field):
             _bad(field, "must contain {id} (one topic per device)")
+    # The watchdog must outlast the longest step that cannot feed it: a connect, then a TLS
+    # handshake whose reads each wait up to read_timeout (two flights from the server).
+    longest = 1000 * (_get(cfg, "ota.connect_timeout") + 2 * _get(cfg, "ota.read_timeout"))
+    if _get(cfg, "ota.watchdog_ms") <= longest:
+        _bad("ota.watchdog_ms", "must exceed 1000 * (connect_timeout + 2 * read_timeout) = %d" % longest)
+    _check_token_origin(_get(cfg, "ota.token_origin"), _get(cfg, "ota.token"))
     if _get(cfg, "ota.require_signature") and _get(cfg, "ota.signing_pubkey") is None:
         _bad("ota.signing_pubkey", "required when ota.require_signature is true")
     if complete:
@@ -180,6 +193,20 @@ def validate(cfg, complete=False):
             if not _get(cfg, field):
                 _bad(field, "required: a device cannot reach the fleet without it")
     return cfg
+
+
+# ota.token_origin: "https://host[:port]". A token without one could never be sent: refused, so
+# that an old config (a token that followed the trigger's URL) says so rather than meet http_401.
+def _check_token_origin(origin, token):
+    if origin is None and token is not None:
+        _bad("ota.token_origin", 'required with ota.token: the "https://host[:port]" it may go to')
+    if origin is not None:
+        from ota import url as urls
+
+        try:
+            urls.origin(origin)
+        except OtaError as e:
+            _bad("ota.token_origin", "not an origin: " + e.detail.split(":")[0])
 
 
 def merge(overrides):

@@ -37,3 +37,18 @@ def from_oserror(exc):
     if code == errno.ETIMEDOUT:
         return OtaError("timeout", "ETIMEDOUT")
     return OtaError("io_error", str(exc))
+
+
+# An exception no stage expected (a bug, or input a check missed) as an OtaError internal_error,
+# after printing its traceback to the console for whoever debugs it. The caller reports it and
+# carries on: one bad message or answer must not take the device off the fleet. Raises nothing.
+def unexpected(exc):
+    try:
+        import sys
+
+        sys.print_exception(exc)  # MicroPython
+    except AttributeError:  # CPython
+        import traceback
+
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
+    return OtaError("internal_error", "%s: %s" % (type(exc).__name__, exc))

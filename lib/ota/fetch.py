@@ -22,6 +22,7 @@ except ImportError:  # CPython (host tests)
 
 from ota import heap
 from ota.errors import OtaError, from_oserror
+from ota.state import ticks_diff, ticks_ms
 
 _HEAP_EVERY = const(65536)  # bytes between two heap checks during the stream (cheap, no collect)
 # Connection-level failures worth a reconnect once the body has started (reasons of https.py).
@@ -38,19 +39,27 @@ class _Drop(Exception):
 
 class Download:
     # size: the trigger's size or None. total: the file's size once a server has said it.
-    def __init__(self, url, size, cfg, https, esp32, progress, open_args):
+    # feed: the watchdog's feed, called for every chunk and through the backoff pauses (None: none).
+    def __init__(self, url, size, cfg, https, esp32, progress, open_args, feed=None):
         self.url, self.size, self.cfg, self.https, self.esp32 = url, size, cfg, https, esp32
         self.progress, self.open_args = progress, open_args
+        self.feed = feed or _no_watchdog
         self.total = size
         self._counters_from(0)
+        # Bounds per job, whatever the server does: each 200 to a Range request erases the slot's
+        # sectors again (flash wear), and progress resets the retry count, so a server that cuts a
+        # little later each time, or trickles, could hold the device for ever without them.
+        self.restarts = 0
+        self.started = ticks_ms()
+        self.deadline_ms = cfg["download_deadline_s"] * 1000
 
     def _counters_from(self, received):
         self.next_report = received
         self.next_heap_check = received + _HEAP_EVERY
 
     # The download and its resume loop. Returns True when the sink stopped it. Raises OtaError (a
-    # drop's reason after `retries` reconnects in a row brought no new byte, truncated, the answer's
-    # reasons), OSError (flash, from the sink).
+    # drop's reason after `retries` reconnects in a row brought no new byte, truncated,
+    # too_many_restarts, download_deadline, the answer's reasons), OSError (flash, from the sink).
     def run(self, writer, sink):
         failures = 0
         while True:
@@ -89,17 +98,27 @@ class Download:
             failures = 1 if writer.received > start else failures + 1
             if failures > self.cfg["retries"] or error.reason == "low_memory":
                 raise error
-            backoff = self.cfg["retry_backoff_ms"] << min(failures - 1, 5)
-            if hasattr(time, "sleep_ms"):
-                time.sleep_ms(backoff)
-            else:  # CPython
-                time.sleep(backoff / 1000)
+            _pause(self.cfg["retry_backoff_ms"] << min(failures - 1, 5), self.feed)
+            self._check_deadline()
             heap.check(self.cfg["min_free"], esp32=self.esp32)  # a new TLS session needs its block
 
-    # A (re)connection's answer against what was asked. Raises OtaError too_large, size_mismatch.
+    # Raises OtaError download_deadline once the job has downloaded for ota.download_deadline_s.
+    # Checked between chunks and reconnects: a single 4 KiB read slower than the watchdog's timeout
+    # is the watchdog's to end.
+    def _check_deadline(self):
+        if ticks_diff(ticks_ms(), self.started) > self.deadline_ms:
+            raise OtaError("download_deadline", "not done after %d s (ota.download_deadline_s)"
+                           % (self.deadline_ms // 1000))
+
+    # A (re)connection's answer against what was asked. Raises OtaError too_large, size_mismatch,
+    # too_many_restarts.
     def _accept(self, resp, start, writer, sink):
         # A 206 that does not start at `start` never gets here: http_response.Response refuses it.
         if start and resp.status == 200:  # Range ignored: the whole file again, from byte 0
+            self.restarts += 1
+            if self.restarts > self.cfg["max_restarts"]:
+                raise OtaError("too_many_restarts", "%d answers of 200 to a Range request (ota.max_restarts %d)"
+                               % (self.restarts, self.cfg["max_restarts"]))
             sink.restart()
             self._counters_from(0)
         total, slot = resp.total, writer.slot_size
@@ -114,6 +133,8 @@ class Download:
     # Raises _Drop, OtaError, OSError (flash).
     def _stream(self, resp, writer, sink):
         while True:
+            self.feed()
+            self._check_deadline()
             free = writer.free_space()
             try:
                 n = resp.readinto(free)
@@ -129,3 +150,19 @@ class Download:
             if self.progress and writer.received >= self.next_report:
                 self.next_report = writer.received + self.cfg["progress_bytes"]
                 self.progress(writer.received, self.total)
+
+
+def _no_watchdog():
+    pass
+
+
+# Sleeps ms, feeding the watchdog at least every second (a backoff can be longer than its timeout).
+def _pause(ms, feed):
+    while ms > 0:
+        feed()
+        step = ms if ms < 1000 else 1000
+        if hasattr(time, "sleep_ms"):
+            time.sleep_ms(step)
+        else:  # CPython
+            time.sleep(step / 1000)
+        ms -= step

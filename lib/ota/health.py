@@ -15,9 +15,15 @@ _ESP_ERR_NOT_FOUND = -261  # no otadata partition: the build has no rollback
 _ESP_FAIL = 1  # running the factory app: nothing to confirm
 
 
-def classify(record, running_slot, slot_states=None):
+# machine.reset_cause() at the old firmware's boot, after the new image's reset (docs/HARDWARE.md).
+_CAUSES = {2: "reset itself before it confirmed (crashed: see its console)",
+           3: "hung: the watchdog reset it before it confirmed", 1: "lost power before it confirmed"}
+
+
+def classify(record, running_slot, slot_states=None, reset_cause=None):
     # record: Jobs.current (or None); slot_states: ota.otadata.read() (the agent reads it only for a
-    # record still "downloading"; None = unknown). Returns (kind, reason, detail), kind one of:
+    # record still "downloading"; None = unknown); reset_cause: machine.reset_cause(), which names
+    # what ended a new image that left no reason. Returns (kind, reason, detail), kind one of:
     #   normal       no job in flight (none, or its outcome was already reported)
     #   update       first boot of the job's new slot: the health gate must run
     #   rolled_back  the new slot was left (health gate failed, or it crashed) -> report
@@ -45,7 +51,11 @@ def classify(record, running_slot, slot_states=None):
     if state == "rebooting":
         if moved:
             return "update", None, None
-        return "rolled_back", record.get("reason") or "boot_failed", record.get("detail")
+        if record.get("reason"):
+            return "rolled_back", record["reason"], record.get("detail")
+        # The new image reset before it could say why: what reset it is all we know.
+        why = _CAUSES.get(reset_cause, "reset before it confirmed (reset cause %s)" % reset_cause)
+        return "rolled_back", "boot_failed", "the new image " + why
     if state == "rolling_back":
         if moved:
             return "no_rollback", record.get("reason"), "still on %s: no rollback" % running_slot

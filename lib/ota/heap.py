@@ -22,10 +22,15 @@ TLS_BYTES = const(43008)
 # During the stream, every _STREAM_CHECK_BYTES: the GC heap only (gc.mem_free() allocates nothing; the
 # TLS session is already open). Raises OtaError low_memory: a clean failure, slot invalidated, instead
 # of a MemoryError half-way through a flash write. Returns nothing.
+# Garbage is not shortage: MQTT messages taken in between chunks (refusals, busy answers) leave
+# garbage behind, and a flood of them failed the download with low_memory (issue 10's adversarial
+# suite). So a failed check collects once and looks again; a collect only then, not per chunk.
 def check_stream(required_bytes):
     mem_free = getattr(gc, "mem_free", None)  # MicroPython only
     if mem_free is not None and mem_free() < required_bytes:
-        raise OtaError("low_memory", "gc free %d < %d during the download" % (mem_free(), required_bytes))
+        gc.collect()
+        if mem_free() < required_bytes:
+            raise OtaError("low_memory", "gc free %d < %d during the download" % (mem_free(), required_bytes))
 
 
 # Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's small list,

@@ -38,9 +38,12 @@ def read_head(stream):
     return status, _read_fields(stream)
 
 
-_WANTED = ("content-length", "content-range", "transfer-encoding", "location")
+_WANTED = (b"content-length", b"content-range", b"transfer-encoding", b"location")
 
 
+# Headers (and a chunked body's trailers, which come the same way). Names must be visible ASCII and
+# are compared as bytes; only the values we use are decoded: a server's bytes are not UTF-8 until
+# checked, and a UnicodeError escaping from here once killed the agent (issue 10).
 def _read_fields(stream):
     fields = {}
     for _ in range(_MAX_HEADERS):
@@ -50,15 +53,27 @@ def _read_fields(stream):
         colon = line.find(b":")
         if colon <= 0:
             raise OtaError("bad_response", "header line %r" % line[:40])
-        name = line[:colon].strip().lower().decode()
+        name = line[:colon].strip().lower()
+        for byte in name:  # a field name is an RFC 9110 token: visible ASCII
+            if byte <= 32 or byte >= 127:
+                raise OtaError("bad_response", "header name %r" % name[:40])
         if name in _WANTED:
-            value = line[colon + 1 :].strip().decode()
+            name = name.decode()  # one of _WANTED: ASCII
+            value = _text(line[colon + 1 :].strip(), name)
             if name != "location":
                 value = value.lower()
             if name in fields and fields[name] != value:
                 raise OtaError("bad_response", "conflicting " + name)
             fields[name] = value
     raise OtaError("bad_response", "more than %d header lines" % _MAX_HEADERS)
+
+
+# A header value as str. Raises OtaError bad_response when it is not UTF-8.
+def _text(raw, name):
+    try:
+        return raw.decode()
+    except UnicodeError:  # MicroPython's; CPython's UnicodeDecodeError is one too
+        raise OtaError("bad_response", "%s is not UTF-8: %r" % (name, raw[:40]))
 
 
 def _readline(stream, limit):

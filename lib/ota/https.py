@@ -34,14 +34,15 @@ _USER_AGENT = "micropython-ota/1"
 # Open url and read the status line and headers, following redirects. Returns a Response whose
 # status is 200 or 206. start > 0 sends "Range: bytes=start-": a server that ignores Range answers
 # 200 (range_start None) and the caller must then restart from 0. token goes as
-# "Authorization: Bearer" only to token_host (default: the first URL's host), never to a host a
-# redirect leads to. headers: extra {name: value} sent to every hop (put no secrets there).
-# Raises OtaError (reasons above) or OSError(ENOMEM).
-def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http=False,
+# "Authorization: Bearer" only to a hop whose scheme, host and port are token_origin's
+# ("https://fw.example.com:8443"; the default port of the scheme when it names none); without
+# token_origin it goes nowhere. Whatever the trigger's URL or a redirect names, another host, another
+# port of the same host or plain http never gets it. headers: extra {name: value} sent to every hop
+# (put no secrets there). Raises OtaError (reasons above) or OSError(ENOMEM).
+def open(url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_http=False,
          connect_timeout=10, read_timeout=10, max_redirects=5, headers=None):
     scheme, host, port, path = urls.split(url)
-    if token_host is None:
-        token_host = host
+    origin = urls.origin(token_origin) if token and token_origin else None
     tls_context = None  # built at the first https hop, then reused: the CA is parsed once
     hops = 0
     while True:
@@ -49,7 +50,7 @@ def open(url, ca_path="ca.der", token=None, token_host=None, start=0, allow_http
             raise OtaError("http_not_allowed", host)
         if scheme == "https" and tls_context is None:
             tls_context = context(ca_path)
-        request = _request(scheme, host, port, path, token if host == token_host else None,
+        request = _request(scheme, host, port, path, token if origin == (scheme, host, port) else None,
                            start, headers)
         stream = _connect(host, port, connect_timeout, read_timeout,
                           tls_context if scheme == "https" else None)

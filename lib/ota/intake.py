@@ -4,7 +4,7 @@
 # trigger (commands.py) once the PUBACK is out. Every refusal is published on the state topic with
 # its reason code.
 from ota import signature, trigger
-from ota.errors import OtaError
+from ota.errors import OtaError, unexpected
 
 
 class Intake:
@@ -21,6 +21,9 @@ class Intake:
             # messages sent while reconnecting). Its PUBACK still goes out: no redelivery loop.
             print("agent: trigger refused: low_memory")
             self.refuse("low_memory", "MemoryError while taking in the message")
+        except Exception as e:  # a message the checks missed costs that message, never the agent
+            error = unexpected(e)
+            self.refuse(error.reason, error.detail)
 
     def _take(self, topic, payload):
         try:
@@ -52,7 +55,9 @@ class Intake:
             print("agent: duplicate job ignored:", job["id"])  # a QoS 1 redelivery, a retained trigger
             return
         if self.agent.busy is not None or self.agent.pending is not None:
-            self.refuse("busy", "refused " + job["id"])
+            # job["id"] may be None here (a signed trigger carries no auto id; signature.check says
+            # missing_id only once it runs): the detail must not assume a string.
+            self.refuse("busy", "refused %s" % (job["id"] or "a trigger without id"))
             return
         self.agent.pending = job
 

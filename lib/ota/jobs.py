@@ -16,7 +16,8 @@
 # else a retained trigger for a broken release would loop after every reconnect). It judges unsigned
 # triggers only: anyone on the broker can add to it, so signed ones are judged by their signed seq
 # (replay.py), and a signed trigger refused before its signature verified is never added.
-# Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty.
+# Raises OSError only from save() (filesystem full or gone); a missing or corrupt file reads as empty
+# (a record that is not an object of JSON scalars, or seen ids that are not strings, are dropped).
 import json
 import os
 
@@ -33,12 +34,13 @@ class Jobs:
         try:
             with open(path) as f:
                 data = json.load(f)
-            self.current = data.get("current")
-            self.seen = list(data.get("seen", []))[-MAX_SEEN:]
+            self.current = _record(data.get("current"))
+            self.seen = [i for i in data.get("seen", []) if type(i) is str][-MAX_SEEN:]
         except OSError:  # no file yet: a device that never ran a job
             pass
         except (ValueError, AttributeError, TypeError):  # corrupt (power cut mid-write on FAT)
             print("jobs: %s unreadable, starting empty" % path)
+            self.current, self.seen = None, []
 
     def seen_before(self, job_id):
         return job_id in self.seen
@@ -69,3 +71,14 @@ class Jobs:
         except OSError:  # FAT refuses to rename over an existing file (littlefs, the default, does not)
             os.remove(self.path)
             os.rename(tmp, self.path)
+
+
+# The job record as read back: a dict of JSON scalars, else None. Anything else (a file written by
+# other code, or damaged) made the agent's boot raise at every start: a reset loop (issue 10).
+def _record(value):
+    if type(value) is not dict:
+        return None
+    for key in value:
+        if type(key) is not str or not (value[key] is None or type(value[key]) in (str, int, bool)):
+            return None
+    return value

@@ -29,6 +29,7 @@ class Link:
         wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
         start = state.ticks_ms()
         while not wlan.isconnected():
+            self.feed()
             if state.ticks_diff(state.ticks_ms(), start) > wait_ms:
                 raise OSError(110, "wifi not connected")
             time.sleep(_WIFI_POLL_S)

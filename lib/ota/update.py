@@ -5,7 +5,8 @@
 #      {"result": "same_version", "version": v, "bytes": 0, "slot": ...}: nothing was written
 #
 # On any failure the boot slot is untouched (set_boot is the last step, reached only when every check
-# passed), the target slot's first sector is erased if anything was written, and OtaError is raised.
+# passed), the target slot's first sector is erased if anything was written, and OtaError is raised:
+# any exception at all, an unexpected one as internal_error.
 # The reset is the caller's: it reports "rebooting" first.
 #
 # The download and its resume loop are fetch.py's; this module is the sink of the bytes (header
@@ -22,13 +23,13 @@ except ImportError:  # CPython (host tests)
 
 from ota import heap, image
 from ota.config import DEFAULTS
-from ota.errors import OtaError, from_oserror
+from ota.errors import OtaError, from_oserror, unexpected
 from ota.fetch import Download
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 
 _VALIDATE_FAILED = const(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED from Partition.set_boot()
-_OPEN_KEYS = ("ca_path", "token_host", "allow_http", "connect_timeout", "read_timeout")
+_OPEN_KEYS = ("ca_path", "token_origin", "allow_http", "connect_timeout", "read_timeout")
 
 
 class _Update:
@@ -72,7 +73,7 @@ class _Update:
 
     # The end checks, then the commit. Returns the result dict. Raises OtaError truncated,
     # size_mismatch, bad_sha256, bad_checksum, bad_image_hash, readback_mismatch, validate_failed.
-    def verify_and_commit(self, target):
+    def verify_and_commit(self, target, feed):
         w = self.writer
         received = w.received
         if self.info is None:
@@ -86,7 +87,7 @@ class _Update:
             raise OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
         self.verifier.finish()
         w.finish()
-        if w.readback_sha256(received) != digest:
+        if w.readback_sha256(received, feed) != digest:
             raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
         try:
             target.set_boot()  # esp_image_verify once more, then otadata: the very last step
@@ -96,6 +97,10 @@ class _Update:
             raise
         return {"result": "ok", "version": self.new_version, "bytes": received, "slot": w.label,
                 "sha256": got, "restarts": w.restarts}
+
+
+def _no_watchdog():
+    pass
 
 
 # The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
@@ -110,16 +115,19 @@ def _running_identity(partition):
     return info["version"], info["project_name"]
 
 
-# Raises OtaError: low_memory, running_slot, too_large, size_mismatch, truncated, wrong_product,
-# version_mismatch, downgrade, bad_version, bad_sha256, readback_mismatch, validate_failed, timeout, io_error,
+# Raises OtaError: internal_error, low_memory, running_slot, too_large, size_mismatch, truncated,
+# wrong_product, version_mismatch, downgrade, bad_version, bad_sha256, readback_mismatch,
+# validate_failed, timeout, io_error,
 # bad_response, the image reasons (not_app_image, wrong_chip, chip_revision, bad_segments,
 # bad_checksum, bad_image_hash) and the https reasons (http_<status>, tls_verify_failed, ...).
 # config: the "ota" section. https, esp32: modules (tests inject fakes). running, running_project:
 # the running firmware's version and project_name (None: read from the running slot); project: the
 # trigger's "project" (compat.check). target: the slot to write (None: get_next_update(); the
 # agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
+# feed(): the watchdog's, called for every chunk downloaded or read back (None: no watchdog).
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
-        https=None, esp32=None, running=None, target=None, running_project=None, project=None):
+        https=None, esp32=None, running=None, target=None, running_project=None, project=None,
+        feed=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -145,8 +153,9 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         if size is not None and size > job.writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
         heap.check(cfg["min_free"], esp32=esp32)
-        if not Download(url, size, cfg, https, esp32, progress, open_args).run(job.writer, job):
-            return job.verify_and_commit(target)
+        feed = feed or _no_watchdog
+        if not Download(url, size, cfg, https, esp32, progress, open_args, feed).run(job.writer, job):
+            return job.verify_and_commit(target, feed)
         if job.writer.sectors_erased:  # the file changed under a 200 restart: drop what was written
             job.writer.invalidate()
         return {"result": "same_version", "version": job.new_version, "bytes": 0,
@@ -157,6 +166,8 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         error = from_oserror(e)
     except MemoryError:
         error = OtaError("low_memory", "MemoryError")
+    except Exception as e:  # whatever it is, the half-written slot must not stay bootable
+        error = unexpected(e)
     if job.writer is not None and job.writer.sectors_erased:
         try:
             job.writer.invalidate()  # a half-written slot must never look bootable

@@ -84,6 +84,16 @@ def _port(url, text):
     return port
 
 
+# origin("https://Host:8443") -> ("https", "host", 8443): scheme, host and port, the scheme's default
+# port when none is named. Raises OtaError("bad_url") for anything split() refuses, or a path or
+# query after the authority (a trailing "/" is fine).
+def origin(text):
+    scheme, host, port, path = split(text)
+    if path != "/" or text.rstrip("/").count("/") != 2:
+        raise _bad(text, "an origin has no path or query")
+    return scheme, host, port
+
+
 # The authority as written in a URL and in the Host header: brackets around an IPv6 literal, the
 # port only when it is not the scheme's default (some servers and signed URLs compare it verbatim).
 def netloc(scheme, host, port):

@@ -122,8 +122,9 @@ class SlotWriter:
         return self.received
 
     # SHA-256 digest (bytes) of the first `length` bytes of the slot, read back through the buffer
-    # (its contents are lost: call after finish()). Raises OSError from the flash.
-    def readback_sha256(self, length):
+    # (its contents are lost: call after finish()). feed: the watchdog's, once per buffer read.
+    # Raises OSError from the flash.
+    def readback_sha256(self, length, feed=None):
         if length > self.slot_size:
             raise ValueError("read-back past the slot")
         digest = hashlib.sha256()
@@ -132,6 +133,8 @@ class SlotWriter:
         while length > 0:
             space = self.slot_size - block * SECTOR
             part = self.view if size <= space else self.view[:space]
+            if feed is not None:
+                feed()
             self.partition.readblocks(block, part)
             digest.update(part if length >= len(part) else part[:length])
             length -= len(part)

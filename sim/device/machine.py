@@ -1,7 +1,9 @@
-# Simulated `machine` for the ESP32-C3 (MicroPython ports/esp32/modmachine.c): reset() ends the
-# process at once like esp_restart() (no `finally` runs) and the runner boots the board again.
-# reset_cause() reflects how the previous process ended: machine.reset() -> SOFT_RESET (ESP_RST_SW,
-# as on the real port), a power cut or first boot -> PWRON_RESET.
+# Simulated `machine` for the ESP32-C3 (MicroPython ports/esp32/modmachine.c, machine_wdt.c).
+# reset() ends the process at once like esp_restart() (no `finally` runs) and the runner boots the
+# board again. reset_cause() reflects how the previous process ended, as the port maps
+# esp_reset_reason(): machine.reset() (ESP_RST_SW) -> HARD_RESET, the watchdog (ESP_RST_TASK_WDT) ->
+# WDT_RESET, a power cut or first boot -> PWRON_RESET, soft_reset() -> SOFT_RESET (the port's
+# is_soft_reset flag). docs/HARDWARE.md "Watchdog and reset causes" has the sources.
 import time
 
 import simdev
@@ -18,8 +20,12 @@ def reset():
 
 
 def soft_reset():
-    # On the board: the VM restarts (boot.py, main.py again) without the bootloader step.
-    simdev.die("soft_reset")
+    # On the board this is sys.exit(): SystemExit unwinds (finally blocks run), the port leaves
+    # main.py, sets is_soft_reset and runs boot.py and main.py again in the same chip state: no
+    # bootloader step, and an armed watchdog stays armed. simboot ends the process with
+    # "soft_reset" when it sees the flag (a plain sys.exit() in the sim ends the run instead).
+    simdev.soft_reset_requested = True
+    raise SystemExit
 
 
 def reset_cause():
@@ -61,10 +67,50 @@ class Pin:
         self._value = 0
 
 
+# The task watchdog as machine_wdt.c sets it up on the ESP32-C3 (MicroPython >= 1.21, IDF 5): one
+# watchdog (id 0 only), timeout in ms > 0, no deinit and no way to stop it; constructing it again
+# reconfigures the timeout (esp_task_wdt_reconfigure) and returns the same object; feed() resets it.
+# On expiry the IDF panics (trigger_panic) and restarts: the next boot's reset_cause() is WDT_RESET.
+# Here a thread of the device process checks the deadline, so a hang anywhere fires it: a busy loop,
+# or a blocking socket call (the Unix port's syscalls let other threads run).
+_wdt = [0, 0]  # [timeout ms (0: not armed), ticks_ms of the last feed]; list items: one store each
+_wdt_thread = []
+
+
+def _ticks():
+    return time.ticks_ms()
+
+
+def _wdt_watch():
+    while True:
+        time.sleep_ms(50)
+        if time.ticks_diff(time.ticks_ms(), _wdt[1]) > _wdt[0]:
+            print("E (task_wdt) Task watchdog got triggered. The following tasks/users did not reset"
+                  " the watchdog in time:\nE (task_wdt)  - mpy_machine_wdt\nE (task_wdt) Aborting.")
+            simdev.die("wdt")
+
+
+def _arm(timeout):
+    _wdt[1] = _ticks()
+    _wdt[0] = timeout
+    simdev.wdt_ms = timeout  # kept over a soft reset (running.json), as the chip keeps it running
+    if not _wdt_thread:
+        import _thread
+
+        _wdt_thread.append(_thread.start_new_thread(_wdt_watch, ()))
+
+
 class WDT:
-    # Accepted and fed; the simulated board has no watchdog that fires.
     def __init__(self, id=0, timeout=5000):
-        self.timeout = timeout
+        if id != 0:
+            raise ValueError()
+        if timeout <= 0:
+            raise ValueError("WDT timeout too short")
+        _arm(timeout)
 
     def feed(self):
-        pass
+        _wdt[1] = _ticks()
+
+
+if simdev.wdt_ms:  # armed before a soft reset: still running
+    _arm(simdev.wdt_ms)

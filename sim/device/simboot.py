@@ -3,11 +3,12 @@
 # image's payload into DEVDIR/frozen/; it is then dropped from the heap. sys.path is set as on the
 # board (sim modules first so they shadow the Unix port's machine/network...), cwd = DEVDIR/fs,
 # then boot.py and main.py run.
-# The process ends with DEVDIR/last_exit = reset | soft_reset | power_cut (died at once, the runner
+# The process ends with DEVDIR/last_exit = reset | wdt | soft_reset | power_cut (the runner
 # boots again), crashed (exception out of main.py: exit status 3), no_app (status 4), exit (status 0).
 import gc
 import os
 import sys
+import time
 
 _here = sys.argv[0].rsplit("/", 1)[0] if "/" in sys.argv[0] else "."
 DEVICE_DIR = _here if _here.startswith("/") else os.getcwd() + "/" + _here
@@ -26,6 +27,9 @@ for _name in ("simstart", "simbootloader", "simpayload"):
 import simdev  # noqa: E402
 import simflash  # noqa: E402
 
+if simdev.wdt_ms:  # armed before a soft reset: the chip's watchdog is still running
+    import machine  # noqa: E402,F401
+
 
 def _run_file(name):
     # Like pyexec_file: runs fs/<name> as __main__. Returns False when the file does not exist.
@@ -42,6 +46,12 @@ def _run_file(name):
 
 
 def _finish(marker, status):
+    if simdev.wdt_ms and marker in ("crashed", "exit"):
+        # The board would sit at the REPL now, which does not feed the watchdog: it resets the
+        # board within its timeout (machine.py's thread ends this process with "wdt").
+        print("MPY: at the REPL with the watchdog armed (%d ms)" % simdev.wdt_ms)
+        while True:
+            time.sleep(1)
     simflash.save_counters(marker)
     with open(simdev.path("last_exit"), "w") as f:
         f.write(marker)
@@ -61,7 +71,11 @@ def _main():
             sys.print_exception(e)
         _run_file("main.py")
     except (SystemExit, KeyboardInterrupt):
-        pass
+        if simdev.soft_reset_requested:  # machine.soft_reset(): boot.py and main.py again
+            record = simdev.read_json("running.json", {})
+            record["wdt_ms"] = simdev.wdt_ms  # an armed watchdog survives a soft reset
+            simdev.write_json("running.json", record)
+            _finish("soft_reset", 0)
     except BaseException as e:
         sys.print_exception(e)
         _finish("crashed", 3)

@@ -25,6 +25,8 @@ config = {}
 running = None        # label of the slot the simulated bootloader booted
 reset_cause = 1       # machine.PWRON_RESET until simboot says otherwise
 boot_number = 0       # 1 for the first boot of this device folder
+wdt_ms = 0            # the watchdog's timeout once machine.WDT armed it (0: not armed)
+soft_reset_requested = False  # machine.soft_reset() raised SystemExit: simboot soft-reboots
 _faults = []
 _point_counts = {}
 _start_ms = 0
@@ -131,7 +133,8 @@ def _fire(fault):
 
 def die(marker):
     # Ends the process at once: no `finally`, no atexit handler of the device code runs.
-    # marker -> DEVDIR/last_exit: 'reset', 'soft_reset', 'power_cut' (read by the runner and simboot).
+    # marker -> DEVDIR/last_exit: 'reset', 'wdt', 'soft_reset', 'power_cut' (read by the runner and
+    # simboot).
     # A real reset cannot fail, so this must not either: the device code may have left the heap nearly
     # full (a MemoryError here would surface in the caller as if the reset had failed).
     gc.collect()

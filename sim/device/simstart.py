@@ -124,10 +124,16 @@ def power_on(devdir, repo):
     simdev.init(devdir)
     last_exit = _read_text(devdir + "/last_exit", "")
     _write_text(devdir + "/last_exit", "running")  # left as is when the host kills the process
+    # As modmachine.c maps esp_reset_reason() (docs/HARDWARE.md "Watchdog and reset causes"):
+    # esp_restart -> ESP_RST_SW -> HARD_RESET; the task watchdog's panic -> ESP_RST_TASK_WDT ->
+    # WDT_RESET; a soft reset -> SOFT_RESET (is_soft_reset), with the watchdog still armed.
     if last_exit == "reset":
-        simdev.reset_cause = 5  # esp_restart -> ESP_RST_SW -> machine.SOFT_RESET on the real port
+        simdev.reset_cause = 2
+    elif last_exit == "wdt":
+        simdev.reset_cause = 3
     elif last_exit == "soft_reset":
-        simdev.reset_cause = simdev.read_json("running.json", {}).get("reset_cause_code", 1)
+        simdev.reset_cause = 5
+        simdev.wdt_ms = simdev.read_json("running.json", {}).get("wdt_ms", 0)
     simflash.open_flash()
     simtable.load()
     try:
@@ -143,6 +149,7 @@ def power_on(devdir, repo):
     line["reset_cause"] = _CAUSE_NAMES.get(simdev.reset_cause, str(simdev.reset_cause))
     line["soft"] = last_exit == "soft_reset"
     del line["reset_cause_code"]
+    line.pop("wdt_ms", None)
     with open(devdir + "/boots.jsonl", "a") as f:
         f.write(json.dumps(line) + "\n")
     print("I (boot) booting %s version %r state %s cause %s" % (
