@@ -59,8 +59,7 @@ BAD = [
     ({"ota": {"max_restarts": 21}}, "ota.max_restarts"),
     ({"ota": {"download_deadline_s": 5}}, "ota.download_deadline_s"),
     # The token goes to one origin only; a config that relied on the old defaults says so.
-    ({"ota": {"token": "t"}}, "ota.token_origin"),
-    ({"ota": {"token": "t", "token_host": "fw.example"}}, "ota.token_host"),
+    ({"ota": {"token": "t", "token_host": "fw.example/x"}}, "ota.token_origin"),
     ({"ota": {"token": "t", "token_origin": "https://fw.example/firmware"}}, "ota.token_origin"),
     ({"ota": {"token": "t", "token_origin": "https://fw.example?x=1"}}, "ota.token_origin"),
     ({"ota": {"token": "t", "token_origin": "ftp://fw.example"}}, "ota.token_origin"),
@@ -92,6 +91,20 @@ def test_token_origin_and_watchdog_accepted():
     config.validate(config.merge({"ota": {"token": "t", "token_origin": "http://10.0.0.5"}}))
     config.validate(config.merge({"ota": {"watchdog_ms": 30001}}))
     assert config.merge({})["ota"]["watchdog_ms"] == 60000
+
+
+def test_an_older_token_config_still_boots_and_its_token_goes_to_one_origin():
+    # A token_host from an older firmware's provisioning becomes an https origin; a token with no
+    # origin at all is never sent, and the device boots (a refusal would roll back every new image
+    # on it, for good); provisioning a new config with such a token is refused.
+    cfg = config.validate(config.merge({"ota": {"token": "t", "token_host": "fw.example"}}))
+    assert cfg["ota"]["token_origin"] == "https://fw.example" and "token_host" not in cfg["ota"]
+    cfg = config.validate(config.merge({"ota": {"token": "t"}}))
+    assert cfg["ota"]["token_origin"] is None
+    full = {"wifi": {"ssid": "s"}, "mqtt": {"host": "b"}, "ota": {"token": "t"}}
+    with pytest.raises(OtaError) as err:
+        config.validate(config.merge(full), complete=True)
+    assert field_of(err.value) == "ota.token_origin"
 
 
 def test_complete_requires_ssid_and_broker():

@@ -159,7 +159,7 @@ def _check(field, kind, low, high, value):
 def validate(cfg, complete=False):
     if type(cfg) is not dict:
         _bad("config", "must be a JSON object")
-    if type(cfg.get("ota")) is dict and "token_host" in cfg["ota"]:  # before "unknown setting"
+    if type(cfg.get("ota")) is dict and "token_host" in cfg["ota"]:  # merge() translates it
         _bad("ota.token_host", 'replaced by ota.token_origin, "https://host[:port]": the token goes to '
              "that scheme, host and port only")
     for name in sorted(cfg):
@@ -185,7 +185,7 @@ def validate(cfg, complete=False):
     longest = 1000 * (_get(cfg, "ota.connect_timeout") + 2 * _get(cfg, "ota.read_timeout"))
     if _get(cfg, "ota.watchdog_ms") <= longest:
         _bad("ota.watchdog_ms", "must exceed 1000 * (connect_timeout + 2 * read_timeout) = %d" % longest)
-    _check_token_origin(_get(cfg, "ota.token_origin"), _get(cfg, "ota.token"))
+    _check_token_origin(_get(cfg, "ota.token_origin"), _get(cfg, "ota.token"), complete)
     if _get(cfg, "ota.require_signature") and _get(cfg, "ota.signing_pubkey") is None:
         _bad("ota.signing_pubkey", "required when ota.require_signature is true")
     if complete:
@@ -195,10 +195,13 @@ def validate(cfg, complete=False):
     return cfg
 
 
-# ota.token_origin: "https://host[:port]". A token without one could never be sent: refused, so
-# that an old config (a token that followed the trigger's URL) says so rather than meet http_401.
-def _check_token_origin(origin, token):
-    if origin is None and token is not None:
+# ota.token_origin: "https://host[:port]". A token without one is never sent (https.open). The device
+# boots with such a config all the same: refusing it would roll back every new image on a device that
+# an older firmware provisioned (its token followed the trigger's URL), and only a walk to the device
+# with a cable could mend that; its downloads that need the token fail with http_401 instead, said on
+# the state topic. otactl provision (complete=True) refuses to write one.
+def _check_token_origin(origin, token, complete=False):
+    if origin is None and token is not None and complete:
         _bad("ota.token_origin", 'required with ota.token: the "https://host[:port]" it may go to')
     if origin is not None:
         from ota import url as urls
@@ -222,6 +225,14 @@ def merge(overrides):
             cfg[name].update(value)
         else:
             cfg[name] = value
+    ota = cfg["ota"]
+    if type(ota) is dict and "token_host" in ota:
+        # Written by an older firmware's provisioning: the token went to that host on any scheme and
+        # port. Now it goes to https on the default port of that host only, which a host that served
+        # firmware over verified TLS keeps working with.
+        host = ota.pop("token_host")
+        if ota.get("token_origin") is None and type(host) is str and host:
+            ota["token_origin"] = "https://" + host
     return cfg
 
 
