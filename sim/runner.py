@@ -6,7 +6,7 @@
     dev.boots(), dev.read_otadata(), dev.counters(), dev.console()
 
 Each boot is one `micropython -X heapsize=... sim/device/simboot.py DEVDIR` process. The process
-leaves DEVDIR/last_exit: reset, soft_reset, power_cut -> the runner boots again (at most max_boots
+leaves DEVDIR/last_exit: reset, soft_reset, power_cut, panic -> the runner boots again (at most max_boots
 processes per start()); exit (main.py returned), crashed (exception out of main.py), no_app
 (nothing bootable) -> the run ends with that result. 'stopped' when stop() ended it, 'max_boots'
 when the bound was hit.
@@ -25,7 +25,7 @@ from otactl import partitions as partition_table
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
 FLASH_SIZE = 4 * 1024 * 1024
-REBOOT_MARKERS = ("reset", "soft_reset", "power_cut")
+REBOOT_MARKERS = ("reset", "soft_reset", "power_cut", "panic")
 STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
 
 

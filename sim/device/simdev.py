@@ -131,7 +131,8 @@ def _fire(fault):
 
 def die(marker):
     # Ends the process at once: no `finally`, no atexit handler of the device code runs.
-    # marker -> DEVDIR/last_exit: 'reset', 'soft_reset', 'power_cut' (read by the runner and simboot).
+    # marker -> DEVDIR/last_exit: 'reset', 'soft_reset', 'power_cut', 'panic' (read by the runner and
+    # simboot).
     # A real reset cannot fail, so this must not either: the device code may have left the heap nearly
     # full (a MemoryError here would surface in the caller as if the reset had failed).
     gc.collect()

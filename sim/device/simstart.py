@@ -128,6 +128,8 @@ def power_on(devdir, repo):
         simdev.reset_cause = 5  # esp_restart -> ESP_RST_SW -> machine.SOFT_RESET on the real port
     elif last_exit == "soft_reset":
         simdev.reset_cause = simdev.read_json("running.json", {}).get("reset_cause_code", 1)
+    elif last_exit == "panic":
+        simdev.reset_cause = 2  # ESP_RST_PANIC -> machine.HARD_RESET (ports/esp32/modmachine.c)
     simflash.open_flash()
     simtable.load()
     try:
