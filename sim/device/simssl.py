@@ -1,5 +1,13 @@
-# The ESP-IDF heap that every mbedTLS session takes on the C3 (PLATFORM.md §5), for the simulated
-# `ssl` (ssl.py) when sim.json says "tls_accounting": true:
+# The chip's TLS as the simulated `ssl` (ssl.py) gives it to the device code: SSLContext.wrap_socket
+# is the port's, with what the ESP32-C3 adds (docs/CHIP.md):
+#
+# - the clock: mbedTLS checks the certificates' validity against the RTC, which starts at 2000-01-01
+#   (time.py). Until ntptime.settime() succeeded, a CERT_REQUIRED handshake fails as mbedTLS's
+#   MBEDTLS_X509_BADCERT_FUTURE does through MicroPython (extmod/modtls_mbedtls.c): ValueError with
+#   the verify info "\nThe certificate validity starts in the future\n".
+#
+# and, when sim.json says "tls_accounting": true, the ESP-IDF heap that every mbedTLS session takes
+# on the C3 (PLATFORM.md §5):
 #
 # - each open TLS session holds SESSION_BYTES (about 42 KB; ota.heap.TLS_BYTES) of the largest free
 #   block of sim.json "idf_heap" (the numbers esp32.idf_heap_info reports; default 180224 bytes);
@@ -71,10 +79,23 @@ class _Session:
         return getattr(self._sock, name)
 
 
+def _clock_is_set():
+    import time
+    return time.clock_is_set() if hasattr(time, "clock_is_set") else True  # CPython: the host's clock
+
+
 class SSLContext(_port_context):
-    # Raises OSError(ENOMEM) when the IDF heap model has no room for another session.
+    # Raises ValueError (certificate not yet valid) before the clock is set, OSError(ENOMEM) when the
+    # IDF heap model has no room for another session.
     def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None):
         global open_sessions, peak_sessions, opened
+        if self.verify_mode == ssl.CERT_REQUIRED and not server_side and not _clock_is_set():
+            print("sim-ssl: verify failed: clock not set (2000-01-01) host=%s" % server_hostname)
+            raise ValueError("\nThe certificate validity starts in the future\n")
+        if not simdev.config.get("tls_accounting"):
+            return super().wrap_socket(sock, server_side=server_side,
+                                       do_handshake_on_connect=do_handshake_on_connect,
+                                       server_hostname=server_hostname)
         left = _largest_free() - open_sessions * SESSION_BYTES
         if left < SESSION_BYTES:
             _log("ENOMEM", " need=%d left=%d host=%s" % (SESSION_BYTES, left, server_hostname))
