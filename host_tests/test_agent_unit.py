@@ -115,8 +115,11 @@ class WLAN:
     def connect(self, ssid, password):
         self.up = True
 
+    def status(self):
+        return 1010 if self.up else 1000  # STAT_GOT_IP, STAT_IDLE
 
-network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0)
+
+network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0, STAT_CONNECTING=1001)
 
 
 class Updater:

@@ -24,8 +24,11 @@ class Link:
         wlan.active(True)
         if wlan.isconnected():
             return
-        wifi = self.cfg["wifi"]
-        wlan.connect(wifi.get("ssid"), wifi.get("password"))
+        # After a drop the ESP32 driver re-associates by itself, and connect() during an association
+        # raises OSError('Wifi Internal Error') (docs/CHIP.md): only wait for the one running.
+        if wlan.status() != network.STAT_CONNECTING:
+            wifi = self.cfg["wifi"]
+            wlan.connect(wifi.get("ssid"), wifi.get("password"))
         wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
         start = state.ticks_ms()
         while not wlan.isconnected():
