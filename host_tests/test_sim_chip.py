@@ -147,3 +147,54 @@ def test_wlan_is_one_object_that_connects_late_and_reassociates_by_itself(tmp_pa
     assert lines == ["singleton True", "at once False True", "second connect: Wifi Internal Error",
                      "connected after wait True", "AP gone False",
                      "connect while the driver re-associates: Wifi Internal Error", "back by itself True"]
+
+
+# --- TLS memory: a session takes about 42 KB of the IDF heap, its record buffer one 16.7 KB block ---
+TLS_MEMORY = """
+import esp32, socket, ssl, ntptime
+ntptime.settime()
+CA = open('ca.der', 'rb').read()
+
+def heap():
+    region = esp32.idf_heap_info(esp32.HEAP_DATA)[0]
+    return region[1], region[2]
+
+def session():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_verify_locations(cadata=CA)
+    sock = socket.socket()
+    sock.connect(socket.getaddrinfo('127.0.0.1', PORT)[0][-1])
+    try:
+        return context.wrap_socket(sock, server_hostname='localhost')
+    except OSError as e:
+        sock.close()
+        print('handshake failed: OSError', e.args[0])
+
+print('idle', heap())
+first = session()
+print('one open', heap())
+second = session()
+if first:
+    first.close()
+print('closed', heap())
+"""
+
+
+@pytest.mark.parametrize("idf_heap, expect", [
+    # one session fits: the second one's handshake runs out half-way: OSError(16), not ENOMEM
+    ([[245760, 90000, 60000, 60000]], ["idle (90000, 60000)", "one open (46992, 16992)",
+                                       "handshake failed: OSError 16", "closed (90000, 60000)"]),
+    # no 16.7 KB block for the input record buffer: mbedtls_ssl_setup fails (after a collect): ENOMEM
+    ([[245760, 30000, 16000, 16000]], ["idle (30000, 16000)", "handshake failed: OSError 12",
+                                       "one open (30000, 16000)", "handshake failed: OSError 12",
+                                       "closed (30000, 16000)"]),
+])
+def test_tls_sessions_take_the_idf_heap_that_idf_heap_info_reports(tmp_path, https_server, idf_heap, expect):
+    ca = open(https_server.pki.ca_der, "rb").read()
+    device = Device(tmp_path / "dev", max_boots=1)
+    device.create(app("1.0.0"), fs_files={"main.py": TLS_MEMORY.replace("PORT", str(https_server.port)),
+                                          "ca.der": ca}, tls_accounting=True, idf_heap=idf_heap)
+    assert device.run(timeout=30) == "exit", device.console()
+    lines = [line.strip() for line in device.console().splitlines() if not line.startswith(("I (", "sim-ssl"))]
+    assert lines == expect

@@ -24,8 +24,16 @@ _ERR_VALIDATE = (0x1503, "ESP_ERR_OTA_VALIDATE_FAILED")
 
 
 def idf_heap_info(capabilities):
-    # -> [(total, free, largest_free_block, min_free), ...] per IDF heap region with those caps.
-    return [tuple(region) for region in simdev.config.get("idf_heap", _DEFAULT_IDF_HEAP)]
+    # -> [(total, free, largest_free_block, min_free), ...] per IDF heap region with those caps. The
+    # open TLS sessions (simssl, with "tls_accounting") are carved out of the largest block.
+    regions = [list(region) for region in simdev.config.get("idf_heap", _DEFAULT_IDF_HEAP)]
+    taken = simdev.idf_taken
+    if taken:
+        region = max(regions, key=lambda r: r[2])
+        region[1] -= taken
+        region[2] = max(0, region[2] - taken)
+        region[3] = min(region[3], region[1])
+    return [tuple(region) for region in regions]
 
 
 class Partition:

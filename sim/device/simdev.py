@@ -25,6 +25,7 @@ config = {}
 running = None        # label of the slot the simulated bootloader booted
 reset_cause = 1       # machine.PWRON_RESET until simboot says otherwise
 boot_number = 0       # 1 for the first boot of this device folder
+idf_taken = 0         # IDF heap bytes held by open TLS sessions (simssl), gone from idf_heap_info
 _faults = []
 _point_counts = {}
 _start_ms = 0
