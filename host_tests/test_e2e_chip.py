@@ -129,3 +129,55 @@ def test_a_power_cut_is_silence_offline_comes_when_the_keepalive_runs_out(rigs, 
     if silent:
         assert offline.t - cut >= KEEPALIVE_S, "the broker heard of a silent power cut"
         assert rig.device.counters()["boots"][-1].get("silent") is True
+
+
+def test_rollout_against_a_device_that_goes_silent_mid_download(tmp_path):
+    # Two devices, one rollout stage; one device loses power (silently) once it reports
+    # "downloading". The broker keeps its retained "downloading" until the keepalive runs out, then
+    # says "offline": neither is an outcome. The rollout must wait for the device's deadline and call
+    # it a timeout, while the other device's "ok" counts as it comes.
+    import json
+    import subprocess
+    import sys
+
+    from harness.devserver import DevServer
+    from fleet_helpers import read_log
+
+    images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1")}
+    with simfleet.lab(tmp_path / "lab", images) as world:
+        broker, pki = world["broker"], world["pki"]
+        with DevServer(world["www"], pki.server_cert, pki.server_key) as slow:
+            slow.faults.trickle = 64 * 1024  # bytes/s: the download lasts seconds, the cut lands in it
+            image = images["1.0.1"]
+            manifest = tmp_path / "firmware-v1.0.1.json"
+            manifest.write_text(json.dumps({"url": slow.url("firmware-1.0.1.bin"), "version": "1.0.1",
+                                            "size": len(image), "sha256": hashlib.sha256(image).hexdigest()}))
+            rigs = [Rig(world, name, device_id, mqtt={"keepalive_s": KEEPALIVE_S})
+                    for name, device_id in (("quiet", "c41900000007"), ("fine", "c41900000008"))]
+            quiet, fine = rigs
+            try:
+                for rig in rigs:
+                    rig.device.start()
+                    rig.wait_for(lambda m: m.state == "idle")
+                log = tmp_path / "rollout.jsonl"
+                otactl = os.path.join(os.path.dirname(sys.executable), "otactl")
+                env = dict(os.environ, OTACTL_BROKER=broker.host, OTACTL_PORT=str(broker.port))
+                run = subprocess.Popen([otactl, "rollout", "--manifest", str(manifest), "--stages", "1",
+                                        "--max-concurrent", "2", "--device-timeout", "20",
+                                        "--abort-failure-rate", "1", "--success-threshold", "0.5",
+                                        "--log", str(log), "--job", "silent-1"],
+                                       env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                quiet.wait_for(lambda m: m.state == "downloading" and m.get("job") == "silent-1")
+                cut = time.monotonic()
+                quiet.device.power_off(silent=True)
+                out, _ = run.communicate(timeout=120)
+                assert run.returncode == 0, out
+                outcomes = {r["device"]: r for r in read_log(str(log)) if r["event"] == "outcome"}
+                assert outcomes["c41900000008"]["outcome"] == "ok", out
+                assert outcomes["c41900000007"]["outcome"] == "timeout", out
+                offline = quiet.wait_for(lambda m: m.state == "offline")
+                assert offline.t - cut >= KEEPALIVE_S
+                assert fine.device.boots()[-1]["version"] == "1.0.1"
+            finally:
+                for rig in rigs:
+                    rig.close()
