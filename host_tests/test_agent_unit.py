@@ -118,8 +118,11 @@ class WLAN:
     def status(self):
         return 1010 if self.up else 1000  # STAT_GOT_IP, STAT_IDLE
 
+    def disconnect(self):
+        self.up = False
 
-network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0, STAT_CONNECTING=1001)
+
+network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0, STAT_IDLE=1000)
 
 
 class Updater:

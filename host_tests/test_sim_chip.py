@@ -128,7 +128,7 @@ while not sta.isconnected():
     time.sleep(0.02)
 print('connected after wait', time.ticks_diff(time.ticks_ms(), start) > 0)
 open('../wifi_down', 'w').close()
-print('AP gone', sta.isconnected())
+print('AP gone', sta.isconnected(), sta.status() == network.STAT_NO_AP_FOUND)
 os.remove('../wifi_down')
 try:
     sta.connect('lab', 'password1')
@@ -137,6 +137,10 @@ except OSError as e:
 while not sta.isconnected():
     time.sleep(0.02)
 print('back by itself', sta.status() == network.STAT_GOT_IP)
+sta.disconnect()
+print('disconnected', sta.status() == network.STAT_IDLE)
+sta.connect('lab', 'password1')
+print('connect from idle works')
 """
 
 
@@ -145,8 +149,9 @@ def test_wlan_is_one_object_that_connects_late_and_reassociates_by_itself(tmp_pa
     assert device.run(timeout=30) == "exit", device.console()
     lines = [line.strip() for line in device.console().splitlines() if not line.startswith("I (")]
     assert lines == ["singleton True", "at once False True", "second connect: Wifi Internal Error",
-                     "connected after wait True", "AP gone False",
-                     "connect while the driver re-associates: Wifi Internal Error", "back by itself True"]
+                     "connected after wait True", "AP gone False True",
+                     "connect while the driver re-associates: Wifi Internal Error", "back by itself True",
+                     "disconnected True", "connect from idle works"]
 
 
 # --- TLS memory: a session takes about 42 KB of the IDF heap, its record buffer one 16.7 KB block ---

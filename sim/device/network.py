@@ -4,8 +4,9 @@
 # - connect() only starts the association: isconnected() turns true when the IP is got, sim.json
 #   "wifi_connect_ms" later (default 300; seconds on a real network);
 # - after a drop the driver re-associates by itself (wifi_sta_connect_requested) as soon as the AP is
-#   back, again taking wifi_connect_ms; status() is STAT_CONNECTING meanwhile, and connect() during an
-#   association raises OSError('Wifi Internal Error') (ESP_ERR_WIFI_CONN, network_common.c).
+#   back, again taking wifi_connect_ms; status() is STAT_CONNECTING meanwhile (STAT_NO_AP_FOUND while
+#   the AP is out of range), and connect() while the driver is at it raises OSError('Wifi Internal
+#   Error') (ESP_ERR_WIFI_CONN, network_common.c; micropython/micropython#17661); disconnect() stops it.
 # sim.json "wifi": false keeps the AP away; the file DEVDIR/wifi_down (created/removed by a test) takes
 # it away while the device runs. Real sockets go through the host's network.
 import os
@@ -83,7 +84,9 @@ class _WLAN:
             return -55
         if not self._active or self._ssid is None:
             return STAT_IDLE
-        return STAT_CONNECTING if self._associating() else STAT_GOT_IP
+        if not self._associating():
+            return STAT_GOT_IP
+        return STAT_CONNECTING if _ap_in_range() else STAT_NO_AP_FOUND
 
     def ifconfig(self, config=None):
         return ("192.168.4.2", "255.255.255.0", "192.168.4.1", "192.168.4.1")
