@@ -48,17 +48,18 @@ clean:
 # ---- The path to a real board (docs/HARDWARE.md). None of these ran against a board here. ----
 .PHONY: firmware flash deploy provision
 
-# Our ESP32-C3 MicroPython with OTA slots and lib/ frozen: needs IDF_PATH and MICROPYTHON_DIR.
+# Our ESP32-C3 MicroPython with OTA slots and lib/ frozen: needs IDF_PATH and MICROPYTHON_DIR at the
+# tag of firmware/release.env.
 firmware:
 	@bash firmware/build.sh "$(VERSION)"
 
-# First flash of a new board (bootloader, partition table, blank otadata, app in ota_0).
+# First flash of a new board (bootloader, partition table, blank otadata, app in ota_0, blank filesystem).
 flash:
 	@if [ -z "$(PORT)" ]; then echo "make flash: PORT is not set: make flash PORT=/dev/ttyACM0 (the board's serial port)" >&2; exit 2; fi
 	@[ -x $(PY) ] || { echo "make flash: .venv is missing: run make venv" >&2; exit 2; }
 	@$(PY) -m otactl flash --port "$(PORT)"
 
-# Copy compiled lib/ + boot.py + main.py (only needed when the firmware does not freeze lib/).
+# Copy compiled lib/ + boot.py + main.py to a STOCK MicroPython (v1.24+); our firmware freezes all three.
 # FROZEN=0: the firmware has no umqtt.simple either; install it with mip.
 deploy:
 	@if [ -z "$(PORT)" ]; then echo "make deploy: PORT is not set: make deploy PORT=/dev/ttyACM0" >&2; exit 2; fi

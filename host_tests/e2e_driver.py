@@ -59,6 +59,11 @@ def run_job(job):
 
 
 def main():
+    # As any program on the board: the RTC starts at 2000-01-01 and no certificate verifies before
+    # the clock is set (docs/CHIP.md).
+    import ntptime
+
+    ntptime.settime()
     running = esp32.Partition(esp32.Partition.RUNNING)
     try:
         with open("jobs.json") as f:

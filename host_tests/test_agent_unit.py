@@ -116,8 +116,14 @@ class WLAN:
     def connect(self, ssid, password):
         self.up = True
 
+    def status(self):
+        return 1010 if self.up else 1000  # STAT_GOT_IP, STAT_IDLE
 
-network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0)
+    def disconnect(self):
+        self.up = False
+
+
+network = types.SimpleNamespace(WLAN=WLAN, STA_IF=0, STAT_IDLE=1000)
 
 
 class Updater:

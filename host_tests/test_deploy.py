@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from otactl import cmd_device, deploy
+from otactl import cmd_device, deploy, partitions
 from otactl.errors import OtaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,18 +62,52 @@ def test_flash_dry_run_through_the_cli_prints_the_esptool_command():
     assert run.returncode == 0, run.stderr
     esptool = [line for line in run.stdout.splitlines() if not line.startswith("#")]
     assert len(esptool) == 1 and " --chip esp32c3 --port %s " % PORT in esptool[0]
-    assert esptool[0].endswith("0x10000 build/firmware/micropython.bin")
+    assert "0x10000 build/firmware/micropython.bin" in esptool[0]
+    # the venv's pinned esptool, run as a module of otactl's own Python: never an esptool from PATH
+    assert esptool[0].startswith("%s -m esptool " % sys.executable)
 
 
 def test_flash_plan_offsets_come_from_partitions_csv():
     plan = deploy.flash_plan(ROOT, PORT)
-    assert [(hex(o), os.path.basename(p)) for o, p in plan["write"]] == [
+    assert [(hex(o), os.path.basename(p)) for o, p in plan["write"]][:4] == [
         ("0x0", "bootloader.bin"), ("0x8000", "partition-table.bin"), ("0xd000", "otadata-blank.bin"),
         ("0x10000", "micropython.bin")]
     assert plan["generate"][os.path.join("build", "firmware", "otadata-blank.bin")] == b"\xff" * 0x2000
     command = plan["commands"][0]
-    assert command[1:8] == ["--chip", "esp32c3", "--port", PORT, "--baud", "460800", "write-flash"]
+    # write_flash: the one spelling esptool v4 and v5 both accept (v5 also takes write-flash; v4 does not)
+    assert command[:10] == [sys.executable, "-m", "esptool", "--chip", "esp32c3", "--port", PORT,
+                            "--baud", "460800", "write_flash"]
     assert "firmware.bin" not in " ".join(command)  # the merged image never goes to an app slot
+
+
+def test_first_flash_blanks_the_filesystem_region_read_from_the_table():
+    # Old stock-MicroPython data there makes the first boot loop in inisetup.py ("filesystem appears to
+    # be corrupted"); the region comes from partitions.csv (vfs at 0x3B0000, 0x50000 bytes), not a constant.
+    table = partitions.load(os.path.join(ROOT, "partitions.csv"))
+    vfs = [p for p in table if p.label == "vfs"][0]
+    plan = deploy.flash_plan(ROOT, PORT)
+    blank = os.path.join("build", "firmware", "vfs-blank.bin")
+    assert (vfs.offset, blank) in plan["write"]
+    assert plan["generate"][blank] == b"\xff" * vfs.size
+    assert (vfs.offset, vfs.offset + vfs.size) == (0x3B0000, 0x400000)
+    command = plan["commands"][0]
+    assert command[command.index("0x%x" % vfs.offset) + 1] == blank
+
+
+def test_first_flash_blank_follows_a_moved_filesystem(tmp_path):
+    csv = open(os.path.join(ROOT, "partitions.csv")).read().replace(
+        "vfs,        data, fat,      0x3B0000, 0x50000,",
+        "vfs,        data, fat,      0x3B0000, 0x20000,\nspare,      data, 0x99,     0x3D0000, 0x30000,")
+    (tmp_path / "partitions.csv").write_text(csv)
+    plan = deploy.flash_plan(str(tmp_path), PORT)
+    assert plan["generate"][os.path.join("build", "firmware", "vfs-blank.bin")] == b"\xff" * 0x20000
+
+
+def test_esptool_missing_is_named(monkeypatch):
+    monkeypatch.setattr(deploy.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(OtaError) as err:
+        deploy.flash_plan(ROOT, PORT)
+    assert err.value.reason == "missing_dependency" and "make venv" in err.value.message
 
 
 def test_flash_without_a_build_says_what_to_run(tmp_path):

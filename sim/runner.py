@@ -6,15 +6,22 @@
     dev.boots(), dev.read_otadata(), dev.counters(), dev.console()
 
 Each boot is one `micropython -X heapsize=... sim/device/simboot.py DEVDIR` process. The process
-leaves DEVDIR/last_exit: reset, wdt (the watchdog fired), soft_reset, power_cut -> the runner boots again (at most max_boots
+leaves DEVDIR/last_exit: reset, wdt (the watchdog fired), soft_reset, power_cut, panic -> the runner boots again (at most max_boots
 processes per start()); exit (main.py returned), crashed (exception out of main.py), no_app
 (nothing bootable) -> the run ends with that result. 'stopped' when stop() ended it, 'max_boots'
 when the bound was hit.
+
+A power cut is silence on a real C3: the chip just stops talking, and the broker fires the last will
+only when the keepalive runs out (1.5 x keepalive, MQTT 3.1.1 section 3.1.2.10). A killed process is
+not silent: the host kernel closes its sockets and the broker sees the disconnect at once. So
+power_cut(silent=True) / power_off(silent=True) freeze the process (SIGSTOP) instead: its sockets
+stay open and say nothing, and it is killed only when the device is stopped.
 """
 import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import threading
@@ -25,7 +32,7 @@ from otactl import partitions as partition_table
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
 FLASH_SIZE = 4 * 1024 * 1024
-REBOOT_MARKERS = ("reset", "wdt", "soft_reset", "power_cut")
+REBOOT_MARKERS = ("reset", "wdt", "soft_reset", "power_cut", "panic")
 STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
 
 
@@ -49,6 +56,9 @@ class Device:
         self._stopping = False
         self._host_cut = False
         self._on_line = None
+        self._silenced = []          # frozen processes whose sockets the broker still sees open
+        self._ended = None           # set when the current process ended or was silenced
+        self._power_off = False
 
     # --- layout -------------------------------------------------------------------------------
     def path(self, name):
@@ -264,18 +274,36 @@ class Device:
                     raise TimeoutError("no console line matching %r (result %s)" % (pattern, self.result))
                 self._cond.wait(min(left, 0.2))
 
-    def power_cut(self):
-        """Host-side power cut now: SIGKILL the running process; the runner boots again."""
+    def power_cut(self, silent=False):
+        """Host-side power cut now; the runner boots again. silent=False: SIGKILL (the kernel closes the
+        sockets: the broker sees the disconnect at once); silent=True: the process is frozen as a
+        C3 without power is, its sockets open and quiet."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
             self._host_cut = True
-            proc.kill()
+            if silent:
+                proc.send_signal(signal.SIGSTOP)
+                self._silenced.append(proc)
+                self._ended.set()
+            else:
+                proc.kill()
+
+    def power_off(self, silent=True, timeout=10):
+        """A power cut after which the board stays off (no reboot): the run ends with 'power_cut'."""
+        self._power_off = True
+        self.power_cut(silent=silent)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def stop(self, timeout=10):
         self._stopping = True
         proc = self._proc
         if proc is not None and proc.poll() is None:
             proc.kill()
+        for frozen in self._silenced:
+            frozen.kill()
+            frozen.wait()
+        self._silenced = []
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -295,6 +323,9 @@ class Device:
             if self._stopping:
                 result = "stopped"
                 break
+            if self._power_off:
+                result = marker
+                break
             if marker not in REBOOT_MARKERS:
                 result = marker
                 break
@@ -306,16 +337,23 @@ class Device:
         self._host_cut = False
         boots_before = len(self.boots())
         command = [self.micropython, "-X", "heapsize=%s" % self.heapsize, SIMBOOT, self.devdir]
-        self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
-        for raw in self._proc.stdout:
-            self._emit(raw.decode("utf-8", "replace"))
-        self._proc.wait()
-        marker = self.last_exit()
-        if marker == "running":  # killed from the host (power_cut()/stop()) or died on its own
+        ended = self._ended = threading.Event()
+        proc = self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                             cwd=REPO)
+        threading.Thread(target=self._pump, args=(proc, ended), daemon=True).start()
+        ended.wait()
+        silenced = proc in self._silenced
+        if not silenced:
+            proc.wait()
+        marker = "running" if silenced else self.last_exit()
+        if marker == "running":  # killed or frozen from the host (power_cut()/stop()) or died on its own
             marker = "power_cut" if self._host_cut or self._stopping else "crashed"
             with open(self.path("last_exit"), "w") as f:
                 f.write(marker)
-            self._append_counters({"exit": marker, "host_kill": True})
+            record = {"exit": marker, "host_kill": True}
+            if silenced:
+                record["silent"] = True
+            self._append_counters(record)
         if len(self.boots()) == boots_before:  # ended inside the bootloader step: no boot line yet
             with open(self.path("boots.jsonl"), "a") as f:
                 f.write(json.dumps({"boot": len(self.counters()["boots"]), "slot": None, "stage": "bootloader",
@@ -323,6 +361,14 @@ class Device:
         else:
             self._annotate_last_boot(marker)
         return marker
+
+    def _pump(self, proc, ended):
+        # The console of one process, until it ends; nothing comes from a frozen one.
+        for raw in proc.stdout:
+            if proc in self._silenced:
+                break
+            self._emit(raw.decode("utf-8", "replace"))
+        ended.set()
 
     def _append_counters(self, record):
         record["boot"] = len(self.counters()["boots"]) + 1

@@ -27,6 +27,9 @@ class Runner:
         # Never raises for a failed job: the reason goes into the job record and the state topic.
         agent = self.agent
         self.started = None
+        # The clock again if NTP failed when the link came up (the RTC starts at 2000-01-01): the
+        # download's certificate check and a signed trigger's expiry need it. A no-op once it is set.
+        agent._set_clock()
         try:
             self._check_policy(job)
             if agent.other is None:

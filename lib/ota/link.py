@@ -24,13 +24,18 @@ class Link:
         wlan.active(True)
         if wlan.isconnected():
             return
-        wifi = self.cfg["wifi"]
-        wlan.connect(wifi.get("ssid"), wifi.get("password"))
+        # Once asked to connect, the ESP32 driver keeps (re)associating by itself, and connect()
+        # meanwhile raises OSError('Wifi Internal Error') (docs/CHIP.md): connect only from idle, and
+        # after a wait that ran out, disconnect so that the next turn starts a fresh association.
+        if wlan.status() == network.STAT_IDLE:
+            wifi = self.cfg["wifi"]
+            wlan.connect(wifi.get("ssid"), wifi.get("password"))
         wait_ms = _WIFI_WAIT_MS if self.gate is None else min(_WIFI_WAIT_MS, self.gate.remaining_ms())
         start = state.ticks_ms()
         while not wlan.isconnected():
             self.feed()
             if state.ticks_diff(state.ticks_ms(), start) > wait_ms:
+                wlan.disconnect()
                 raise OSError(110, "wifi not connected")
             time.sleep(_WIFI_POLL_S)
 

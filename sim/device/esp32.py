@@ -24,8 +24,16 @@ _ERR_VALIDATE = (0x1503, "ESP_ERR_OTA_VALIDATE_FAILED")
 
 
 def idf_heap_info(capabilities):
-    # -> [(total, free, largest_free_block, min_free), ...] per IDF heap region with those caps.
-    return [tuple(region) for region in simdev.config.get("idf_heap", _DEFAULT_IDF_HEAP)]
+    # -> [(total, free, largest_free_block, min_free), ...] per IDF heap region with those caps. The
+    # open TLS sessions (simssl, with "tls_accounting") are carved out of the largest block.
+    regions = [list(region) for region in simdev.config.get("idf_heap", _DEFAULT_IDF_HEAP)]
+    taken = simdev.idf_taken
+    if taken:
+        region = max(regions, key=lambda r: r[2])
+        region[1] -= taken
+        region[2] = max(0, region[2] - taken)
+        region[3] = min(region[3], region[1])
+    return [tuple(region) for region in regions]
 
 
 class Partition:
@@ -84,8 +92,18 @@ class Partition:
         self._check(start, len(buf))
         simflash.read(self._entry[2] + start, buf)
 
+    def _guard(self):
+        # ESP-IDF's default CONFIG_SPI_FLASH_DANGEROUS_WRITE_ABORTS: esp_flash_write/erase_region
+        # check the range against the running app (esp_partition_main_flash_region_safe) and abort()
+        # BEFORE touching flash: a panic, the board reboots (docs/CHIP.md). Not an OSError the code
+        # could catch. Partitions are whole and never overlap, so "touches the running app" is "is it".
+        if self._entry[4] == simdev.running and self._entry[0] == simtable.TYPE_APP:
+            print("abort() was called: flash operation on the running app (0x%x)" % self._entry[2])
+            simdev.die("panic")
+
     def writeblocks(self, block, buf, offset=None):
         # 2 args: erase the covered range first (len must be a multiple of 4096); 3 args: never erase.
+        # Touching the running app panics (_guard), after the range checks as in esp_partition_write.
         start = block * self._block_size
         if offset is None:
             if self._block_size < _NATIVE_BLOCK:
@@ -94,6 +112,7 @@ class Partition:
         else:
             start += offset
         self._check(start, len(buf))
+        self._guard()
         simflash.program(self._entry[2] + start, buf)
 
     def _erase(self, offset, length):
@@ -103,6 +122,7 @@ class Partition:
             raise _esp_error(*_ERR_INVALID_SIZE)
         if offset % _NATIVE_BLOCK:
             raise _esp_error(*_ERR_INVALID_ARG)
+        self._guard()
         address = self._entry[2] + offset
         end = address + length
         while address < end:  # no range object: this runs inside the device's measured copy loop

@@ -55,7 +55,7 @@ def boot():
         if part is None:
             continue
         try:
-            simimage.verify(part[2], part[3])
+            simimage.verify(part[2], part[3], boot=True)
         except ValueError as e:
             print("E (boot) %s is not bootable: %s" % (part[4], e))
             continue

@@ -27,6 +27,7 @@ reset_cause = 1       # machine.PWRON_RESET until simboot says otherwise
 boot_number = 0       # 1 for the first boot of this device folder
 wdt_ms = 0            # the watchdog's timeout once machine.WDT armed it (0: not armed)
 soft_reset_requested = False  # machine.soft_reset() raised SystemExit: simboot soft-reboots
+idf_taken = 0         # IDF heap bytes held by open TLS sessions (simssl), gone from idf_heap_info
 _faults = []
 _point_counts = {}
 _start_ms = 0
@@ -133,7 +134,7 @@ def _fire(fault):
 
 def die(marker):
     # Ends the process at once: no `finally`, no atexit handler of the device code runs.
-    # marker -> DEVDIR/last_exit: 'reset', 'wdt', 'soft_reset', 'power_cut' (read by the runner and
+    # marker -> DEVDIR/last_exit: 'reset', 'wdt', 'soft_reset', 'power_cut', 'panic' (read by the runner and
     # simboot).
     # A real reset cannot fail, so this must not either: the device code may have left the heap nearly
     # full (a MemoryError here would surface in the caller as if the reset had failed).

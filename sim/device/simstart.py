@@ -134,6 +134,8 @@ def power_on(devdir, repo):
     elif last_exit == "soft_reset":
         simdev.reset_cause = 5
         simdev.wdt_ms = simdev.read_json("running.json", {}).get("wdt_ms", 0)
+    elif last_exit == "panic":
+        simdev.reset_cause = 2  # ESP_RST_PANIC -> machine.HARD_RESET (ports/esp32/modmachine.c)
     simflash.open_flash()
     simtable.load()
     try:

@@ -1,6 +1,7 @@
-# Simulated `ssl`: the port's own (micropython-lib's python-stdlib/ssl, frozen as ".frozen/ssl"), and,
-# when sim.json says "tls_accounting": true, simssl's SSLContext instead, which counts the TLS sessions
-# against the simulated IDF heap (see simssl.py). Kept tiny: the port's module is frozen (no GC heap),
+# Simulated `ssl`: the port's own (micropython-lib's python-stdlib/ssl, frozen as ".frozen/ssl") with
+# simssl's SSLContext, which adds what the chip does: no verified handshake before the clock is set,
+# and, when sim.json says "tls_accounting": true, the TLS sessions counted against the simulated IDF
+# heap (see simssl.py). Kept tiny: the port's module is frozen (no GC heap),
 # this one is not, and the simulated devices' heap budget is measured (host_tests/test_sim_heap.py).
 import sys
 
@@ -16,8 +17,5 @@ for _name in dir(_port):
     if not _name.startswith("__"):
         globals()[_name] = getattr(_port, _name)
 
-import simdev  # noqa: E402
-
-if simdev.config.get("tls_accounting"):
-    from simssl import SSLContext, wrap_socket  # noqa: E402,F401
+from simssl import SSLContext, wrap_socket  # noqa: E402,F401
 del _path, _me, _name, _port
