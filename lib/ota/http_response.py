@@ -43,7 +43,7 @@ _WANTED = ("content-length", "content-range", "transfer-encoding", "location")
 
 def _read_fields(stream):
     fields = {}
-    for _ in range(_MAX_HEADERS):
+    for _ in range(_MAX_HEADERS + 1):  # the header lines, then the blank line that ends them
         line = _readline(stream, _HEADER_LINE)
         if line == b"\r\n" or line == b"\n":
             return fields
