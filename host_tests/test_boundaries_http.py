@@ -183,3 +183,99 @@ def test_micropython_follows_exactly_max_redirects(env, dev):
     assert not r["ok"] and r["reason"] == "too_many_redirects", r
     r = run(env.device, chain(dev, 2), opts={"max_redirects": 2})
     assert r["ok"], r
+
+
+# ---------------------------------------------------------------- header fields, one rule each
+
+@pytest.mark.parametrize("text,expected", [
+    ("bytes 3-7/10", (3, 7, 10)),
+    ("bytes 3-3/10", (3, 3, 10)),  # a single byte: last == first
+    ("bytes 0-0/*", (0, 0, None)),
+    ("bytes 5-3/10", None),  # last before first
+    ("bytes -5/10", None),
+    ("bytes 3-/10", None),
+    ("bytes 3-7", None),
+    ("bytes 3-7/", None),
+    ("bytes 3-7/1x", None),
+    ("bytes 3-7-9/10", None),
+    ("bytes 3-7/10/11", None),
+    ("bytes x-7/10", None),
+    ("bytes 3-y/10", None),
+    ("items 3-7/10", None),
+    ("", None),
+    (None, None),
+])
+def test_content_range_forms(text, expected):
+    from ota.http_response import _content_range
+
+    if expected is None:
+        with pytest.raises(OtaError) as e:
+            _content_range(text)
+        assert e.value.reason == "bad_response"
+    else:
+        assert _content_range(text) == expected
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("0", 0), ("123456789012", 123456789012), ("1234567890123", None), ("", None), ("+5", None),
+    ("5x", None), ("0x10", None),
+])
+def test_content_length_forms(value, expected):
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n" % value.encode()
+    if expected is None:
+        with pytest.raises(OtaError) as e:
+            answer(raw)
+        assert e.value.reason == "bad_response"
+    else:
+        assert answer(raw).length == expected
+
+
+def test_header_fields():
+    resp = answer(b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH : 2\r\ncontent-length: 2\r\nX-Other: a:b\r\n\r\nok")
+    assert resp.length == 2 and body_of(resp) == b"ok"  # names in any case, a repeat that agrees
+    stream = Stream(b"HTTP/1.1 302 Found\r\nLocation: /Path/To?X=Y\r\n\r\n")
+    assert read_head(stream) == (302, {"location": "/Path/To?X=Y"})  # Location keeps its case
+    stream = Stream(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n")
+    assert read_head(stream)[1] == {"transfer-encoding": "chunked"}
+    assert read_head(Stream(b"HTTP/1.0 404 Not Found\n\n")) == (404, {})  # bare LF lines
+
+
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n: value\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+    b"HTTP/2 200\r\n\r\n",
+    b"HTTP/1.1 20 OK\r\n\r\n",
+    b"HTTP/1.1 2x0 OK\r\n\r\n",
+    b"HTTP/1.1\r\n\r\n",
+])
+def test_bad_heads_are_bad_response(raw):
+    with pytest.raises(OtaError) as e:
+        read_head(Stream(raw))
+    assert e.value.reason == "bad_response"
+
+
+def test_header_line_count_bound():
+    # 64 header lines are read (_MAX_HEADERS); the 65th is one too many
+    head = b"HTTP/1.1 200 OK\r\n" + b"X-A: b\r\n" * 63
+    assert read_head(Stream(head + b"Content-Length: 0\r\n\r\n"))[1] == {"content-length": "0"}
+    with pytest.raises(OtaError) as e:
+        read_head(Stream(head + b"X-A: b\r\nContent-Length: 0\r\n\r\n"))
+    assert e.value.reason == "bad_response"
+
+
+def test_header_line_length_bound():
+    line = b"X: " + b"a" * (2048 - 5) + b"\r\n"  # exactly 2048 bytes with its CRLF
+    assert len(line) == 2048
+    assert read_head(Stream(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n")) == (200, {})
+    with pytest.raises(OtaError) as e:
+        read_head(Stream(b"HTTP/1.1 200 OK\r\nX: a" + line + b"\r\n"))
+    assert e.value.reason == "bad_response"
+
+
+def test_body_until_eof_and_identity():
+    resp = answer(b"HTTP/1.0 200 OK\r\nTransfer-Encoding: identity\r\n\r\nhello world")
+    assert (resp.length, resp.chunked, body_of(resp, size=4)) == (None, False, b"hello world")
+    assert resp.readinto(bytearray(4)) == 0
+    resp.close()
+    resp.close()  # twice is fine
