@@ -323,3 +323,10 @@ def test_otadata_larger_seq_wins_in_either_sector():
     fakes.write_otadata(esp, 0, 3, "VALID")
     fakes.write_otadata(esp, 1, 1, "ABORTED")
     assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
+
+
+def test_clock_is_set_from_clock_valid_after_on():
+    start = signature.CLOCK_VALID_AFTER
+    message = signing.sign_trigger(BASE, KEY, expires_in=60, now=start)
+    assert device_check(message, start) is True
+    assert reason_of(device_check, message, start - 1) == "clock_not_set"

@@ -4,8 +4,8 @@ Run from the staging tree (build/mutate). Prints one line per module and the tot
 survivors.txt: each mutant that survived (or that no selected test reached), as a diff of its function.
 
 Two scores. "all": killed / checked, every mutant mutmut made. "behaviour": the same without the
-mutants that change nothing but the text of a message (an OtaError detail, a print, a log line; a
-string that is not a snake_case code), which no test should pin word for word. Reason codes, field
+mutants that change nothing but the words of a message (an OtaError's detail, print()'s arguments,
+a string constant that is not a code), which no test should pin word for word. Reason codes, field
 names, topics and every other string that a program compares are snake_case or contain no space,
 and count in both scores.
 """
@@ -37,8 +37,35 @@ def _is_message(value):
     return isinstance(value, str) and not _CODE.match(value)
 
 
+class _Words(ast.NodeTransformer):
+    # Drops what only a human reads: an OtaError's detail (every argument after the reason code),
+    # the arguments of print(), and message text constants.
+    def visit_Call(self, node):
+        self.generic_visit(node)
+        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+        if name == "OtaError":
+            node.args = node.args[:1]
+        elif name == "print":
+            node.args, node.keywords = [], []
+        return node
+
+    def visit_Constant(self, node):
+        return ast.Constant("message") if _is_message(node.value) else node
+
+
+def _words_only(orig, mutant):
+    import copy
+
+    a = ast.dump(_Words().visit(copy.deepcopy(orig)))
+    b = ast.dump(_Words().visit(copy.deepcopy(mutant)))
+    return a == b
+
+
 def message_only(orig, mutant):
-    # True when the two functions differ only in constants where the original is message text.
+    # True when the two functions differ only in message text: constants where the original is text
+    # for a human, an OtaError's detail, print()'s arguments.
+    if _words_only(orig, mutant):
+        return True
     a, b = list(ast.walk(orig)), list(ast.walk(mutant))
     if len(a) != len(b):
         return False
