@@ -56,9 +56,9 @@ class _Words(ast.NodeTransformer):
 def _words_only(orig, mutant):
     import copy
 
-    a = ast.dump(_Words().visit(copy.deepcopy(orig)))
-    b = ast.dump(_Words().visit(copy.deepcopy(mutant)))
-    return a == b
+    a, b = copy.deepcopy(orig), copy.deepcopy(mutant)
+    a.name = b.name = ""  # x_f__mutmut_orig and x_f__mutmut_7
+    return ast.dump(_Words().visit(a)) == ast.dump(_Words().visit(b))
 
 
 def message_only(orig, mutant):
