@@ -130,7 +130,8 @@ def test_faults_hostile_payloads_in_every_state(tmp_path):
         slow.faults.trickle = TRICKLE
         watch = Watcher(broker.host, broker.port, topics=(state_topic,))
         device = simfleet.new_device(str(tmp_path / "dev"), images["1.0.0"], broker.host, broker.port,
-                                     ca_der=pki.ca_der, unique_id=device_id, ota={"progress_interval_s": 1})
+                                     ca_der=pki.ca_der, unique_id=device_id,
+                                     ota={"progress_interval_s": 1, "allow_downgrade": True})  # the revert goes back to 1.0.0
         stream = _Stream(watch, payloads)
         sha = hashlib.sha256(images["1.0.1"]).hexdigest()
         try:

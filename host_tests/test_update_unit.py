@@ -427,8 +427,18 @@ def test_backoff_pauses_feed_the_watchdog(monkeypatch):
     # A backoff longer than the watchdog's timeout must not reset the board mid-job.
     from ota import fetch
 
+    import threading
+
     slept, feeds = [], []
-    monkeypatch.setattr(fetch.time, "sleep", lambda s: slept.append(s))
+    real_sleep, this_thread = fetch.time.sleep, threading.current_thread()
+
+    def sleep(seconds):  # time.sleep is the process's: a thread an earlier test left sleeps too
+        if threading.current_thread() is this_thread:
+            slept.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(fetch.time, "sleep", sleep)
     img = make_image()
     server = fakes.FakeServer(img, plans=[{"drop_after": 5000}])
     run(server, config={"retry_backoff_ms": 3500}, feed=lambda: feeds.append(len(slept)))
