@@ -819,3 +819,35 @@ def test_a_forged_trigger_cannot_burn_the_job_id_of_the_real_one(env):
     with pytest.raises(Reset):
         a.run_pending()
     assert len(up.calls) == 1
+
+
+@pytest.mark.parametrize("answer", ["short", "zero"])
+def test_an_ntp_reply_that_is_short_or_zero_neither_crashes_nor_sets_the_clock(env, monkeypatch, answer):
+    # Review: micropython-lib's ntptime unpacks msg[40:44] of whatever datagram came back: a short one
+    # raises ValueError, which nothing caught (the agent died; on a new image: rolled back). A
+    # transmit time of 0 (an unsynchronised server) becomes 2036-02-07, which fails every TLS check.
+    def settime():
+        if answer == "short":
+            raise ValueError("buffer too small")
+        monkeypatch.setattr(link_module.state, "unix_time", lambda: link_module._NTP_ZERO)
+
+    from ota import link as link_module
+
+    monkeypatch.setitem(sys.modules, "ntptime", types.SimpleNamespace(settime=settime))
+    a = env.make()
+    a._set_clock()
+    assert a.clock_set is False  # asked again at the next connect
+
+
+def test_a_broker_that_cuts_a_packet_short_is_a_lost_link_not_a_crash(env):
+    # Review: umqtt indexes the bytes it read (sock.read(1)[0]); a broker closing mid-packet gives b""
+    # and an IndexError, which agent.run did not catch (a reset; during the health gate, a rollback).
+    a = env.make()
+    connected(a)
+
+    def cut_short():
+        raise IndexError("index out of range")
+
+    a.client.check_msg = cut_short
+    with pytest.raises(OSError):
+        a._serve()

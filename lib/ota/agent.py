@@ -136,6 +136,7 @@ class Agent(Link):
             except (OSError, MemoryError) as e:  # MemoryError: a fragmented heap while connecting
                 print("agent: connection lost:", e)
                 self._drop()
+                self.clock_set = False  # ask NTP again: a wrong time would fail every TLS check for good
                 if self.gate is not None and self.gate.expired():
                     health.roll_back(self.jobs, machine, "health_timeout", "no MQTT: %s" % e)
                 pause = backoff if self.gate is None else min(backoff, self.gate.remaining_ms() // 1000 + 1)
@@ -149,7 +150,10 @@ class Agent(Link):
         keepalive_ms = self.cfg["mqtt"]["keepalive_s"] * 1000
         while True:
             self.feed()
-            self.client.check_msg()
+            try:
+                self.client.check_msg()
+            except (IndexError, TypeError) as e:  # umqtt indexes a read the broker cut short (b"", None)
+                raise OSError(104, "MQTT packet cut short: %r" % e)
             if self.pending is not None:
                 self.run_pending()
                 if self.client is None:  # the job ended without MQTT (TLS, or a drop): reconnect

@@ -11,6 +11,7 @@ from ota import mqtt as mqtt_client
 from ota.errors import OtaError
 
 _WIFI_WAIT_MS = 20000
+_NTP_ZERO = 2085978496  # Unix time of NTP timestamp 2**32 (ntptime's answer to a transmit time of 0)
 _WIFI_POLL_S = 0.1
 
 
@@ -47,9 +48,17 @@ class Link:
             import ntptime
 
             ntptime.settime()
-            self.clock_set = True
-        except (OSError, OverflowError, ImportError) as e:
+        except Exception as e:  # noqa: BLE001  a short or forged reply raises ValueError/IndexError in
+            # micropython-lib's ntptime (struct.unpack of msg[40:44]): NTP failed, the agent goes on
             print("agent: ntptime failed:", e)
+            return
+        # An unsynchronised server sends a transmit time of 0, which micropython-lib's ntptime turns
+        # into 2036-02-07 06:28:16 (its era rule adds 2**32 s); state.unix_time() is None for a clock
+        # before 2024. Neither counts as set: the next connect asks again (agent.run clears it too).
+        now = state.unix_time()
+        self.clock_set = now is not None and abs(now - _NTP_ZERO) > 60
+        if not self.clock_set:
+            print("agent: ntptime gave no usable time:", now)
 
     def _tls_context(self, mqtt):
         # The verified context for MQTT over TLS, built as the firmware download's is (https.context:

@@ -80,6 +80,8 @@ def _guard(MQTTClient):
                 return kind
             size = self._recv_len()
             head = sock.read(2)
+            if not head or len(head) < 2:  # the broker closed the connection mid-packet
+                raise OSError(-1)
             topic = sock.read(head[0] << 8 | head[1])
             size -= len(topic) + 2
             packet_id = None
