@@ -40,13 +40,30 @@ def _read(path):
     return out
 
 
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
 class Replay:
     def __init__(self, path=PATH):
         self.path = path
         self.seqs = _read(path)
-        for name, seq in _read(path + ".tmp").items():
+        pending = _read(path + ".tmp")
+        for name, seq in pending.items():
             if seq > self.seqs.get(name, 0):
                 self.seqs[name] = seq
+        if pending and not _exists(path):
+            # A cut between FAT's remove and rename left PATH.tmp the only copy: make it PATH again
+            # before the next accept() opens PATH.tmp for writing (and a second cut there would
+            # leave nothing, so captured triggers would replay).
+            try:
+                os.rename(path + ".tmp", path)
+            except OSError as e:
+                print("replay: could not restore %s: %s" % (path, e))
 
     def highest(self, key):
         return self.seqs.get(key, 0)
