@@ -68,7 +68,9 @@ def _check(device_id, name, kind, limit, value):
         if len(value) > limit:
             _bad(device_id, "%s longer than %d characters" % (name, limit))
         return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # An int is finite however long (and math.isfinite raises OverflowError on 10**400); a float may not be.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+            isinstance(value, float) and not math.isfinite(value)):
         _bad(device_id, "%s must be a finite number or null" % name)
     if kind == "time":
         return value if 0 <= value < _UINT32 else None  # a clock far off is no lie, just unknown

@@ -103,6 +103,11 @@ class Fleet:
                 self.devices.pop(device_id, None)
                 self.rejected[devstate.show(device_id)] = "%s: %s" % (e.reason, e.message)
             return None
+        except Exception as e:  # noqa: BLE001  a case parse() missed must not kill paho's thread
+            with self.lock:  # (status, rollout and revert would see nothing more)
+                self.devices.pop(device_id, None)
+                self.rejected[devstate.show(device_id)] = "bad_state: %s" % devstate.show(repr(e)[:80])
+            return None
         device = Device(device_id, fields, time.time() if now is None else now)
         with self.lock:
             self.devices[device_id] = device
