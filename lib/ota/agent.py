@@ -50,7 +50,7 @@ class Agent(Link):
                  config_problem=None, feed=None):
         # jobs_path: the job file; the replay file (replay.py) lives beside it.
         self.cfg = cfg
-        self.feed = feed or _no_watchdog
+        self.feed = feed or state.no_watchdog
         self.config_problem = config_problem  # from load_config: a new image with one rolls back
         self.ota = cfg["ota"]
         self.network = network_module
@@ -183,10 +183,6 @@ class Agent(Link):
         # Runs the queued trigger to its end: reset (does not return), or a published "ok"/"failed".
         job, self.pending = self.pending, None
         self.commands.run(job)
-
-
-def _no_watchdog():
-    pass
 
 
 def main():

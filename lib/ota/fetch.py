@@ -22,7 +22,7 @@ except ImportError:  # CPython (host tests)
 
 from ota import heap
 from ota.errors import OtaError, from_oserror
-from ota.state import ticks_diff, ticks_ms
+from ota.state import no_watchdog, ticks_diff, ticks_ms
 
 _HEAP_EVERY = const(65536)  # bytes between two heap checks during the stream (cheap, no collect)
 # Connection-level failures worth a reconnect once the body has started (reasons of https.py).
@@ -43,7 +43,7 @@ class Download:
     def __init__(self, url, size, cfg, https, esp32, progress, open_args, feed=None):
         self.url, self.size, self.cfg, self.https, self.esp32 = url, size, cfg, https, esp32
         self.progress, self.open_args = progress, open_args
-        self.feed = feed or _no_watchdog
+        self.feed = feed or no_watchdog
         self.total = size
         self._counters_from(0)
         # Bounds per job, whatever the server does: each 200 to a Range request erases the slot's
@@ -150,10 +150,6 @@ class Download:
             if self.progress and writer.received >= self.next_report:
                 self.next_report = writer.received + self.cfg["progress_bytes"]
                 self.progress(writer.received, self.total)
-
-
-def _no_watchdog():
-    pass
 
 
 # Sleeps ms, feeding the watchdog at least every second (a backoff can be longer than its timeout).

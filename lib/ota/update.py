@@ -25,6 +25,7 @@ from ota import heap, image
 from ota.config import DEFAULTS
 from ota.errors import OtaError, from_oserror, unexpected
 from ota.fetch import Download
+from ota.state import no_watchdog
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 
@@ -99,10 +100,6 @@ class _Update:
                 "sha256": got, "restarts": w.restarts}
 
 
-def _no_watchdog():
-    pass
-
-
 # The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
 # builds leave the version empty; compat refuses every image for an unknown project).
 def _running_identity(partition):
@@ -153,7 +150,7 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         if size is not None and size > job.writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
         heap.check(cfg["min_free"], esp32=esp32)
-        feed = feed or _no_watchdog
+        feed = feed or no_watchdog
         if not Download(url, size, cfg, https, esp32, progress, open_args, feed).run(job.writer, job):
             return job.verify_and_commit(target, feed)
         if job.writer.sectors_erased:  # the file changed under a 200 restart: drop what was written

@@ -12,14 +12,6 @@ def read_descriptor(partition):
     return parse_descriptor(buf)
 
 
-def running_version():
-    # "" when the build leaves the version empty (stock MicroPython does). Raises OSError,
-    # OtaError not_app_image.
-    import esp32
-    return read_descriptor(esp32.Partition(esp32.Partition.RUNNING))["version"]
-
-
-
 def _parse(text):
     # "v1.2.0-rc1+build7" -> ([1, 2, 0], "rc1"). Raises OtaError bad_version.
     core = text[1:] if text[:1] in ("v", "V") else text
