@@ -31,7 +31,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (PLATFORM.md 3)
+FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 HALF = 512 * 1024
 REPS = 9
 SMALL_HEAP = "64wK"
@@ -213,7 +213,7 @@ def main():
               "images %d and %d bytes" % (data["runtime"], data["heap"], SMALL_HEAP, FULL, HALF))
         print_table(report(data, data["images"]))
         print("Host ratios, not C3 times: on a board the flash erase dominates (about 17 ms per 4 KiB "
-              "sector, PLATFORM.md 4). Time ratios are noisy on a busy host (load average now %.1f)."
+              "sector, docs/CHIP.md §4). Time ratios are noisy on a busy host (load average now %.1f)."
               % os.getloadavg()[0])
         if data["outcome"]["small"] != "exit":
             lines = data["small_console"].strip().splitlines() or ["?"]

@@ -15,7 +15,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # board), and importing the agent with the whole data path takes about 92 KB more, mostly bytecode,
 # which a board keeps in flash (frozen). 128wK (256 KB on a 64-bit host) leaves about 140 KB of 64-bit
 # objects, roughly 70 KB of 32-bit ones, for what the device code allocates at run time: about the
-# C3's starting GC heap of 64 KiB, which the real chip can still grow from the IDF heap (PLATFORM.md
+# C3's starting GC heap of 64 KiB, which the real chip can still grow from the IDF heap (docs/CHIP.md
 # 5). The bare data path without the agent is measured at 64wK by `make bench`.
 FLEET_HEAP = "128wK"
 

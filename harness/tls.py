@@ -1,5 +1,5 @@
 # A throwaway PKI for tests and demos, made with `cryptography`: the device must verify the server
-# against a CA it holds (PLATFORM.md §6), so every TLS test needs a CA we control, plus the bad
+# against a CA it holds (docs/CHIP.md §10), so every TLS test needs a CA we control, plus the bad
 # certificates each verification failure is tested with.
 #
 #   pki = make_pki(dirpath)

@@ -1,5 +1,5 @@
 # CPython fakes for the device package's unit tests: an esp32 module whose Partition follows
-# PLATFORM.md §1 to the error codes (NOR flash: erase sets 0xFF, programming ANDs), a scripted HTTPS
+# docs/CHIP.md §1 to the error codes (NOR flash: erase sets 0xFF, programming ANDs), a scripted HTTPS
 # server behind a fake `https.open`, and a builder of small valid ESP32-C3 app images.
 # Tests place nothing in sys.modules: update.run() and heap.check() take the modules as arguments.
 import binascii
@@ -21,7 +21,7 @@ ESP_ERR_INVALID_SIZE = -260
 ESP_ERR_OTA_VALIDATE_FAILED = -5379
 
 
-# ---------------------------------------------------------------- images (PLATFORM.md §3)
+# ---------------------------------------------------------------- images (docs/CHIP.md §3)
 
 def app_descriptor(version="", project="ota-test", secure_version=0, magic=0xABCD5432):
     # esp_app_desc_t, 256 bytes: magic, secure_version, reserved, version[32] @0x10 (image 0x30),
@@ -75,7 +75,7 @@ def build_image(version="1.0.0", payload_size=20000, chip_id=5, min_rev=3, max_r
 
 def image_is_valid(data):
     # What esp_image_verify checks at set_boot (magic, chip, segments, checksum, hash); not the
-    # app descriptor (PLATFORM.md §3).
+    # app descriptor (docs/CHIP.md §3).
     if len(data) < 24 or data[0] != 0xE9 or struct.unpack_from("<H", data, 12)[0] != 5:
         return False
     pos, checksum = 24, 0xEF
@@ -273,7 +273,7 @@ def otadata_crc(seq):
 
 
 def write_otadata(esp, sector, seq, state, crc=None):
-    # Erases otadata sector 0 or 1 and programs one 32-byte entry (PLATFORM.md 2): seq, 20 x 0xFF,
+    # Erases otadata sector 0 or 1 and programs one 32-byte entry (docs/CHIP.md §2): seq, 20 x 0xFF,
     # state (a name of OTA_STATES or an int), crc (default: the right one). seq None: leave it erased.
     slot = esp.slots["otadata"]
     slot.erase(sector * SECTOR)

@@ -10,7 +10,7 @@ build time are placeholders.
 """
 from otactl import firmware_image as fi
 
-STOCK_C3_SIZE = 1_713_728  # micropython.bin of ESP32_GENERIC_C3 v1.24.1 (PLATFORM.md section 3)
+STOCK_C3_SIZE = 1_713_728  # micropython.bin of ESP32_GENERIC_C3 v1.24.1 (docs/CHIP.md §3)
 
 
 def stock_micropython_c3():
@@ -26,7 +26,7 @@ def stock_micropython_c3():
 def arduino_c3():
     """Replica of an Arduino-ESP32 2.0.x C3 sketch (ESP-IDF v4.4.7, built by arduino-lib-builder):
     its descriptor's version is the IDF's `esp-idf: v4.4.7 38eeba213a` and project_name
-    `arduino-lib-builder` (PLATFORM.md section 3: every Arduino-ESP32 2.x app says so)."""
+    `arduino-lib-builder` (docs/CHIP.md §3: every Arduino-ESP32 2.x app says so)."""
     return fi.build_image("esp-idf: v4.4.7 38eeba213a", files=[], size=262_144,
                           project_name="arduino-lib-builder", idf_ver="v4.4.7-dirty",
                           date="Mar  5 2024", min_rev=3, max_rev=199, seed=447)

@@ -22,7 +22,7 @@ from harness.nginx import find_nginx
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 
-BIG = 1713728  # the official MicroPython v1.24.1 C3 app size (PLATFORM.md 3)
+BIG = 1713728  # the official MicroPython v1.24.1 C3 app size (docs/CHIP.md §3)
 SLOW_RATE = 600 * 1024  # bytes/s: the 1.7 MB image takes about 2.8 s
 
 

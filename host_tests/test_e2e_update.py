@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(find_nginx() is None, reason="needs nginx")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (PLATFORM.md 3)
+FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 SLOT = 0x1D0000
 SECTOR = 4096
 # Every job: quick retries (the drop cases reconnect a dozen times), no chip revision pinning.

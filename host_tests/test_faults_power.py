@@ -29,7 +29,7 @@ pytest_plugins = ["harness.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 
-BIG = 1713728  # the official MicroPython v1.24.1 C3 app (PLATFORM.md 3)
+BIG = 1713728  # the official MicroPython v1.24.1 C3 app (docs/CHIP.md §3)
 SECTOR = 4096
 SECTORS = (BIG + SECTOR - 1) // SECTOR  # 419 slot sectors, each erased and programmed once (writer.py)
 # What the first boot's flash operations are, in order (sim/device/simbootloader.py, esp32.py):

@@ -20,8 +20,8 @@ from harness.tls import make_pki
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 LIB = os.path.join(ROOT, "lib")
-SIZE = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (PLATFORM.md §3)
-HEAP = "64wK"  # about the C3's starting GC heap (PLATFORM.md §5)
+SIZE = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
+HEAP = "64wK"  # about the C3's starting GC heap (docs/CHIP.md §5)
 
 DRIVER = r"""
 import sys, json, hashlib, time

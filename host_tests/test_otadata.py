@@ -33,7 +33,7 @@ def test_both_entries_after_an_update():
 
 
 def test_aborted_entry_still_names_its_slot():
-    # Not "valid" for booting (PLATFORM.md 2), but its seq and crc are intact: ota_1 was aborted.
+    # Not "valid" for booting (docs/CHIP.md §2), but its seq and crc are intact: ota_1 was aborted.
     esp = _device()
     fakes.write_otadata(esp, 0, 1, "VALID")
     fakes.write_otadata(esp, 1, 2, "ABORTED")

@@ -44,7 +44,7 @@ DEVICES = {  # device id (= MQTT user name) -> password
     "b8b8b8b8b8b8": "dev-pass-b8",
 }
 TOKEN = "tok-9f8e7d6c5b4a"
-# One TLS session (43008 bytes) fits the largest free block, two do not (PLATFORM.md 5).
+# One TLS session (43008 bytes) fits the largest free block, two do not (docs/CHIP.md §5).
 ONE_SESSION_IDF_HEAP = [[245760, 90000, 60000, 60000]]
 
 # mosquitto ACL (mosquitto.conf(5)): `pattern` lines apply to every user, %u is the user name.

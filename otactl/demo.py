@@ -18,7 +18,7 @@ from . import REPO
 from .errors import OtaError
 
 DEVICE_ID = "a0b1c2d3e4f5"
-NEW_SIZE = 1713728  # the size of the official MicroPython v1.24.1 C3 app (PLATFORM.md 3)
+NEW_SIZE = 1713728  # the size of the official MicroPython v1.24.1 C3 app (docs/CHIP.md §3)
 LINK_RATE = 512 * 1024  # bytes/s: a Wi-Fi-ish link, so the progress is visible (localhost is instant)
 
 

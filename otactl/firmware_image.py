@@ -1,6 +1,6 @@
 """ESP32-C3 app images on the host: build test/release images, inspect any image file.
 
-An image built here is a real ESP-IDF app image (PLATFORM.md section 3) that `esptool image-info`
+An image built here is a real ESP-IDF app image (docs/CHIP.md §3) that `esptool image-info`
 reads as valid: header like a MicroPython C3 build (DIO, 80 MHz, 4 MB, chip revision v0.3..v1.99),
 segment 0 = the esp_app_desc_t (so it lands at image offset 0x20, as in a real app), a payload
 segment carrying the code of the version (sim/device/simpayload.py: the simulator unpacks it the way

@@ -1,5 +1,5 @@
 # The MQTT agent: bring up Wi-Fi and MQTT, report state, take triggers in, and hold the ONE retry loop
-# of the program (STYLE.md 5; the resilience contract of mqtt_as: `while True: try ... except OSError`).
+# of the program (one retry loop; the resilience contract of mqtt_as: `while True: try ... except OSError`).
 #
 # Topics (config "topics"): commands on /switch/cmd/root and /switch/cmd/<id> (QoS 1), the retained
 # state on /switch/state/<id> (state.py), last will: the retained {"state": "offline"} message.

@@ -4,7 +4,7 @@
 #
 # MQTT during the download (README "MQTT during the download"): over TLS the agent publishes
 # "downloading", DISCONNECTs (a clean disconnect: the broker keeps the retained "downloading", no last
-# will) and reconnects after the download: two mbedTLS sessions at once do not fit a C3 (PLATFORM.md §5).
+# will) and reconnects after the download: two mbedTLS sessions at once do not fit a C3 (docs/CHIP.md §5).
 # Over plain MQTT it stays connected: progress is published (rate-limited), the socket is polled
 # between chunks (keepalive, and a second trigger is answered "busy"), and a broker that drops
 # mid-download does not stop the download: the result is published after the reconnect.
@@ -115,7 +115,7 @@ class Runner:
         self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
                           total=job["size"])
         if agent.tls:
-            agent._disconnect()  # one TLS session at a time on a C3 (PLATFORM.md §5)
+            agent._disconnect()  # one TLS session at a time on a C3 (docs/CHIP.md §5)
         policy = agent.ota
         downgrade = signature.allow_downgrade(job, agent.ota, job.get("verified"))
         if downgrade != bool(agent.ota.get("allow_downgrade")):

@@ -2,7 +2,7 @@
 # is marked valid, and how the old firmware learns, after a rollback, what happened.
 #
 # The bootloader boots a freshly set slot once in PENDING_VERIFY; any reset before
-# Partition.mark_app_valid_cancel_rollback() makes it boot the previous slot (PLATFORM.md §2). So:
+# Partition.mark_app_valid_cancel_rollback() makes it boot the previous slot (docs/CHIP.md §2). So:
 #   new image boots -> classify() == "update" -> agent brings up Wi-Fi + MQTT -> confirm() runs the
 #   self-test and marks the slot valid -> state "ok".  Not healthy within ota.health_timeout_s ->
 #   roll_back(): the reason goes into the job record, then machine.reset().

@@ -1,7 +1,7 @@
 # Heap checks before (and during) a download: fail early with `low_memory` and the numbers, rather
 # than with a MemoryError or an `OSError: [Errno 12] ENOMEM` from deep inside the TLS handshake.
 #
-# Two heaps matter on the ESP32-C3 (PLATFORM.md §5): the MicroPython GC heap (our buffer, objects) and
+# Two heaps matter on the ESP32-C3 (docs/CHIP.md §5): the MicroPython GC heap (our buffer, objects) and
 # the ESP-IDF heap where mbedTLS allocates its session. gc.collect() cannot free the second one, and a
 # TLS session needs one large contiguous block of it, so we check its largest free block.
 import gc
@@ -14,7 +14,7 @@ except ImportError:  # CPython (host tests)
 
 from ota.errors import OtaError
 
-# One verified HTTPS session: about 42 KB from the IDF heap (ESP-IDF mbedtls docs, PLATFORM.md §5;
+# One verified HTTPS session: about 42 KB from the IDF heap (ESP-IDF mbedtls docs, docs/CHIP.md §5;
 # MP #6065 counts ~20 KB of buffers alone). Checked against the largest free HEAP_DATA block.
 TLS_BYTES = const(43008)
 

@@ -1,6 +1,6 @@
 # Streaming HTTP/1.1 GET over TLS for firmware downloads. Written because MicroPython's `requests`
 # never verifies certificates, re-sends Authorization to whatever host a redirect names, drops the
-# timeout on redirects and follows them forever (PLATFORM.md §6).
+# timeout on redirects and follows them forever (docs/CHIP.md §10).
 #
 #   resp = https.open(url, ca_path="ca.der", token=tok, start=0)
 #   n = resp.readinto(buf)      # 0 at the end of the body

@@ -1,4 +1,4 @@
-# ESP32-C3 app images (PLATFORM.md section 3): the header checks on the first chunk, before a byte
+# ESP32-C3 app images (docs/CHIP.md §3): the header checks on the first chunk, before a byte
 # is written. The rest of the image is checked as it streams by image_verify.Verifier.
 # Runs on the device and on the host (otactl image inspect imports this very file).
 from ota.errors import OtaError

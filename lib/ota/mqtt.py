@@ -4,7 +4,7 @@
 #                   ssl_context=ctx)        # ctx: ssl.SSLContext, CERT_REQUIRED, the CA loaded
 #   c.connect()
 #
-# Two umqtt.simple exist (PLATFORM.md §6):
+# Two umqtt.simple exist (docs/CHIP.md §10):
 # - micropython-lib's (frozen in the official firmware and in ours on a board):
 #   MQTTClient(..., ssl=<SSLContext>); connect() calls ctx.wrap_socket(sock, server_hostname=server),
 #   so SNI and the name check come with it.

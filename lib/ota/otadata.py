@@ -1,4 +1,4 @@
-# otadata, read only: the state the bootloader last left each OTA slot in (PLATFORM.md §2).
+# otadata, read only: the state the bootloader last left each OTA slot in (docs/CHIP.md §2).
 #
 # ESP-IDF keeps two 32-byte entries in the data/ota partition, one at the start of each 4 KiB sector:
 #   +0 ota_seq u32 | +4 seq_label[20] | +24 ota_state u32 | +28 crc u32, little endian,

@@ -1,7 +1,7 @@
 # SlotWriter: streams an app image into the inactive OTA slot, 4 KiB sector by sector.
 #
 # Every flush is a 2-argument `writeblocks(block, buf)`, which on the ESP32 erases the range and then
-# programs it (PLATFORM.md §1). Blocks go out in order and exactly once, so each sector of the image is
+# programs it (docs/CHIP.md §1). Blocks go out in order and exactly once, so each sector of the image is
 # erased exactly once and never programmed over data (NOR would silently AND old and new). The
 # 3-argument form (no erase) is never used.
 #

@@ -1,5 +1,5 @@
 # Simulated `esp32` module: Partition with the API and errors of MicroPython's esp32_partition.c on
-# ESP-IDF (PLATFORM.md section 1), over the simulated flash. Errors are OSError(-esp_err, 'ESP_ERR_x');
+# ESP-IDF (docs/CHIP.md §1), over the simulated flash. Errors are OSError(-esp_err, 'ESP_ERR_x');
 # ESP_FAIL is OSError(1, 'ESP_FAIL'). idf_heap_info() reports the numbers of sim.json "idf_heap".
 import simdev
 import simflash
