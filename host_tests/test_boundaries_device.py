@@ -20,6 +20,7 @@ from test_trigger import DRIVER, MICROPYTHON
 SLOT = 0x40000
 URL = "https://fw.example/fw.bin"
 FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
+PROJECT = "ota-test"  # what fakes.build_image writes into the app descriptor (compat.check matches it)
 
 
 def reason_of(fn, *args, **kw):
@@ -153,7 +154,7 @@ def test_middle_segment_past_the_slot_is_never_written():
     esp = fakes.make_device(SLOT)
     img = three_segments(SLOT, payload=40000)
     with pytest.raises(OtaError) as e:
-        update.run(URL, config=FAST, https=fakes.FakeServer(img), esp32=esp, running="1.0.0")
+        update.run(URL, config=FAST, https=fakes.FakeServer(img), esp32=esp, running="1.0.0", running_project=PROJECT)
     assert e.value.reason == "too_large"
     slot = esp.slots["ota_1"]
     assert slot.bytes_programmed == 0 and slot.set_boot_calls == 0 and esp.boot == "ota_0"
@@ -172,13 +173,13 @@ def test_an_image_exactly_the_slot_size_is_accepted():
     v.feed(memoryview(img))
     assert v.finish() == SLOT
     result = update.run(URL, size=SLOT, config=FAST, https=fakes.FakeServer(img),
-                        esp32=fakes.make_device(SLOT), running="1.0.0")
+                        esp32=fakes.make_device(SLOT), running="1.0.0", running_project=PROJECT)
     assert (result["result"], result["bytes"]) == ("ok", SLOT)
     # one byte more does not fit: the trigger's size and the stream both say so
     assert reason_of(update.run, URL, size=SLOT + 1, config=FAST, https=fakes.FakeServer(img),
-                     esp32=fakes.make_device(SLOT), running="1.0.0") == "too_large"
+                     esp32=fakes.make_device(SLOT), running="1.0.0", running_project=PROJECT) == "too_large"
     assert reason_of(update.run, URL, config=FAST, https=fakes.FakeServer(img + b"\0"),
-                     esp32=fakes.make_device(SLOT), running="1.0.0") == "too_large"
+                     esp32=fakes.make_device(SLOT), running="1.0.0", running_project=PROJECT) == "too_large"
 
 
 def test_writer_takes_exactly_the_slot_and_not_a_byte_more():
@@ -198,7 +199,7 @@ def test_writer_takes_exactly_the_slot_and_not_a_byte_more():
 def test_running_1_1_against_image_1_1_0_is_same_version_not_downgrade():
     esp = fakes.make_device(SLOT)
     result = update.run(URL, config=FAST, https=fakes.FakeServer(fakes.build_image("1.1.0")), esp32=esp,
-                        running="1.1")
+                        running="1.1", running_project=PROJECT)
     assert result["result"] == "same_version"
     assert esp.slots["ota_1"].total_erases == 0 and esp.boot == "ota_0"
 
@@ -221,7 +222,7 @@ def test_same_version_after_a_200_restart_leaves_no_half_written_slot():
     server = SwitchingServer(fakes.build_image("1.2.0", payload_size=30000), fakes.build_image("1.1.0"),
                              [{"drop_after": 9000}, {"ignore_range": True}])
     esp = fakes.make_device(SLOT)
-    result = update.run(URL, config=FAST, https=server, esp32=esp, running="1.1.0")
+    result = update.run(URL, config=FAST, https=server, esp32=esp, running="1.1.0", running_project=PROJECT)
     assert result["result"] == "same_version" and [o[1] for o in server.opens] == [0, 9000]
     slot = esp.slots["ota_1"]
     assert slot.bytes_programmed > 0  # the first attempt did write
@@ -282,7 +283,15 @@ BASE = {"type": "ota_trigger", "url": "https://fw.example.com/app-1.2.0.bin", "s
 
 def device_check(message, now):
     parsed = trigger.parse(json.dumps(message).encode())
-    return signature.check(parsed, {"require_signature": True}, "a0b1c2d3e4f5", now, [], KEYS)
+    return signature.check(parsed, {"require_signature": True}, "a0b1c2d3e4f5", now, FreshStore(), KEYS)
+
+
+class FreshStore:  # a replay store that has accepted nothing (lib/ota/replay.py's interface)
+    def highest(self, key):
+        return 0
+
+    def accept(self, key, seq):
+        pass
 
 
 def test_longest_validity_otactl_allows_is_accepted_by_the_device():

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from fleet_helpers import MANIFEST, broker, needs_broker, read_log  # noqa: F401  (fixture)
-from otactl import rollout
+from otactl import rollout, tracking
 from sim.lightdevice import Behavior
 from test_rollout import FAST, conn, fleet, ids  # noqa: F401  (fixtures)
 
@@ -50,16 +50,27 @@ def test_thresholds_exactly_at_the_bound(fleet, conn, tmp_path, abort_rate, thre
 def interrupted_at_third_trigger(conn, log, job, opts):
     # max_concurrent=1: each outcome comes before the next trigger, so at the third trigger exactly
     # order[0] and order[1] are done and order[2] is in flight, every run.
+    # A trigger's record is written (and fsynced) before it is sent, so the interrupt comes at the
+    # first wait after the third trigger left, with that device in flight.
     triggers = []
 
-    def interrupt(record):
+    def count(record):
         if record["event"] == "trigger":
             triggers.append(record["device"])
-            if len(triggers) == 3:
-                raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        rollout.Rollout(conn(), MANIFEST, opts, log, job=job, on_event=interrupt).run()
+    settled = tracking.Tracker.settled
+
+    def interrupt(self, *args, **kwargs):
+        if len(triggers) == 3 and self.in_flight:
+            raise KeyboardInterrupt
+        return settled(self, *args, **kwargs)
+
+    tracking.Tracker.settled = interrupt
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rollout.Rollout(conn(), MANIFEST, opts, log, job=job, on_event=count).run()
+    finally:
+        tracking.Tracker.settled = settled
     return read_log(log)[-1]
 
 
