@@ -111,10 +111,10 @@ class Tracker:
         if batch:
             if before_send is not None:
                 before_send(batch)
-            self.send(batch, payload_for)
             now = time.monotonic()
-            for device in batch:
-                self.watch(device, stage, now)
+            for device in batch:  # watched before sent: a fast device's first answer (paho's thread)
+                self.watch(device, stage, now)  # finds it in flight, so a bad one makes it a suspect
+            self.send(batch, payload_for)
         return batch, rest
 
     def watch(self, device, stage=None, now=None):
