@@ -89,7 +89,7 @@ def _wait_quiet(watch, seconds=1.5, timeout=30):
 
 
 class _Stream:
-    """Publishes hostile payloads in a thread, noting the device's last published state for each."""
+    """Publishes hostile payloads in a thread, noting the device's job phase for each."""
 
     def __init__(self, watch, payloads):
         self.watch, self.payloads = watch, payloads
@@ -99,13 +99,25 @@ class _Stream:
         self.thread = threading.Thread(target=self._loop, daemon=True)
         self.thread.start()
 
+    def _phase(self):
+        # The device's job phase: its last state message, leaving out the refusals of our own payloads
+        # (state "failed" without a job), which would otherwise hide an idle "ok" behind them.
+        messages = self.watch.messages
+        while self._seen < len(messages):
+            m = messages[self._seen]
+            self._seen += 1
+            if m.state != "failed" or m.get("job"):
+                self._last = m.state
+        return self._last
+
     def _loop(self):
         i = 0
+        self._seen, self._last = 0, None
         while not self.done:
             if not self.running.wait(0.1):
                 continue
             topic, payload = self.payloads[i % len(self.payloads)]
-            last = self.watch.messages[-1].state if self.watch.messages else None
+            last = self._phase()
             self.watch.publish(topic, payload, qos=0)
             self.sent.append(last)
             i += 1
