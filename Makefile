@@ -35,8 +35,11 @@ mpy: venv
 	done
 	@echo "mpy: compiled $(words $(DEVICE_SOURCES)) device modules for rv32imc into build/mpy/"
 
+# Two pytest workers, each taking whole test files (most tests wait on simulated devices, brokers and
+# servers, not on the CPU); the fault matrices run after, in one process, so their table is printed.
 test: venv mpy
-	$(PY) -m pytest -q -p no:cacheprovider host_tests
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore-glob='host_tests/test_faults_*.py'
+	$(PY) -m pytest -q -p no:cacheprovider host_tests/test_faults_*.py
 
 demo: venv
 	$(PY) -m otactl demo
