@@ -12,7 +12,7 @@ help:
 	@echo "make test    - every test (CPython unit tests + MicroPython runs on the simulator)"
 	@echo "make bench   - benchmarks (ratios measured side by side; not a test)"
 	@echo "make faults  - the full fault-injection matrix"
-	@echo "make sim     - start one simulated device to watch"
+	@echo "make sim     - one simulated device to watch (runs until Ctrl-C)"
 	@echo "make mpy     - compile the device code with mpy-cross"
 	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
 	@echo "make venv    - the project's environment (.venv, pinned packages; the others run it)"
@@ -42,7 +42,7 @@ test: venv mpy
 	$(PY) -m pytest -q -p no:cacheprovider host_tests/test_faults_*.py
 
 demo: venv
-	$(PY) -m otactl demo
+	$(PY) -m devkit demo
 
 bench: venv
 	$(PY) -m bench
@@ -51,7 +51,7 @@ faults: venv
 	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests -k faults
 
 sim: venv
-	$(PY) -m otactl sim
+	$(PY) -m devkit sim
 
 # mutmut (requirements-mutate.txt) over lib/ota and otactl/{rollout,tracking,partitions}.py under the
 # CPython unit tests (scripts/mutate.toml); about an hour on 2 cores. MUTATE_ONLY="ota.writer.*" for one module.

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from harness.broker import Broker  # noqa: E402
+from devkit.broker import Broker  # noqa: E402
 from otactl import mqtt, rollout, tracking  # noqa: E402
 from otactl.fleet import Fleet  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402

@@ -72,9 +72,9 @@ def _runtime(micropython):
 
 
 def measure(root):
-    from harness import simfleet
-    from harness.nginx import Nginx
-    from harness.tls import make_pki
+    from devkit import simfleet
+    from devkit.nginx import Nginx
+    from devkit.tls import make_pki
 
     pki = make_pki(os.path.join(root, "pki"))
     www = os.path.join(root, "www")

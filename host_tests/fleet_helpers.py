@@ -1,4 +1,4 @@
-# Shared by test_fleet_cli, test_rollout, test_scale: a real mosquitto (harness/broker.py), light
+# Shared by test_fleet_cli, test_rollout, test_scale: a real mosquitto (devkit/broker.py), light
 # devices (sim/lightdevice.py), an otactl MQTT connection, and the CLI run in-process.
 import json
 import os
@@ -9,7 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-from harness import broker as broker_module  # noqa: E402
+from devkit import broker as broker_module  # noqa: E402
 
 needs_broker = pytest.mark.skipif(broker_module.find_backend() is None, reason="no mosquitto/amqtt")
 

@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from harness.broker import Broker, Watcher, find_backend  # noqa: E402
+from devkit.broker import Broker, Watcher, find_backend  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 pytestmark = pytest.mark.skipif(not os.path.exists(MICROPYTHON) or find_backend() is None,
@@ -18,13 +18,13 @@ pytestmark = pytest.mark.skipif(not os.path.exists(MICROPYTHON) or find_backend(
 
 
 def test_sim_device_idle_bad_trigger_broker_restart(tmp_path):
-    from otactl import cmd_image, firmware_image
+    from devkit import images
     from sim.runner import Device
 
-    image = firmware_image.build_image("1.0.0", files=cmd_image.device_files())
+    image = images.build_image("1.0.0", files=images.device_files())
     with Broker(str(tmp_path / "broker")) as broker:
         watch = Watcher(broker.host, broker.port)
-        from harness.simfleet import FLEET_HEAP
+        from devkit.simfleet import FLEET_HEAP
 
         dev = Device(str(tmp_path / "dev"), heapsize=FLEET_HEAP)
         cfg = {"mqtt": {"host": broker.host, "port": broker.port, "keepalive_s": 10},

@@ -256,7 +256,7 @@ def test_mqtt_tls_context_takes_der_or_pem_and_says_oserror_for_a_bad_file(env, 
     # OSError, which its loop retries, not an exception that ends it.
     import ssl
 
-    from harness.tls import make_pki
+    from devkit.tls import make_pki
 
     pki = make_pki(str(tmp_path / "pki"))
     a = env.make()

@@ -14,7 +14,7 @@ from ota.errors import OtaError
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 from otactl import signing
-from otactl.errors import OtaError as HostError
+from ota.errors import OtaError as HostError
 from test_trigger import DRIVER, MICROPYTHON
 
 SLOT = 0x40000

@@ -8,7 +8,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # until pyproject's pytest config says pythonpath = ["."]
-from harness import broker as broker_module  # noqa: E402
+from devkit import broker as broker_module  # noqa: E402
 
 from fleet_helpers import broker, needs_broker  # noqa: E402,F401  (broker: the fixture)
 

@@ -16,6 +16,7 @@ import pytest
 import fakes
 import replica_images
 from otactl import firmware_image as fi
+from devkit import images
 from ota import compat, update
 from ota.errors import OtaError
 
@@ -31,20 +32,20 @@ ARDUINO_VERSION = "esp-idf: v4.4.7 38eeba213a"
 
 
 def image_set():
-    ours = fi.build_image("1.0.1", size=65536)
+    ours = images.build_image("1.0.1", size=65536)
     return {
         "stock_micropython_c3": replica_images.stock_micropython_c3(),
         "arduino_c3": replica_images.arduino_c3(),
-        "merged": fi.merged_image(ours),
-        "bootloader": fi.bootloader_image(),
-        "esp32s3": fi.with_chip_id(ours, "esp32s3"),
+        "merged": images.merged_image(ours),
+        "bootloader": images.bootloader_image(),
+        "esp32s3": images.with_chip_id(ours, "esp32s3"),
         "ours_1.0.1": ours,
-        "ours_1.0.0": fi.build_image("1.0.0", size=65536),
-        "ours_0.9.0": fi.build_image("0.9.0", size=65536),
-        "ours_1.1.0-rc1": fi.build_image("1.1.0-rc1", size=65536),
-        "ours_no_version": fi.build_image("", size=65536),
-        "ours_arduino_version": fi.build_image(ARDUINO_VERSION, size=65536),
-        "other_project": fi.build_image("1.0.1", size=65536, project_name="thermostat"),
+        "ours_1.0.0": images.build_image("1.0.0", size=65536),
+        "ours_0.9.0": images.build_image("0.9.0", size=65536),
+        "ours_1.1.0-rc1": images.build_image("1.1.0-rc1", size=65536),
+        "ours_no_version": images.build_image("", size=65536),
+        "ours_arduino_version": images.build_image(ARDUINO_VERSION, size=65536),
+        "other_project": images.build_image("1.0.1", size=65536, project_name="thermostat"),
     }
 
 
@@ -152,7 +153,7 @@ def test_update_reads_the_running_identity_from_the_slot():
     # The agent passes what it read at start-up; without it update.run reads the running slot, and
     # the trigger's version still means the trigger's.
     esp = fakes.make_device(SMALL_SLOT)
-    running = fi.build_image("1.0.0", size=65536)
+    running = images.build_image("1.0.0", size=65536)
     esp.slots["ota_0"].data[:len(running)] = running
     cfg = {"retry_backoff_ms": 0}
     result = update.run(URL, version="1.0.1", config=cfg, https=fakes.FakeServer(IMAGES["ours_1.0.1"]),
@@ -167,7 +168,7 @@ def test_otactl_trigger_carries_the_project_override_signed():
     import json
 
     from otactl import signing
-    from otactl.errors import OtaError as HostError
+    from ota.errors import OtaError as HostError
     from otactl.messages import trigger_message
 
     key = signing.generate_key()

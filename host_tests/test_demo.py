@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from harness.broker import find_backend
+from devkit.broker import find_backend
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -26,7 +26,7 @@ def test_demo_runs_the_whole_cycle(tmp_path):
 
 def test_demo_reports_a_missing_broker_clearly(tmp_path):
     env = dict(os.environ, PATH="/nonexistent")
-    run = subprocess.run([sys.executable, "-c", "import harness.broker as b; b.find_backend = lambda: None;"
+    run = subprocess.run([sys.executable, "-c", "import devkit.broker as b; b.find_backend = lambda: None;"
                           "from otactl import cli; import sys; sys.argv=['otactl','demo','--workdir',%r];"
                           "sys.exit(cli.main())" % str(tmp_path / "d")],
                          cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
@@ -35,7 +35,7 @@ def test_demo_reports_a_missing_broker_clearly(tmp_path):
 
 
 def _amqtt():
-    from harness.broker import Amqtt
+    from devkit.broker import Amqtt
 
     return Amqtt.binary()
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from otactl import cmd_device, deploy, partitions
-from otactl.errors import OtaError
+from ota.errors import OtaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PORT = "/dev/ttyACM0"
@@ -107,7 +107,7 @@ def test_esptool_missing_is_named(monkeypatch):
     monkeypatch.setattr(deploy.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(OtaError) as err:
         deploy.flash_plan(ROOT, PORT)
-    assert err.value.reason == "missing_dependency" and "make venv" in err.value.message
+    assert err.value.reason == "missing_dependency" and "make venv" in err.value.detail
 
 
 def test_flash_without_a_build_says_what_to_run(tmp_path):
@@ -115,7 +115,7 @@ def test_flash_without_a_build_says_what_to_run(tmp_path):
         (tmp_path / name).write_text(open(os.path.join(ROOT, name)).read())
     with pytest.raises(OtaError) as err:
         deploy.run_plan(str(tmp_path), deploy.flash_plan(str(tmp_path), PORT))
-    assert err.value.reason == "missing_build" and "make firmware" in err.value.message
+    assert err.value.reason == "missing_build" and "make firmware" in err.value.detail
 
 
 def provision_args(tmp_path, config, **extra):
@@ -156,7 +156,7 @@ def test_provision_rejects_a_pem_ca(tmp_path):
     pem.write_text("-----BEGIN CERTIFICATE-----\n")
     with pytest.raises(OtaError) as err:
         cmd_device.do_provision(provision_args(tmp_path, GOOD, ca=str(pem)))
-    assert err.value.reason == "bad_config" and "-outform der" in err.value.message
+    assert err.value.reason == "bad_config" and "-outform der" in err.value.detail
 
 
 def test_provision_from_make_exits_1_with_the_field(tmp_path):

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.broker import Watcher, find_backend
-from harness.devserver import DevServer
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.devserver import DevServer
+from devkit.nginx import find_nginx
 
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")

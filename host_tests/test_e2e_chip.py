@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.broker import Watcher, find_backend
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.nginx import find_nginx
 
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
@@ -140,7 +140,7 @@ def test_rollout_against_a_device_that_goes_silent_mid_download(tmp_path):
     import subprocess
     import sys
 
-    from harness.devserver import DevServer
+    from devkit.devserver import DevServer
     from fleet_helpers import read_log
 
     images = {"1.0.0": simfleet.firmware("1.0.0"), "1.0.1": simfleet.firmware("1.0.1")}

@@ -11,10 +11,11 @@ import os
 import pytest
 
 import replica_images
-from harness import simfleet
-from harness.devserver import DevServer
-from harness.tls import make_pki
+from devkit import simfleet
+from devkit.devserver import DevServer
+from devkit.tls import make_pki
 from otactl import firmware_image as fi
+from devkit import images
 from sim.runner import Device
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -28,11 +29,11 @@ def _images():
     return {
         "stock_micropython_c3": replica_images.stock_micropython_c3(),
         "arduino_c3": replica_images.arduino_c3(),
-        "ours_arduino_version": fi.build_image("esp-idf: v4.4.7 38eeba213a", size=SIZE),
-        "esp32s3": fi.with_chip_id(ours, "esp32s3"),
-        "merged": fi.merged_image(ours),
-        "ours_0.9.0": fi.build_image("0.9.0", size=SIZE),
-        "other_project": fi.build_image("1.0.1", size=SIZE, project_name="thermostat"),
+        "ours_arduino_version": images.build_image("esp-idf: v4.4.7 38eeba213a", size=SIZE),
+        "esp32s3": images.with_chip_id(ours, "esp32s3"),
+        "merged": images.merged_image(ours),
+        "ours_0.9.0": images.build_image("0.9.0", size=SIZE),
+        "other_project": images.build_image("1.0.1", size=SIZE, project_name="thermostat"),
         "ours_1.0.1": ours,
     }
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.devserver import DevServer
-from harness.broker import Watcher, find_backend
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.devserver import DevServer
+from devkit.broker import Watcher, find_backend
+from devkit.nginx import find_nginx
 
 DEVICE_ID = "a0b1c2d3e4f5"
 STATE_TOPIC = "/switch/state/" + DEVICE_ID

@@ -19,9 +19,9 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.broker import Watcher, find_backend
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.nginx import find_nginx
 from fleet_helpers import max_in_flight, read_log
 from otactl import rollout, signing
 

@@ -23,10 +23,10 @@ import time
 import pytest
 
 import replica_images
-from harness import simfleet
-from harness.broker import Broker, Watcher, find_backend
-from harness.devserver import DevServer
-from harness.tls import make_pki
+from devkit import simfleet
+from devkit.broker import Broker, Watcher, find_backend
+from devkit.devserver import DevServer
+from devkit.tls import make_pki
 from otactl import signing
 
 pytestmark = pytest.mark.skipif(find_backend() is None, reason="needs mosquitto (or amqtt)")

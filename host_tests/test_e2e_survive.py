@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.broker import find_backend
-from harness.devserver import DevServer
-from harness.faultproxy import FaultProxy
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.broker import find_backend
+from devkit.devserver import DevServer
+from devkit.faultproxy import FaultProxy
+from devkit.nginx import find_nginx
 from test_e2e_agent import BIG, Rig, _is_ok
 
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,

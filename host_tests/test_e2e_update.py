@@ -14,11 +14,12 @@ import random
 
 import pytest
 
-from harness import simfleet
-from harness.devserver import DevServer
-from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
+from devkit import simfleet
+from devkit.devserver import DevServer
+from devkit.nginx import Nginx, find_nginx
+from devkit.tls import make_pki
 from otactl import firmware_image
+from devkit import images
 from sim.runner import Device
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="needs nginx")
@@ -55,12 +56,12 @@ def world(tmp_path_factory):
         "truncated": mid[:300_000],
         "header": mid[:100],
         "random": random.Random(7).randbytes(65536),
-        "s3": firmware_image.with_chip_id(mid, "esp32s3"),
-        "merged": firmware_image.merged_image(mid),
-        "bootloader": firmware_image.bootloader_image(),
+        "s3": images.with_chip_id(mid, "esp32s3"),
+        "merged": images.merged_image(mid),
+        "bootloader": images.bootloader_image(),
         "oversize": simfleet.firmware("1.0.9", size=SLOT + 4096),
-        "checksum": firmware_image.corrupt_checksum(mid),
-        "hash": firmware_image.corrupt_hash(mid),
+        "checksum": images.corrupt_checksum(mid),
+        "hash": images.corrupt_hash(mid),
     }
     for name, blob in images.items():
         (www / (name + ".bin")).write_bytes(blob)

@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import MANIFEST, broker, broker_args, broker_module, needs_broker, read_log, run_cli  # noqa
-from harness import faultmatrix  # noqa: E402
+from devkit import faultmatrix  # noqa: E402
 from otactl import mqtt, rollout  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402
 

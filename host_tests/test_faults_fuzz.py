@@ -20,14 +20,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
-from harness import faultmatrix, simfleet
-from harness.broker import Watcher, find_backend, free_port
-from harness.nginx import find_nginx
+from devkit import faultmatrix, simfleet
+from devkit.broker import Watcher, find_backend, free_port
+from devkit.nginx import find_nginx
 from ota import trigger
 from ota import url as urls
 from ota.errors import OtaError
 
-pytest_plugins = ["harness.faultmatrix"]
+pytest_plugins = ["devkit.faultmatrix"]
 
 SEED = int(os.environ.get("OTA_FUZZ_SEED", "20240611"))
 FULL = faultmatrix.FULL

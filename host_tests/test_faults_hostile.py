@@ -7,7 +7,7 @@
 # (a) hostile MQTT payloads on both command topics while the device is in every state a job has:
 #     downloading, verifying, rebooting, confirming (an update) and rebooting, confirming (a revert),
 #     then idle. test_faults_fuzz.py covers the idle device with 1,000 payloads.
-# (b) hostile HTTP answers on every hop (harness/hostileserver.py: status line, headers, Location,
+# (b) hostile HTTP answers on every hop (devkit/hostileserver.py: status line, headers, Location,
 #     framing, trailers, Content-Range, body), each job's target slot left unbootable.
 # (c) hostile files the device reads back at boot: config.json and the job record (ota_job.json),
 #     through the agent's own start-up on MicroPython.
@@ -21,16 +21,16 @@ import time
 
 import pytest
 
-from harness import faultmatrix, simfleet
-from harness.broker import Watcher, find_backend
-from harness.devserver import DevServer
-from harness.hostileserver import HostileServer
-from harness.nginx import find_nginx
+from devkit import faultmatrix, simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.devserver import DevServer
+from devkit.hostileserver import HostileServer
+from devkit.nginx import find_nginx
 from ota import trigger
 from ota.errors import OtaError
 from test_faults_fuzz import POOL, SEED, device_payloads
 
-pytest_plugins = ["harness.faultmatrix"]
+pytest_plugins = ["devkit.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 

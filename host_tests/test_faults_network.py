@@ -1,6 +1,6 @@
 # Network faults during a download (the fault-injection matrix, issue "trust and resilience").
 #
-# The real agent on the simulator downloads through harness/faultproxy.py (TCP level: drops with FIN or
+# The real agent on the simulator downloads through devkit/faultproxy.py (TCP level: drops with FIN or
 # RST at seeded random offsets, once or k times; stalls; a 10 KB/s trickle; an RST in the middle of the
 # TLS handshake; pass-through) in front of real nginx, or from our dev server for the HTTP-level faults
 # (a 200 to a Range request, a body shorter than its Content-Length), and from nginx's redirect loop.
@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from harness import faultmatrix, simfleet
-from harness.broker import Watcher, find_backend
-from harness.devserver import DevServer
-from harness.faultproxy import FaultProxy
-from harness.nginx import find_nginx
+from devkit import faultmatrix, simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.devserver import DevServer
+from devkit.faultproxy import FaultProxy
+from devkit.nginx import find_nginx
 
-pytest_plugins = ["harness.faultmatrix"]
+pytest_plugins = ["devkit.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 

@@ -21,11 +21,11 @@ import time
 
 import pytest
 
-from harness import faultmatrix, simfleet
-from harness.broker import Watcher, find_backend
-from harness.nginx import find_nginx
+from devkit import faultmatrix, simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.nginx import find_nginx
 
-pytest_plugins = ["harness.faultmatrix"]
+pytest_plugins = ["devkit.faultmatrix"]
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
 

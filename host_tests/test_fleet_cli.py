@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import MANIFEST, broker, broker_args, broker_module, manifest_file, needs_broker, run_cli  # noqa
-from harness.broker import free_port  # noqa: E402
+from devkit.broker import free_port  # noqa: E402
 
 pytestmark = needs_broker
 

@@ -11,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import (MANIFEST, broker, broker_args, broker_module, manifest_file, needs_broker,  # noqa
                            read_log, run_cli)
 from otactl import devstate, mqtt, rollout  # noqa: E402
-from otactl.errors import OtaError  # noqa: E402
+from ota.errors import OtaError  # noqa: E402
 from otactl.fleet import Fleet  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402
 

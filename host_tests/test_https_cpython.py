@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "lib"))
 
-from harness.devserver import DevServer  # noqa: E402
-from harness.tls import make_pki  # noqa: E402
+from devkit.devserver import DevServer  # noqa: E402
+from devkit.tls import make_pki  # noqa: E402
 from ota import https  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
 

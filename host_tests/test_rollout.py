@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import (MANIFEST, max_in_flight, broker, broker_args, manifest_file, needs_broker, read_log,  # noqa
                            run_cli)
 from otactl import mqtt, rollout  # noqa: E402
-from otactl.errors import OtaError  # noqa: E402
+from ota.errors import OtaError  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402
 
 pytestmark = needs_broker
@@ -305,7 +305,7 @@ def test_no_targets_is_an_error_and_leaves_no_log(fleet, conn, tmp_path):
     log = str(tmp_path / "none.jsonl")
     with pytest.raises(OtaError) as e:
         rollout.Rollout(conn(), MANIFEST, rollout.Options(), log).run()
-    assert e.value.reason == "no_targets" and "1 up_to_date" in e.value.message
+    assert e.value.reason == "no_targets" and "1 up_to_date" in e.value.detail
     assert not os.path.exists(log)
 
 

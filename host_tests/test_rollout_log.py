@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import MANIFEST, broker, broker_args, manifest_file, needs_broker, read_log, run_cli  # noqa
 from otactl import mqtt, rollout, tracking  # noqa: E402
 from otactl.tracking import Log  # noqa: E402  (otactl/decisionlog.py)
-from otactl.errors import OtaError  # noqa: E402
+from ota.errors import OtaError  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402
 
 FAST = dict(download_s=0.03, reboot_s=0.01, confirm_s=0.01)

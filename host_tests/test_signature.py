@@ -18,7 +18,7 @@ sys.path.insert(0, LIB)
 from ota import signature, trigger  # noqa: E402
 from ota.errors import OtaError  # noqa: E402
 from otactl import cmd_keys, signing  # noqa: E402
-from otactl.errors import OtaError as HostError  # noqa: E402
+from ota.errors import OtaError as HostError  # noqa: E402
 
 MICROPYTHON = os.path.join(ROOT, ".venv", "bin", "micropython")
 NOW = 1767225600  # 2026-01-01

@@ -87,8 +87,8 @@ print('year now', time.gmtime()[0] >= 2026)
 
 @pytest.fixture
 def https_server(tmp_path):
-    from harness.devserver import DevServer
-    from harness.tls import make_pki
+    from devkit.devserver import DevServer
+    from devkit.tls import make_pki
 
     pki = make_pki(str(tmp_path / "pki"))
     (tmp_path / "www").mkdir()

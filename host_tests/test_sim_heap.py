@@ -1,9 +1,9 @@
-# The simulator's heap tax, which harness/simfleet.py's FLEET_HEAP is sized from: the sim's own
+# The simulator's heap tax, which devkit/simfleet.py's FLEET_HEAP is sized from: the sim's own
 # modules before main.py, and what importing the whole device package costs. If either grows a lot,
 # FLEET_HEAP's reasoning (and the benchmarks' heap numbers) must be revisited.
 import re
 
-from harness import simfleet
+from devkit import simfleet
 from sim.runner import Device
 
 PROBE = b"""

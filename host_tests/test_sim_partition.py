@@ -333,10 +333,10 @@ def test_cut_after_bytes_programs_partially(dev, sim):
 
 # --- merged images and bootloaders in an app slot, per ESP-IDF version (docs/CHIP.md) ---------------
 def _not_an_app(kind):
-    from otactl import firmware_image
+    from devkit import images
 
-    boot = firmware_image.bootloader_image()
-    return boot if kind == "bootloader" else firmware_image.merged_image(V2, boot)[:SLOT]
+    boot = images.bootloader_image()
+    return boot if kind == "bootloader" else images.merged_image(V2, boot)[:SLOT]
 
 
 @pytest.mark.parametrize("kind", ["bootloader", "merged"])

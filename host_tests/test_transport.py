@@ -1,6 +1,6 @@
 # The locked-down transport, end to end on the simulator: the real micropython binary runs this
 # checkout's main.py -> ota.agent with PyPI's umqtt.simple 1.3.4 frozen in (the one that wants
-# `import ussl`), against a mosquitto with a TLS listener (server certificate from harness/tls), a
+# `import ussl`), against a mosquitto with a TLS listener (server certificate from devkit/tls.py), a
 # password file and an ACL, plus nginx and our dev server for the firmware.
 #
 # - MQTT over verified TLS (lib/ota/mqtt.py): the device connects, reports, is triggered by the
@@ -22,10 +22,10 @@ import time
 
 import pytest
 
-from harness import simfleet
-from harness.broker import Watcher, find_backend
-from harness.devserver import DevServer
-from harness.nginx import find_nginx
+from devkit import simfleet
+from devkit.broker import Watcher, find_backend
+from devkit.devserver import DevServer
+from devkit.nginx import find_nginx
 
 pytestmark = pytest.mark.skipif(
     find_backend() is None or find_backend().name != "mosquitto" or find_nginx() is None,
@@ -64,7 +64,7 @@ pattern read /switch/cmd/root
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("transport")
     images = {v: simfleet.firmware(v) for v in ("1.0.0", "1.0.1", "1.0.2")}
-    # The devices' accounts and the operators' on listeners of their own (harness/broker.py): on the
+    # The devices' accounts and the operators' on listeners of their own (devkit/broker.py): on the
     # devices' the client id is the user name, so each account is one connection.
     passwords, operators = root / "passwd", root / "operators"
     for path, users in ((passwords, sorted(DEVICES.items())), (operators, [OPERATOR])):

@@ -15,7 +15,7 @@ URL = "https://fw.example/fw.bin"
 FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
 
 try:
-    from otactl.firmware_image import build_image as _real_build
+    from devkit.images import build_image as _real_build
 except ImportError:  # being written: fall back on the fakes' builder
     _real_build = None
 

@@ -179,7 +179,7 @@ def run_mp_alloc(tmp_path, mode, heap="64wK"):
     # Runs mp_alloc.py under the real MicroPython: GC bytes allocated per 4 KiB chunk, steady state.
     if not os.path.exists(MICROPYTHON):
         pytest.skip("no .venv/bin/micropython")
-    from otactl.firmware_image import build_image
+    from devkit.images import build_image
 
     img = tmp_path / "img.bin"
     img.write_bytes(build_image("1.2.0", size=1024 * 1024))

@@ -1,15 +1,20 @@
 """otactl: the operator's tool. A command table in mpremote's shape: name -> (do_x, argparse_x).
 
-Each command lives in its own module; handlers take the parsed args and raise OtaError on failure,
-which prints as `otactl: reason: message` on stderr with exit status 1. Modules are imported only
-when their command runs, so `otactl --help` stays fast.
+Each command lives in its own module; handlers take the parsed args and raise OtaError (the device's
+own error type, lib/ota/errors.py) on failure, which prints as `otactl: reason: detail` on stderr with
+exit status 1, after stdout is flushed (as mpremote does), so the error comes after what was printed.
+Modules are imported only when their command runs, so `otactl --help` stays fast.
+
+`demo` and `sim` are the dev kit's (devkit/, a checkout of the repository): otactl forwards to it when
+it can be imported and otherwise says how to get it (devkit_missing). otactl never imports it at the
+top: the operator's tool stands without the kit.
 """
 import argparse
 import importlib
 import signal
 import sys
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 # name -> (module, handler, argparse builder, one-line help)
 COMMANDS = {
@@ -24,15 +29,33 @@ COMMANDS = {
     "provision": ("otactl.cmd_device", "do_provision", "argparse_provision", "write a device's config with mpremote"),
     "deploy": ("otactl.cmd_device", "do_deploy", "argparse_deploy", "copy compiled device code with mpremote"),
     "keys": ("otactl.cmd_keys", "do_keys", "argparse_keys", "Ed25519 keys that sign OTA triggers"),
-    "sim": ("otactl.cmd_sim", "do_sim", "argparse_sim", "run a simulated ESP32-C3"),
-    "demo": ("otactl.demo", "do_demo", "argparse_demo", "the whole OTA cycle on a simulated device"),
+    "sim": ("devkit.simwatch", "do_sim", "argparse_sim", "run a simulated ESP32-C3 (dev kit)"),
+    "demo": ("devkit.demo", "do_demo", "argparse_demo", "the whole OTA cycle on a simulated device (dev kit)"),
 }
+
+
+DEVKIT_MISSING = ("the dev kit (devkit/: demo, simulated devices, synthetic images) is not installed "
+                  "with otactl; it runs from a checkout of the repository: `make demo`, `make sim`, or "
+                  "`python -m devkit demo|sim` there")
+
+
+def devkit_module(name):
+    """devkit.<name>, imported on demand. Raises OtaError devkit_missing when the dev kit is absent."""
+    try:
+        return importlib.import_module("devkit." + name)
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in ("devkit", "sim"):
+            raise  # the kit is there but something it needs is not: not_available, with the name
+        raise OtaError("devkit_missing", DEVKIT_MISSING)
 
 
 def _load(name):
     module_name, handler, builder, _ = COMMANDS[name]
     try:
-        module = importlib.import_module(module_name)
+        if module_name.startswith("devkit."):
+            module = devkit_module(module_name[len("devkit."):])
+        else:
+            module = importlib.import_module(module_name)
     except ImportError as e:
         raise OtaError("not_available", "command %r is not available: %s" % (name, e))
     return getattr(module, handler), getattr(module, builder)
@@ -50,6 +73,13 @@ def build_parser(only=None):
         builder(command_parser)
         command_parser.set_defaults(handler=handler)
     return parser
+
+
+def _flush_stdout():
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):  # a closed pipe or a closed stdout: the error still goes to stderr
+        pass
 
 
 def _interrupt(signum, frame):
@@ -71,11 +101,13 @@ def main(argv=None):
         result = args.handler(args)
         return result or 0
     except OtaError as e:
+        _flush_stdout()  # what the command printed comes before its error, even through a pipe
         print("otactl: %s" % e, file=sys.stderr)
         return 1
     except BrokenPipeError:  # `otactl ... | head`
         return 0
     except KeyboardInterrupt:
+        _flush_stdout()
         print("otactl: interrupted", file=sys.stderr)
         return 130
 

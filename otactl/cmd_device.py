@@ -18,7 +18,7 @@ import tempfile
 
 from . import deploy
 from .deploy import argparse_deploy, argparse_flash, do_deploy, do_flash  # noqa: F401  (the command table imports them here)
-from .errors import OtaError
+from ota.errors import OtaError
 
 
 def device_config_module(repo_root=None):
@@ -64,10 +64,7 @@ def provision_plan(repo_root, port, config_path, ca=None, pubkey=None):
         if not isinstance(overrides["ota"], dict):
             raise OtaError("bad_config", "ota: must be an object of settings")
         overrides["ota"]["signing_pubkey"] = key
-    try:
-        merged = config.validate(config.merge(overrides), complete=True)
-    except config.OtaError as e:
-        raise OtaError(e.reason, e.detail)
+    merged = config.validate(config.merge(overrides), complete=True)  # the device's OtaError bad_config
     files = []
     if ca:
         _check_der(_read(ca, "--ca"), ca)

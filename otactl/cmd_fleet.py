@@ -19,7 +19,7 @@ import time
 
 from . import mqtt, values
 from .cmd_release import load_manifest
-from .errors import OtaError
+from ota.errors import OtaError
 from .devstate import check_id, show
 from .fleet import Fleet
 from .messages import encode, load_sign_key, new_job_id, trigger_message

@@ -1,40 +1,29 @@
-"""`otactl image build` and `otactl image inspect`: the handlers and their argparse setup.
+"""`otactl image inspect` and `otactl image build`: the handlers and their argparse setup.
 
-Registered by otactl/cli.py in its command table.
-Errors are otactl.errors.OtaError; the CLI prints `otactl: <reason>: <detail>` and exits 1.
+Registered by otactl/cli.py in its command table. `image build` makes a synthetic image carrying
+this checkout's device code for the simulator: the dev kit's (devkit/images.py), forwarded to it.
+Errors are the device's OtaError (lib/ota/errors.py); the CLI prints `otactl: <reason>: <detail>` and
+exits 1.
 """
 import hashlib
 import os
+import sysconfig
 
-from . import firmware_image, partitions
-from .errors import OtaError
-
-DEFAULT_PARTITIONS = os.path.join(firmware_image.REPO, "partitions.csv")
-UMQTT_DIR = os.path.join(firmware_image.REPO, ".mpy_packages", "umqtt")
+from . import REPO, firmware_image, partitions
+from ota.errors import OtaError
 
 
-def _files_under(root, prefix="", python_only=False):
-    files = []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__pycache__")
-        for name in sorted(names):
-            if name.startswith(".") or (python_only and not name.endswith(".py")):
-                continue
-            path = os.path.join(directory, name)
-            rel = os.path.relpath(path, root).replace(os.sep, "/")
-            with open(path, "rb") as f:
-                files.append((prefix + rel, f.read()))
-    return files
+def default_partitions():
+    """The partition table the fleet's firmware is built with: the checkout's partitions.csv, or the
+    copy installed with otactl (pyproject.toml data-files: <prefix>/share/otactl/partitions.csv)."""
+    for path in (os.path.join(REPO, "partitions.csv"),
+                 os.path.join(sysconfig.get_path("data"), "share", "otactl", "partitions.csv")):
+        if os.path.isfile(path):
+            return path
+    return os.path.join(REPO, "partitions.csv")  # missing: slot_size_from names it in its error
 
 
-def device_files(repo=firmware_image.REPO):
-    """The code frozen into our firmware: lib/**.py (as ota/...) and umqtt.simple (as umqtt/...)."""
-    files = _files_under(os.path.join(repo, "lib"), python_only=True)
-    umqtt = os.path.join(repo, ".mpy_packages", "umqtt")
-    if not os.path.isdir(umqtt):
-        raise OtaError("missing_package", "%s is missing: run `make venv` to fetch micropython-umqtt.simple"
-                       % umqtt)
-    return files + _files_under(umqtt, "umqtt/", python_only=True)
+DEFAULT_PARTITIONS = default_partitions()
 
 
 def slot_size_from(path):
@@ -46,7 +35,8 @@ def slot_size_from(path):
 
 
 def argparse_image_build(sub):
-    p = sub.add_parser("build", help="build an ESP32-C3 app image carrying a version of the device code")
+    p = sub.add_parser("build", help="build a synthetic app image carrying a version of the device code "
+                       "for the simulator (dev kit)")
     p.add_argument("--version", required=True, help="app descriptor version, e.g. 1.0.1")
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--size", type=lambda s: int(s, 0), help="exact image length (a multiple of 16)")
@@ -62,10 +52,12 @@ def argparse_image_build(sub):
 
 
 def do_image_build(args):
-    files = _files_under(args.files_from) if args.files_from else device_files()
-    image = firmware_image.build_image(args.version, files, size=args.size,
-                                       project_name=args.project_name,
-                                       secure_version=args.secure_version, seed=args.seed)
+    from .cli import devkit_module
+
+    images = devkit_module("images")  # OtaError devkit_missing outside a checkout
+    files = images.files_under(args.files_from) if args.files_from else images.device_files()
+    image = images.build_image(args.version, files, size=args.size, project_name=args.project_name,
+                               secure_version=args.secure_version, seed=args.seed)
     with open(args.out, "wb") as f:
         f.write(image)
     print("%s: %d bytes, version %s, %d files, sha256 %s" % (

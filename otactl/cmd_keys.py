@@ -9,7 +9,7 @@ each device's config.json as ota.signing_pubkey, or into the firmware (a frozen 
 """
 import os
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 PRIVATE_NAME = "trigger_signing_key.pem"
 PUBLIC_NAME = "trigger_signing_key.pub"

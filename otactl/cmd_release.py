@@ -27,7 +27,7 @@ import re
 
 from . import firmware_image
 from .cmd_image import DEFAULT_PARTITIONS, add_device_arguments, slot_size_from
-from .errors import OtaError
+from ota.errors import OtaError
 from .fleet import compare_versions
 
 _SAFE_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,30}$")

@@ -13,7 +13,7 @@ import sys
 from . import mqtt, rollout, tracking, values
 from .cmd_release import load_manifest
 from .devstate import check_id, show
-from .errors import OtaError
+from ota.errors import OtaError
 
 
 def _fractions(text):

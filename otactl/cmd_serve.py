@@ -1,15 +1,16 @@
-"""`otactl serve DIR`: a development HTTPS server with Range support (harness/devserver.py).
+"""`otactl serve DIR`: serve firmware files over HTTPS with Range support (otactl/serve.py).
 
 The seed guide's Python server calls ssl.wrap_socket, which Python 3.12 removed. This one uses an
-SSLContext and, unless given a certificate, makes its own CA and server certificate in --pki-dir and
-prints the CA file to install on devices (ca.der). The CA is kept there: a restart serves with the
-same CA (a new one at every start would leave every device that holds ca.der unable to download).
-Files are streamed, a Range answer from its offset, never read whole. Not for production: use nginx,
-S3 or GitHub releases there (README "Hosting firmware").
+SSLContext with the operator's certificate and key (--cert, --key) or, without them, makes its own
+CA and server certificate in --pki-dir (otactl/devca.py) and prints the CA file to install on devices
+(ca.der). The CA is kept there: a restart serves with the same CA (a new one at every start would
+leave every device that holds ca.der unable to download). Files are streamed, a Range answer from its
+offset, never read whole. For a large fleet, nginx, S3 or GitHub releases (README "Hosting firmware").
 """
+import ssl
 import os
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 
 def argparse_serve(parser):
@@ -25,16 +26,16 @@ def argparse_serve(parser):
 
 def serving_pki(args):
     """The CA and server certificate in --pki-dir: the CA made at the first start, reused after."""
-    from harness import tls
+    from . import devca  # cryptography: imported only when a CA is to be made
 
-    names = tuple(tls.SERVER_NAMES) + tuple(args.name)
+    names = tuple(devca.SERVER_NAMES) + tuple(args.name)
     if args.host not in ("127.0.0.1", "0.0.0.0", "::", ""):
         names += (args.host,)
-    return tls.serving_pki(args.pki_dir, server_names=names)
+    return devca.serving_pki(args.pki_dir, server_names=names)
 
 
 def do_serve(args):
-    from harness import devserver
+    from .serve import FileServer
 
     if not os.path.isdir(args.directory):
         raise OtaError("bad_directory", "%s is not a directory" % args.directory)
@@ -47,7 +48,19 @@ def do_serve(args):
         print("CA for the devices: %s (DER; copy it to the device as ca.der), %s (PEM); kept in %s "
               "for the next start" % (pki.ca_der, pki.ca_pem, args.pki_dir), flush=True)
     try:
-        devserver.serve(args.directory, host=args.host, port=args.port, certfile=certfile, keyfile=keyfile)
+        server = FileServer(args.directory, certfile, keyfile, host=args.host, port=args.port, verbose=True)
+    except ssl.SSLError as e:
+        raise OtaError("bad_certificate", "%s / %s: %s" % (certfile, keyfile, e.reason or e))
     except OSError as e:
+        if e.filename:
+            raise OtaError("bad_certificate", "cannot read %s: %s" % (e.filename, e.strerror))
         raise OtaError("serve_failed", "cannot serve on %s:%d: %s" % (args.host, args.port, e.strerror or e))
+    print("serving %s at %s" % (args.directory, server.url()), flush=True)
+    server.start()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM (the CLI turns it into KeyboardInterrupt): a clean stop
+    finally:
+        server.stop()
     return 0

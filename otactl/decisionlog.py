@@ -20,7 +20,7 @@ import json
 import os
 import time
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 
 class Log:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 from . import REPO, partitions
-from .errors import OtaError
+from ota.errors import OtaError
 
 CHIP = "esp32c3"
 BOOTLOADER_OFFSET = 0x0  # the ESP32-C3 ROM loads the 2nd-stage bootloader from 0x0 (ESP32: 0x1000)

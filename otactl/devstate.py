@@ -15,7 +15,7 @@ half-believed. Unknown fields are dropped (a newer firmware may add some).
 import json
 import math
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 from ota import config as device_config  # noqa: E402  the device's own id rule
 from ota import state as device_state  # noqa: E402

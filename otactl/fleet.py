@@ -16,11 +16,10 @@ import threading
 import time
 
 from . import devstate, mqtt
-from .errors import OtaError
+from ota.errors import OtaError
 
 from ota import jobs as device_jobs  # noqa: E402
 from ota import version as device_version  # noqa: E402  the device's own comparison
-from ota.errors import OtaError as DeviceError  # noqa: E402
 
 BUSY_STATES = ("downloading", "verifying", "rebooting", "confirming")
 TERMINAL_STATES = device_jobs.TERMINAL  # a job's final states, as the device records them
@@ -28,10 +27,7 @@ TERMINAL_STATES = device_jobs.TERMINAL  # a job's final states, as the device re
 
 def compare_versions(a, b):
     """-1/0/1 as the device compares; OtaError bad_version for a version it cannot order."""
-    try:
-        return device_version.compare(a, b)
-    except DeviceError as e:
-        raise OtaError(e.reason, e.detail)
+    return device_version.compare(a, b)  # raises the device's own OtaError
 
 
 def is_below(current, wanted):
@@ -46,7 +42,7 @@ def _order(current, wanted):
         return None
     try:
         return device_version.compare(current, wanted)
-    except (DeviceError, ValueError, TypeError, AttributeError):  # int("²") is a ValueError
+    except (OtaError, ValueError, TypeError, AttributeError):  # int("²") is a ValueError
         return None
 
 
@@ -101,7 +97,7 @@ class Fleet:
         except OtaError as e:
             with self.lock:
                 self.devices.pop(device_id, None)
-                self.rejected[devstate.show(device_id)] = "%s: %s" % (e.reason, e.message)
+                self.rejected[devstate.show(device_id)] = "%s: %s" % (e.reason, e.detail)
             return None
         except Exception as e:  # noqa: BLE001  a case parse() missed must not kill paho's thread
             with self.lock:  # (status, rollout and revert would see nothing more)

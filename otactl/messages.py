@@ -8,10 +8,9 @@ parser (lib/ota/trigger.py) before it leaves, and optionally signed (otactl/sign
 import json
 import secrets
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 from ota import trigger as device_trigger  # noqa: E402
-from ota.errors import OtaError as DeviceError  # noqa: E402
 
 MAX_JOB_ID = device_trigger.MAX_ID
 
@@ -65,6 +64,6 @@ def encode(message, sign_key=None, target="*"):
     payload = json.dumps(message, separators=(",", ":")).encode()
     try:
         device_trigger.parse(payload)
-    except DeviceError as e:  # the device would refuse it: say so here, not on 1,000 devices
+    except OtaError as e:  # the device would refuse it: say so here, not on 1,000 devices
         raise OtaError(e.reason, "the device would refuse this trigger: %s" % e.detail)
     return message, payload

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 CMD_ROOT = "/switch/cmd/root"
 CMD_DEVICE = "/switch/cmd/%s"

@@ -23,7 +23,7 @@ Raises OtaError('bad_partition_table', ...) naming the line and the problem.
 import hashlib
 import struct
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 TABLE_OFFSET = 0x8000
 TABLE_MAX_LEN = 0xC00

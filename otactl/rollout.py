@@ -29,7 +29,7 @@ import os
 import time
 
 from . import devstate, values
-from .errors import OtaError
+from ota.errors import OtaError
 from .fleet import compare_versions
 from .messages import encode, load_sign_key, new_job_id, trigger_message  # noqa: F401  (re-exported)
 from .revert import revert, revert_candidates  # noqa: F401  (re-exported for the CLI)

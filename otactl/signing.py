@@ -18,12 +18,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 
 from ota import signature as device_signature  # noqa: E402  (the device module, for canonical())
 from ota import trigger as device_trigger  # noqa: E402
-from ota.errors import OtaError as DeviceError  # noqa: E402
 
 MAX_EXPIRES_IN = device_signature.MAX_VALIDITY_S
 _last_seq = 0
@@ -74,7 +73,7 @@ def canonical(trigger):
     # The device's canonical(): bytes. Raises OtaError bad_trigger.
     try:
         return device_signature.canonical(trigger)
-    except DeviceError as e:
+    except OtaError as e:
         raise OtaError("bad_trigger", str(e))
 
 
@@ -83,7 +82,7 @@ def _parse_as_device(trigger):
     payload = json.dumps(trigger, separators=(",", ":")).encode()
     try:
         parsed = device_trigger.parse(payload)
-    except DeviceError as e:
+    except OtaError as e:
         raise OtaError("bad_trigger", "a device would refuse it: %s" % e)
     if parsed is None:
         raise OtaError("bad_trigger", "type must be one of %s" % ", ".join(device_trigger.KNOWN_TYPES))

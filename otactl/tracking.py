@@ -18,7 +18,7 @@ import time
 
 from . import mqtt
 from .decisionlog import Log  # noqa: F401  (re-exported: rollout and revert take it from here)
-from .errors import OtaError
+from ota.errors import OtaError
 from .fleet import TERMINAL_STATES, Fleet, same_version
 
 # Seconds without a state message from a device in flight: its retained state is read again

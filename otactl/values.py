@@ -8,7 +8,7 @@ OtaError("bad_arguments", ...) naming the flag.
 """
 import math
 
-from .errors import OtaError
+from ota.errors import OtaError
 
 MAX_SECONDS = 7 * 86400  # a week: beyond it a timeout is a typo, and time.monotonic() + it stays exact
 

@@ -14,7 +14,7 @@ command -v "$PYTHON" >/dev/null || fail "missing dependency: $PYTHON (Python >= 
   || fail "missing dependency: the Python venv module (Debian: apt-get install python3-venv)"
 
 # The broker: mosquitto (apt-get install mosquitto; CI does) or, where it is missing, amqtt from PyPI,
-# which the test harness and the demo start instead (harness/broker.py). OTA_WITH_AMQTT=1 installs
+# which the test harness and the demo start instead (devkit/broker.py). OTA_WITH_AMQTT=1 installs
 # amqtt beside mosquitto, so that the fallback's own test runs too (CI sets it).
 need_amqtt() {
   [ ! -x .venv/bin/amqtt ] && { [ "${OTA_WITH_AMQTT:-0}" = 1 ] || { ! command -v mosquitto >/dev/null && [ ! -x /usr/sbin/mosquitto ]; }; }

@@ -14,7 +14,7 @@ STAGE=build/mutate
 rm -rf "$STAGE"
 mkdir -p "$STAGE/src"
 cp -r lib/ota "$STAGE/src/ota"
-cp -r otactl sim harness "$STAGE/src/"
+cp -r otactl sim devkit "$STAGE/src/"
 cp partitions.csv "$STAGE/src/"
 cp partitions.csv "$STAGE/"
 cp -r host_tests "$STAGE/host_tests"

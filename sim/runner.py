@@ -7,7 +7,7 @@
 
 Each boot is one `micropython -X heapsize=... sim/device/simboot.py DEVDIR` process. The process
 leaves DEVDIR/last_exit: reset, wdt (the watchdog fired), soft_reset, power_cut, panic -> the runner boots again (at most max_boots
-processes per start()); exit (main.py returned), crashed (exception out of main.py), no_app
+processes per start(); max_boots=None: no bound); exit (main.py returned), crashed (exception out of main.py), no_app
 (nothing bootable) -> the run ends with that result. 'stopped' when stop() ended it, 'max_boots'
 when the bound was hit.
 
@@ -17,6 +17,7 @@ not silent: the host kernel closes its sockets and the broker sees the disconnec
 power_cut(silent=True) / power_off(silent=True) freeze the process (SIGSTOP) instead: its sockets
 stay open and say nothing, and it is killed only when the device is stopped.
 """
+import itertools
 import json
 import os
 import re
@@ -228,7 +229,8 @@ class Device:
         self.result = None
         self._stopping = False
         self._on_line = on_line
-        self._thread = threading.Thread(target=self._loop, args=(max_boots or self.max_boots,), daemon=True)
+        bound = self.max_boots if max_boots is None else max_boots
+        self._thread = threading.Thread(target=self._loop, args=(bound,), daemon=True)
         self._thread.start()
         return self
 
@@ -317,8 +319,9 @@ class Device:
             self._on_line(line)
 
     def _loop(self, max_boots):
+        # max_boots None: no bound (`make sim`, a device a person watches, boots until stopped)
         result = "max_boots"
-        for _ in range(max_boots):
+        for _ in (itertools.count() if max_boots is None else range(max_boots)):
             marker = self._boot_once()
             if self._stopping:
                 result = "stopped"

@@ -1,14 +1,17 @@
-# A throwaway PKI for tests and demos, made with `cryptography`: the device must verify the server
-# against a CA it holds (docs/CHIP.md §10), so every TLS test needs a CA we control, plus the bad
-# certificates each verification failure is tested with.
-#
-#   pki = make_pki(dirpath)
-#   pki.ca_der, pki.ca_pem            the CA the device trusts (ca.der is what goes on the device)
-#   pki.server_cert, pki.server_key   for 'localhost', '127.0.0.1' and '::1' (PEM)
-#   pki.expired_cert/_key             same names, validity ended yesterday
-#   pki.wrong_host_cert/_key          valid, signed by the CA, but only for 'wrong.example'
-#   pki.other_ca_der, pki.other_ca_pem  an unrelated CA (wrong-CA test: trust this one instead)
-#   pki.rogue_cert/_key               for 'localhost', signed by the unrelated CA
+"""`otactl serve`'s development CA, made with `cryptography` (a declared dependency of otactl).
+
+A device verifies the server against a CA it holds (docs/CHIP.md §10; there is no CA bundle on the
+device), so a development server needs a CA the operator controls: this one makes it once, keeps it
+in a folder, and issues the server certificate from it (P-256, for `localhost`, `127.0.0.1`, `::1`
+and the names asked for). For production, serve with a certificate from the operator's own CA
+(`otactl serve --cert --key`), nginx, S3 or GitHub releases (README "Hosting firmware").
+
+    pki = serving_pki(dirpath, server_names)
+    pki.ca_der, pki.ca_pem            the CA the devices trust (ca.der is what goes on a device)
+    pki.server_cert, pki.server_key   the server's certificate and key (PEM)
+
+The dev kit's test PKI (devkit/tls.py: expired, wrong-host and rogue certificates) builds on these.
+"""
 import datetime
 import ipaddress
 import os
@@ -34,7 +37,7 @@ def _name(common_name):
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _ca(common_name, now):
+def make_ca(common_name, now):
     key = _key()
     cert = (
         x509.CertificateBuilder()
@@ -59,7 +62,7 @@ def _ca(common_name, now):
     return cert, key
 
 
-def _leaf(names, ca_cert, ca_key, not_before, not_after):
+def make_leaf(names, ca_cert, ca_key, not_before, not_after):
     key = _key()
     sans = []
     for name in names:
@@ -92,13 +95,13 @@ def _write(path, data):
     return path
 
 
-def _write_cert(dirpath, stem, cert):
+def write_cert(dirpath, stem, cert):
     pem = _write(os.path.join(dirpath, stem + ".pem"), cert.public_bytes(serialization.Encoding.PEM))
     der = _write(os.path.join(dirpath, stem + ".der"), cert.public_bytes(serialization.Encoding.DER))
     return pem, der
 
 
-def _write_key(dirpath, stem, key):
+def write_key(dirpath, stem, key):
     data = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
@@ -109,43 +112,18 @@ def _write_key(dirpath, stem, key):
     return path
 
 
-def make_pki(dirpath, server_names=SERVER_NAMES):
-    """Write the whole test PKI into dirpath (created if missing); return a Pki of file paths."""
-    os.makedirs(dirpath, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    pki = Pki()
-    pki.dir = dirpath
-    ca, ca_key = _ca("OTA test CA", now)
-    other_ca, other_key = _ca("Unrelated test CA", now)
-    pki.ca_pem, pki.ca_der = _write_cert(dirpath, "ca", ca)
-    pki.ca_key = _write_key(dirpath, "ca", ca_key)
-    pki.other_ca_pem, pki.other_ca_der = _write_cert(dirpath, "other-ca", other_ca)
-
-    valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=365))
-    leaves = {
-        "server": (list(server_names), ca, ca_key, valid),
-        "expired": (list(server_names), ca, ca_key,
-                    (now - datetime.timedelta(days=30), now - datetime.timedelta(days=1))),
-        "wrong-host": (["wrong.example"], ca, ca_key, valid),
-        "rogue": (list(server_names), other_ca, other_key, valid),
-    }
-    for stem, (names, issuer, issuer_key, (start, end)) in leaves.items():
-        cert, key = _leaf(names, issuer, issuer_key, start, end)
-        attr = stem.replace("-", "_")
-        setattr(pki, attr + "_cert", _write_cert(dirpath, stem, cert)[0])
-        setattr(pki, attr + "_key", _write_key(dirpath, stem, key))
-    return pki
-
-
 def serving_pki(dirpath, server_names=SERVER_NAMES, now=None):
     """`otactl serve`'s PKI, kept across restarts: a CA already in dirpath (ca.pem, ca.key) is used
     again, so devices that were given its ca.der keep trusting the server after a restart. Only a
     server certificate that is missing, from another CA, short of one of server_names or within 30
-    days of its end is issued again, by that same CA. An empty dirpath gets make_pki's."""
+    days of its end is issued again, by that same CA. An empty dirpath gets a new CA first."""
     ca_pem, ca_key_path = os.path.join(dirpath, "ca.pem"), os.path.join(dirpath, "ca.key")
-    if not (os.path.exists(ca_pem) and os.path.exists(ca_key_path)):
-        return make_pki(dirpath, server_names)
     now = now or datetime.datetime.now(datetime.timezone.utc)
+    if not (os.path.exists(ca_pem) and os.path.exists(ca_key_path)):
+        os.makedirs(dirpath, exist_ok=True)
+        ca, ca_key = make_ca("otactl serve CA", now)
+        write_cert(dirpath, "ca", ca)
+        write_key(dirpath, "ca", ca_key)
     with open(ca_pem, "rb") as f:
         ca = x509.load_pem_x509_certificate(f.read())
     with open(ca_key_path, "rb") as f:
@@ -156,10 +134,10 @@ def serving_pki(dirpath, server_names=SERVER_NAMES, now=None):
     pki.ca_der = _write(os.path.join(dirpath, "ca.der"), ca.public_bytes(serialization.Encoding.DER))
     pki.server_cert, pki.server_key = os.path.join(dirpath, "server.pem"), os.path.join(dirpath, "server.key")
     if not _covers(pki.server_cert, pki.server_key, ca, server_names, now):
-        cert, key = _leaf(list(server_names), ca, ca_key, now - datetime.timedelta(days=1),
+        cert, key = make_leaf(list(server_names), ca, ca_key, now - datetime.timedelta(days=1),
                           now + datetime.timedelta(days=365))
-        _write_cert(dirpath, "server", cert)
-        _write_key(dirpath, "server", key)
+        write_cert(dirpath, "server", cert)
+        write_key(dirpath, "server", key)
     return pki
 
 

@@ -1,4 +1,4 @@
-"""`make demo` / `otactl demo`: the whole OTA cycle on one simulated ESP32-C3, on this machine.
+"""`make demo` / `python -m devkit demo` (`otactl demo` forwards here): the whole OTA cycle on one simulated ESP32-C3, on this machine.
 
 A test CA and server certificate, a real broker (mosquitto, or amqtt where it is missing), a real
 HTTPS server (nginx, or our dev server where it is missing), firmware 1.0.0 (factory) and 1.0.1 (a
@@ -14,8 +14,8 @@ import os
 import shutil
 import time
 
-from . import REPO
-from .errors import OtaError
+from devkit.simfleet import REPO
+from ota.errors import OtaError
 
 DEVICE_ID = "a0b1c2d3e4f5"
 NEW_SIZE = 1713728  # the size of the official MicroPython v1.24.1 C3 app (docs/CHIP.md §3)
@@ -43,8 +43,8 @@ def _bar(progress, width=30):
 
 
 def _servers(workdir, pki, server, clock):
-    from harness.devserver import DevServer
-    from harness.nginx import Nginx, find_nginx
+    from devkit.devserver import DevServer
+    from devkit.nginx import Nginx, find_nginx
 
     www = os.path.join(workdir, "www")
     if server == "nginx" or (server == "auto" and find_nginx()):
@@ -78,9 +78,9 @@ def _release(workdir, version, blob, base_url):
 
 
 def do_demo(args):
-    from harness import simfleet
-    from harness.broker import Broker, Watcher, find_backend
-    from harness.tls import make_pki
+    from devkit import simfleet
+    from devkit.broker import Broker, Watcher, find_backend
+    from devkit.tls import make_pki
 
     clock = _Clock()
     workdir = os.path.abspath(args.workdir)

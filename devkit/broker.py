@@ -9,7 +9,7 @@
 
 Backends, first found wins: mosquitto (`mosquitto -c <generated conf>`), then the pip `amqtt` broker
 (`amqtt -c <yaml>`; not installed by default). find_backend() is None when neither exists; tests
-skip then. Options for later tests: a TLS listener (certfile/keyfile from harness.tls), a password
+skip then. Options for later tests: a TLS listener (certfile/keyfile from devkit/tls.py), a password
 file and an ACL file (mosquitto only). Persistence is off: a restart forgets retained messages,
 as a real broker restart without persistence does.
 

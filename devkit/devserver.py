@@ -1,4 +1,4 @@
-# Our own HTTPS file server for tests, demos and `otactl serve DIR`: http.server + ssl.SSLContext
+# Our own HTTPS file server for tests and demos (`otactl serve` is otactl/serve.py, without faults): http.server + ssl.SSLContext
 # (the seed guide's ssl.wrap_socket is gone in Python 3.12), Range support (206 + Content-Range),
 # an optional bearer-token check, and the faults a download must survive on a flaky link:
 #
@@ -31,6 +31,8 @@ import ssl
 import struct
 import threading
 import time
+
+from otactl.serve import parse_range
 
 _CHUNK_SIZES = (1000, 4096, 7, 16384, 333, 65536)
 
@@ -243,11 +245,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 def _parse_range(header):
-    # Only "bytes=N-" and "bytes=N-M" (what the device sends); anything else is served whole.
-    if not header.startswith("bytes=") or "," in header:
-        return None
-    first = header[6:].split("-")[0]
-    return int(first) if first.isdigit() else None
+    # The first byte of a single range (what the device sends: "bytes=N-"), the end ignored; anything
+    # else is served whole.
+    wanted = parse_range(header)
+    return None if wanted is None else wanted[0]
 
 
 class DevServer:
@@ -303,16 +304,3 @@ class DevServer:
 
     def __exit__(self, *exc):
         self.stop()
-
-
-def serve(directory, host="127.0.0.1", port=8443, certfile=None, keyfile=None):
-    """Serve directory until Ctrl-C (`otactl serve DIR`); prints the base URL first."""
-    server = DevServer(directory, certfile, keyfile, host=host, port=port, verbose=True)
-    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "") else host
-    print("serving %s at %s" % (directory, server.url("", host=shown)), flush=True)
-    try:
-        server.start()._thread.join()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()

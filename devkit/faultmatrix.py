@@ -2,8 +2,8 @@
 # The fault-injection matrix of `make faults` (and its short form in `make test`): every fault test
 # records one row per case here; the table is printed once at the end of the pytest session.
 #
-#   from harness import faultmatrix
-#   pytest_plugins = ["harness.faultmatrix"]          # in the test module: prints the table at the end
+#   from devkit import faultmatrix
+#   pytest_plugins = ["devkit.faultmatrix"]          # in the test module: prints the table at the end
 #   faultmatrix.record("power: download", "cut_after_bytes=4097", "refused", "interrupted",
 #                      bricked=False, allowed=True)
 #   faultmatrix.FULL                                  # OTA_FAULTS=full: the full matrix, else short

@@ -5,7 +5,7 @@ import contextlib
 import json
 import os
 
-from otactl import cmd_image, firmware_image
+from devkit import images
 from sim.runner import Device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ def run(cfg):
 def device_files(failing_selftest=False, append=None):
     """(name, source) of the frozen device code; `append` {name: bytes} adds code to modules (a
     release that differs from this checkout's, e.g. a stricter config validator)."""
-    files = cmd_image.device_files()
+    files = images.device_files()
     if failing_selftest:
         files = [(name, FAILING_SELFTEST if name == "ota/selftest.py" else data) for name, data in files]
     if append:
@@ -39,7 +39,7 @@ def device_files(failing_selftest=False, append=None):
 
 def firmware(version, size=None, failing_selftest=False, append=None, **image_options):
     """An ESP32-C3 app image of `version` whose frozen code is this checkout's device code."""
-    return firmware_image.build_image(version, files=device_files(failing_selftest, append), size=size,
+    return images.build_image(version, files=device_files(failing_selftest, append), size=size,
                                       **image_options)
 
 
@@ -75,9 +75,9 @@ def lab(root, images, extra_files=None, broker_tls=False, **broker_options):
     TLS. Yields {root, www, pki, broker, web, images}; stops both servers on the way out.
     broker_tls=True adds the broker's TLS listener (broker.tls_port) with the lab's server certificate;
     other keywords (password_file=, acl_file=) go to Broker as they are."""
-    from harness.broker import Broker
-    from harness.nginx import Nginx
-    from harness.tls import make_pki
+    from devkit.broker import Broker
+    from devkit.nginx import Nginx
+    from devkit.tls import make_pki
 
     root = str(root)
     pki = make_pki(os.path.join(root, "pki"))

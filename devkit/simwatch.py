@@ -1,15 +1,18 @@
-"""`otactl sim` / `make sim`: one simulated ESP32-C3 for a person to watch and poke.
+"""`make sim` / `python -m devkit sim` (`otactl sim` forwards here): one simulated ESP32-C3 for a
+person to watch and poke.
 
 Starts a broker (mosquitto or amqtt) and the dev HTTPS server with a fresh CA unless told where they
 are, builds firmware from this checkout, boots the device and streams its console. It prints the
-commands to send it a trigger from another terminal. Ctrl-C stops everything it started.
+commands to send it a trigger from another terminal. The device reboots as often as it is told to
+(no bound on its boots, unlike the tests' devices) and runs until it is stopped: Ctrl-C (or SIGTERM)
+stops everything it started.
 """
 import hashlib
 import os
 
-from . import REPO
-from .cmd_release import file_stem
-from .errors import OtaError
+from devkit.simfleet import REPO
+from otactl.cmd_release import file_stem
+from ota.errors import OtaError
 
 
 def argparse_sim(parser):
@@ -21,10 +24,10 @@ def argparse_sim(parser):
 
 
 def do_sim(args):
-    from harness import simfleet
-    from harness.broker import Broker, find_backend
-    from harness.devserver import DevServer
-    from harness.tls import make_pki
+    from devkit import simfleet
+    from devkit.broker import Broker, find_backend
+    from devkit.devserver import DevServer
+    from devkit.tls import make_pki
     from sim.runner import Device
 
     workdir = os.path.abspath(args.workdir)
@@ -47,6 +50,7 @@ def do_sim(args):
         else:
             device = simfleet.new_device(os.path.join(workdir, "device"), simfleet.firmware(args.version),
                                          broker.host, broker.port, ca_der=pki.ca_der, heapsize=args.heapsize)
+        device.max_boots = None  # a person watches it: it reboots after every update until stopped
         newer = _bump(args.version)
         blob = simfleet.firmware(newer)
         name = file_stem(newer) + ".bin"
