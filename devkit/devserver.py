@@ -1,5 +1,5 @@
-# Our own HTTPS file server for tests and demos (`otactl serve` is otactl/serve.py, without faults): http.server + ssl.SSLContext
-# (the seed guide's ssl.wrap_socket is gone in Python 3.12), Range support (206 + Content-Range),
+# Our own HTTPS file server for tests and demos: otactl serve's (otactl/serve.py: http.server +
+# ssl.SSLContext, since the seed guide's ssl.wrap_socket is gone in Python 3.12; Range support) plus
 # an optional bearer-token check, and the faults a download must survive on a flaky link:
 #
 #   with DevServer(root, certfile, keyfile) as srv:        # threaded, free port picked at start
@@ -23,7 +23,6 @@
 # {ip_origin} (https://127.0.0.1:PORT), {port}.
 # srv.token = "t": requests whose Host is in srv.token_hosts (default localhost) need
 # "Authorization: Bearer t", else 401.
-import http.server
 import os
 import random
 import socket
@@ -32,7 +31,7 @@ import struct
 import threading
 import time
 
-from otactl.serve import parse_range
+from otactl.serve import FileHandler, FileServer, TLSServer, parse_range
 
 _CHUNK_SIZES = (1000, 4096, 7, 16384, 333, 65536)
 
@@ -61,22 +60,14 @@ class Faults:
         return vars(self) == vars(fresh)
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
+class _Server(TLSServer):
+    # otactl serve's server (the TLS handshake in the handler's thread, so a client that never
+    # completes it, or rejects our certificate as the TLS tests want, blocks nobody), plus the
+    # connections to end with a RST.
     def __init__(self, address, handler, dev):
         self.dev = dev
         self.to_reset = set()
-        super().__init__(address, handler)
-
-    def get_request(self):
-        sock, addr = self.socket.accept()
-        if self.dev.context is not None:
-            # Handshake later, in the handler thread: a client that never completes it (or
-            # rejects our certificate, as the TLS tests want) must not block accept().
-            sock = self.dev.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+        super().__init__(address, handler, dev.root, dev.context, dev.verbose)
 
     def shutdown_request(self, request):
         if id(request) in self.to_reset:
@@ -89,28 +80,11 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # clients hanging up mid-body is what the fault tests do; keep test output clean
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(FileHandler):
+    # otactl serve's answers (FileHandler) when no fault is set; the faults, redirects and the token
+    # check otherwise.
     server_version = "otactl-devserver/1"
     timeout = 30
-
-    def setup(self):
-        super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            try:
-                self.connection.do_handshake()
-            except (ssl.SSLError, OSError):
-                self.close_connection = True
-                self.rfile = self.wfile = None
-
-    def handle(self):
-        if self.rfile is None:
-            return  # the handshake failed (e.g. the client refused our certificate)
-        super().handle()
-
-    def finish(self):
-        if self.wfile is not None:
-            super().finish()
 
     def log_message(self, format, *args):
         if self.server.dev.verbose:
@@ -129,49 +103,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         route = self.path.split("?")[0]
         if route in dev.redirects:
             status, location = dev.redirects[route]
-            return self._reply(status, {"Location": dev.expand(location)})
+            return self._empty(status, {"Location": dev.expand(location)})
         if dev.token is not None and record["host"] in dev.token_hosts:
             if self.headers.get("Authorization") != "Bearer " + dev.token:
-                return self._reply(401)
+                return self._empty(401)
         path = os.path.realpath(os.path.join(dev.root, route.lstrip("/")))
         if not path.startswith(os.path.realpath(dev.root) + os.sep) or not os.path.isfile(path):
-            return self._reply(404)
-        if dev.faults.clean():  # the ordinary answer (otactl serve): streamed from the file
-            return self._stream_file(path, self.headers.get("Range"))
+            return self._empty(404)
+        if dev.faults.clean():  # the ordinary answer: otactl serve's, streamed from the file
+            return self._answer(body=True)
         with open(path, "rb") as f:
             data = f.read()
         self._send_file(dev, data, self.headers.get("Range"))
-
-    def _stream_file(self, path, range_header):
-        # 64 KiB at a time from the offset: a slow client costs the buffer, not the file (twice).
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            first = _parse_range(range_header) if range_header else None
-            if first is not None and first >= size:
-                return self._reply(416, {"Content-Range": "bytes */%d" % size})
-            start = first or 0
-            self.send_response(206 if first is not None else 200)
-            if first is not None:
-                self.send_header("Content-Range", "bytes %d-%d/%d" % (start, size - 1, size))
-            self.send_header("Content-Length", str(size - start))
-            self.send_header("Accept-Ranges", "bytes")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            f.seek(start)
-            buf = memoryview(bytearray(65536))
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                self.wfile.write(buf[:n])
-
-    def _reply(self, status, headers=None):
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", "0")
-        self.send_header("Connection", "close")
-        self.end_headers()
 
     def _send_file(self, dev, data, range_header):
         faults = dev.faults
@@ -180,7 +123,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if range_header and not faults.ignore_range:
             first = _parse_range(range_header)
             if first is not None and first >= size:
-                return self._reply(416, {"Content-Range": "bytes */%d" % size})
+                return self._empty(416, {"Content-Range": "bytes */%d" % size})
             if first is not None:
                 start, status = first, 206
         body = data[start:]
@@ -251,7 +194,8 @@ def _parse_range(header):
     return None if wanted is None else wanted[0]
 
 
-class DevServer:
+class DevServer(FileServer):
+    # otactl serve's FileServer (start, stop, with) around a server with faults
     def __init__(self, root, certfile=None, keyfile=None, host="127.0.0.1", port=0, verbose=False):
         self.root = str(root)
         self.context = None
@@ -289,18 +233,6 @@ class DevServer:
         with self.lock:
             self.requests.clear()
 
-    def start(self):
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
     def stop(self):
-        self.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        self.stopping.set()  # a stalled answer lets go at once
+        super().stop()

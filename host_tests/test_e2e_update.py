@@ -19,7 +19,7 @@ from devkit.devserver import DevServer
 from devkit.nginx import Nginx, find_nginx
 from devkit.tls import make_pki
 from otactl import firmware_image
-from devkit import images
+from devkit import images as synthetic
 from sim.runner import Device
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="needs nginx")
@@ -56,12 +56,12 @@ def world(tmp_path_factory):
         "truncated": mid[:300_000],
         "header": mid[:100],
         "random": random.Random(7).randbytes(65536),
-        "s3": images.with_chip_id(mid, "esp32s3"),
-        "merged": images.merged_image(mid),
-        "bootloader": images.bootloader_image(),
+        "s3": synthetic.with_chip_id(mid, "esp32s3"),
+        "merged": synthetic.merged_image(mid),
+        "bootloader": synthetic.bootloader_image(),
         "oversize": simfleet.firmware("1.0.9", size=SLOT + 4096),
-        "checksum": images.corrupt_checksum(mid),
-        "hash": images.corrupt_hash(mid),
+        "checksum": synthetic.corrupt_checksum(mid),
+        "hash": synthetic.corrupt_hash(mid),
     }
     for name, blob in images.items():
         (www / (name + ".bin")).write_bytes(blob)

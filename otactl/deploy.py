@@ -30,7 +30,11 @@ FIRMWARE_DIR = os.path.join("build", "firmware")
 
 
 def repo_root_default():
-    return REPO
+    """The checkout otactl runs from; installed (no checkout beside the package), the current folder:
+    the operator runs flash/deploy in the checkout whose firmware they built (build/firmware/)."""
+    if os.path.isfile(os.path.join(REPO, "partitions.csv")) and os.path.isdir(os.path.join(REPO, "lib", "ota")):
+        return REPO
+    return os.getcwd()
 
 
 def _tool(name):

@@ -11,7 +11,8 @@ TLS handshake runs in that thread, so a client that never completes it blocks no
     server = FileServer(root, certfile, keyfile, host="0.0.0.0", port=8443)
     server.start(); server.url("firmware-v1.0.1.bin"); server.stop()
 
-The dev kit's fault-injecting server (devkit/devserver.py) parses Range with parse_range() below.
+The dev kit's fault-injecting server (devkit/devserver.py) builds on TLSServer, FileHandler and
+parse_range(): its answer without faults is this one.
 """
 import http.server
 import os
@@ -36,15 +37,17 @@ def parse_range(header):
     return first, last
 
 
-class _Server(http.server.ThreadingHTTPServer):
+class TLSServer(http.server.ThreadingHTTPServer):
+    """A thread per connection, TLS (when context is set) handshaken in that thread. The dev kit's
+    fault-injecting server (devkit/devserver.py) is one too."""
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, root, context, verbose):
+    def __init__(self, address, handler, root, context, verbose):
         self.root = os.path.realpath(root)
         self.context = context
         self.verbose = verbose
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
     def get_request(self):
         sock, addr = self.socket.accept()
@@ -58,7 +61,8 @@ class _Server(http.server.ThreadingHTTPServer):
         pass  # a device that loses its link mid-body is ordinary; it resumes with Range
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class FileHandler(http.server.BaseHTTPRequestHandler):
+    """GET and HEAD of the files under server.root, one range at a time (see the module's doc)."""
     protocol_version = "HTTP/1.1"
     server_version = "otactl-serve/1"
     timeout = 60  # a silent client's socket is closed after this long
@@ -163,7 +167,7 @@ class FileServer:
     def __init__(self, root, certfile=None, keyfile=None, host="127.0.0.1", port=0, verbose=False):
         context = server_context(certfile, keyfile) if certfile else None
         self.scheme = "https" if context else "http"
-        self._httpd = _Server((host, port), str(root), context, verbose)
+        self._httpd = TLSServer((host, port), FileHandler, str(root), context, verbose)
         self.host = host
         self.port = self._httpd.server_address[1]
         self._thread = None
