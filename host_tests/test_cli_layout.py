@@ -24,6 +24,7 @@ def test_the_error_comes_after_what_the_command_printed(tmp_path):
     bad = tmp_path / "s3.bin"
     bad.write_bytes(images.with_chip_id(images.build_image("1.0.1"), "esp32s3"))
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, "lib"))
+    env.pop("PYTHONUNBUFFERED", None)  # stdout block-buffered into a pipe, as for most users
     # one pipe for both: what arrives first is what was written first
     out = subprocess.run([sys.executable, "-m", "otactl", "image", "inspect", str(bad)], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=env, cwd=str(tmp_path), timeout=120)
