@@ -1,5 +1,6 @@
-# The README's first command: `make demo` runs `python -m otactl demo`. It must finish the whole cycle
-# on a fresh work folder, exit 0, print the summary, and leave no process behind.
+# The README's first command: `make demo` runs `python -m devkit demo` (`otactl demo` forwards
+# there). It must finish the whole cycle on a fresh work folder, exit 0, print the summary, and leave
+# no process behind.
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.skipif(find_backend() is None, reason="needs mosquitto (or amqtt)")
 def test_demo_runs_the_whole_cycle(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "otactl", "demo", "--workdir", str(tmp_path / "demo")],
+    run = subprocess.run([sys.executable, "-m", "devkit", "demo", "--workdir", str(tmp_path / "demo")],
                          cwd=REPO, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stdout + run.stderr
     assert '$ mosquitto_pub -t "/switch/cmd/root" -m \'{"type":"ota_trigger","url":"https://' in run.stdout
