@@ -10,11 +10,12 @@ from otactl import cli
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] not in ("demo", "sim", "image") or argv[0] in ("-h", "--help"):
-        print("usage: python -m devkit demo|sim|image ...   (the dev kit: make demo, make sim)",
-              file=sys.stderr if argv else sys.stdout)
-        return 0 if not argv else 2
-    return cli.main(argv)
+    if argv and argv[0] in ("demo", "sim", "image"):
+        return cli.main(argv)
+    asked = not argv or argv[0] in ("-h", "--help")
+    print("usage: python -m devkit demo|sim|image ...   (the dev kit: make demo, make sim)",
+          file=sys.stdout if asked else sys.stderr)
+    return 0 if asked else 2
 
 
 if __name__ == "__main__":
