@@ -17,7 +17,9 @@ import pytest
 from devkit import images
 from otactl import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
+while not os.path.isfile(os.path.join(ROOT, "pyproject.toml")):  # wherever under host_tests/ this file is
+    ROOT = os.path.dirname(ROOT)
 
 
 def test_the_error_comes_after_what_the_command_printed(tmp_path):

@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
+while not os.path.isfile(os.path.join(ROOT, "pyproject.toml")):  # wherever under host_tests/ this file is
+    ROOT = os.path.dirname(ROOT)
 
 # package -> the repository's packages it may import (besides itself and the standard library)
 ALLOWED = {
@@ -28,7 +30,8 @@ OURS = {"ota", "otactl", "sim", "devkit", "host_tests", "harness", "bench"}
 # its modules import each other by bare name (simflash, simdev, ...) and the board's modules.
 SIM_DEVICE_NAMES = {name[:-3] for name in os.listdir(os.path.join(ROOT, "sim", "device")) if name.endswith(".py")}
 # Test helpers imported by bare name from host_tests/ (on sys.path under pytest).
-TEST_HELPERS = {name[:-3] for name in os.listdir(os.path.join(ROOT, "host_tests")) if name.endswith(".py")}
+TEST_HELPERS = {name[:-3] for _, _, names in os.walk(os.path.join(ROOT, "host_tests")) for name in names
+                if name.endswith(".py") and name != "__init__.py"}
 
 
 def _package_dir(package):

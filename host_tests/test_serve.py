@@ -18,7 +18,9 @@ import pytest
 from devkit.tls import make_pki
 from otactl.serve import FileServer, parse_range
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
+while not os.path.isfile(os.path.join(ROOT, "pyproject.toml")):  # wherever under host_tests/ this file is
+    ROOT = os.path.dirname(ROOT)
 
 
 def _get(url, cafile, headers=None, method="GET"):

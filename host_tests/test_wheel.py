@@ -17,7 +17,9 @@ import pytest
 
 from devkit import images
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.abspath(__file__))
+while not os.path.isfile(os.path.join(ROOT, "pyproject.toml")):  # wherever under host_tests/ this file is
+    ROOT = os.path.dirname(ROOT)
 pytestmark = pytest.mark.wheel
 
 # What the build needs of the checkout: pyproject.toml's packages, data-files and readme.
