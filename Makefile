@@ -35,11 +35,15 @@ mpy: venv
 	done
 	@echo "mpy: compiled $(words $(DEVICE_SOURCES)) device modules for rv32imc into build/mpy/"
 
-# Two pytest workers, each taking whole test files (most tests wait on simulated devices, brokers and
-# servers, not on the CPU); the fault matrices run after, in one process, so their table is printed.
-test: venv mpy
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore-glob='host_tests/test_faults_*.py'
-	$(PY) -m pytest -q -p no:cacheprovider host_tests/test_faults_*.py
+# ruff first (seconds; pyproject.toml [tool.ruff]). Then two pytest workers, each taking whole test
+# files (most tests wait on simulated devices, brokers and servers, not on the CPU): unit/, sim/ and
+# e2e/; the fault matrices (faults/) run after, in one process, so their table is printed.
+test: venv mpy lint
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore=host_tests/faults
+	$(PY) -m pytest -q -p no:cacheprovider host_tests/faults
+
+lint: venv
+	$(VENV)/bin/ruff check --no-cache .
 
 demo: venv
 	$(PY) -m otactl demo
@@ -48,7 +52,7 @@ bench: venv
 	$(PY) -m bench
 
 faults: venv
-	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests -k faults
+	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests/faults
 
 sim: venv
 	$(PY) -m otactl sim

@@ -5,15 +5,10 @@
 import binascii
 import errno
 import hashlib
-import os
 import struct
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.join(ROOT, "lib") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, "lib"))
 
-from ota.errors import OtaError  # noqa: E402
+from ota.errors import OtaError
 
 SECTOR = 4096
 ESP_ERR_INVALID_ARG = -258

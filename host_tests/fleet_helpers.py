@@ -1,33 +1,17 @@
 # Shared by test_fleet_cli, test_rollout, test_scale: a real mosquitto (harness/broker.py), light
 # devices (sim/lightdevice.py), an otactl MQTT connection, and the CLI run in-process.
 import json
-import os
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-from harness import broker as broker_module  # noqa: E402
+from harness import broker as broker_module
 
 needs_broker = pytest.mark.skipif(broker_module.find_backend() is None, reason="no mosquitto/amqtt")
 
 MANIFEST = {"version": "1.0.1", "url": "https://fw.example/releases/firmware-v1.0.1.bin",
             "sha256": "ab" * 32, "size": 1462272, "project": "ota-switch"}
-
-
-@pytest.fixture
-def broker(tmp_path):
-    with broker_module.Broker(str(tmp_path / "broker")) as b:
-        yield b
-
-
-@pytest.fixture
-def manifest_file(tmp_path):
-    path = tmp_path / "firmware-v1.0.1.json"
-    path.write_text(json.dumps(MANIFEST))
-    return str(path)
+# A light device's timings for rollout tests: seconds, not the minutes of a real download.
+FAST = dict(download_s=0.03, reboot_s=0.01, confirm_s=0.01)
 
 
 def broker_args(broker):
@@ -55,3 +39,7 @@ def max_in_flight(records):
         elif r["event"] == "outcome":
             now -= 1
     return peak
+
+
+def ids(n, prefix="dev"):
+    return ["%s-%02d" % (prefix, i) for i in range(n)]

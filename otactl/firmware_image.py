@@ -20,10 +20,10 @@ from . import REPO  # the package puts lib/ on sys.path
 from .partitions import TABLE_OFFSET as PARTITION_TABLE_OFFSET
 from .errors import OtaError
 
-from ota import compat  # noqa: E402  the device's code, not a copy
-from ota import image as device_image  # noqa: E402
-from ota import image_verify  # noqa: E402
-from ota.errors import OtaError as DeviceError  # noqa: E402
+from ota import compat  # the device's code, not a copy
+from ota import image as device_image
+from ota import image_verify
+from ota.errors import OtaError as DeviceError
 
 
 def _load_simpayload():

@@ -10,8 +10,8 @@ import secrets
 
 from .errors import OtaError
 
-from ota import trigger as device_trigger  # noqa: E402
-from ota.errors import OtaError as DeviceError  # noqa: E402
+from ota import trigger as device_trigger
+from ota.errors import OtaError as DeviceError
 
 MAX_JOB_ID = device_trigger.MAX_ID
 
