@@ -46,14 +46,16 @@ def manifest_file(tmp_path):
 
 @pytest.fixture(scope="session")
 def tls_site(tmp_path_factory):
-    # tls_site(name) -> (root, pki, www): a fresh folder with a test CA and server certificate (pki) and
-    # an empty web root (www) for a dev server or nginx to serve.
+    # tls_site(name, {file: bytes}) -> (root, pki, www): a fresh folder with a test CA and server
+    # certificate (pki) and a web root (www) holding the files, for a dev server or nginx to serve.
     from harness.tls import make_pki
 
-    def make(name):
+    def make(name, files=None):
         root = tmp_path_factory.mktemp(name)
         www = root / "www"
         www.mkdir()
+        for file, blob in (files or {}).items():
+            (www / file).write_bytes(blob)
         return root, make_pki(str(root / "pki")), www
 
     return make

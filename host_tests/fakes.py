@@ -279,6 +279,16 @@ def write_otadata(esp, sector, seq, state, crc=None):
     slot.program(sector * SECTOR, struct.pack("<I", seq) + b"\xff" * 20 + struct.pack("<II", state, crc))
 
 
+def otadata_after(esp, sector0, sector1):
+    # Both otadata sectors written, each as (seq, state) of write_otadata, then read the way the agent
+    # reads them (ota.otadata.read): {slot: state}.
+    from ota import otadata
+
+    write_otadata(esp, 0, *sector0)
+    write_otadata(esp, 1, *sector1)
+    return otadata.read(esp)
+
+
 # ---------------------------------------------------------------- HTTPS server and https.open
 
 class FakeResponse:

@@ -103,18 +103,26 @@ class Rig:
         self.watch.close()
 
 
+class Rigs(list):
+    # rigs(name, unique_id, **ota) -> a new Rig on the world's broker and servers, kept for close().
+    def __init__(self, world):
+        super().__init__()
+        self.world = world
+
+    def __call__(self, name, unique_id, **ota):
+        self.append(Rig(self.world, name, unique_id, ota=ota or None))
+        return self[-1]
+
+    def close(self):
+        for rig in self:
+            rig.close()
+
+
 @pytest.fixture
 def rigs(world):
-    made = []
-
-    def make(name, unique_id, **ota):
-        rig = Rig(world, name, unique_id, ota=ota or None)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
+    made = Rigs(world)
+    yield made
+    made.close()
     for rig in made:
         assert "Traceback" not in rig.device.console(), rig.device.console()[-3000:]
 

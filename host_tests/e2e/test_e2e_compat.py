@@ -13,7 +13,6 @@ import pytest
 import replica_images
 from harness import simfleet
 from harness.devserver import DevServer
-from harness.tls import make_pki
 from otactl import firmware_image as fi
 from sim.runner import Device
 
@@ -54,14 +53,9 @@ JOBS = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-compat")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
+def run(tls_site):
     images = _images()
-    for name, blob in images.items():
-        (www / (name + ".bin")).write_bytes(blob)
+    root, pki, www = tls_site("e2e-compat", {name + ".bin": blob for name, blob in images.items()})
     with DevServer(str(www), pki.server_cert, pki.server_key) as web:
         jobs = [{"name": name, "url": web.url(image + ".bin"), "version": version, "project": project,
                  "ota": {"retry_backoff_ms": 10}} for name, image, version, project in JOBS]

@@ -26,7 +26,6 @@ import replica_images
 from harness import simfleet
 from harness.broker import Broker, Watcher, find_backend
 from harness.devserver import DevServer
-from harness.tls import make_pki
 from otactl import signing
 
 pytestmark = pytest.mark.skipif(find_backend() is None, reason="needs mosquitto (or amqtt)")
@@ -48,27 +47,24 @@ def otactl(world, *args):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("signed")
-    pki = make_pki(str(root / "pki"))
+def world(tls_site):
+    root, pki, www = tls_site("signed")
     build = root / "build"
     build.mkdir()
-    (root / "www-root").mkdir()
     good = simfleet.firmware("1.0.1", size=SIZE)
     evil = simfleet.firmware("1.0.1", size=SIZE, failing_selftest=True)  # valid image, other code
     assert good != evil and len(good) == len(evil)
     (build / "app-1.0.1.bin").write_bytes(good)
-    with Broker(str(root / "broker")) as broker, DevServer(str(root / "www-root"), pki.server_cert,
-                                                            pki.server_key) as web:
+    with Broker(str(root / "broker")) as broker, DevServer(str(www), pki.server_cert, pki.server_key) as web:
         world = {"root": root, "pki": pki, "broker": broker, "web": web, "good": good, "evil": evil}
         out = otactl(world, "keys", "generate", "--out", "keys")
         pubkey = re.search(r'"signing_pubkey": "([0-9a-f]{64})"', out).group(1)
         # `otactl release` copies the image into the release folder the dev server serves.
-        otactl(world, "release", str(build / "app-1.0.1.bin"), "--dir", str(root / "www-root"),
+        otactl(world, "release", str(build / "app-1.0.1.bin"), "--dir", str(www),
                "--base-url", web.url(""))
         world.update(pubkey=pubkey, key=str(root / "keys" / "trigger_signing_key.pem"),
-                     manifest=str(root / "www-root" / "firmware-v1.0.1.json"),
-                     served=str(root / "www-root" / "firmware-v1.0.1.bin"))
+                     manifest=str(www / "firmware-v1.0.1.json"),
+                     served=str(www / "firmware-v1.0.1.bin"))
         manifest = json.load(open(world["manifest"]))
         assert manifest["sha256"] == hashlib.sha256(good).hexdigest() and manifest["size"] == SIZE
         world["manifest_data"] = manifest
@@ -143,7 +139,7 @@ def test_signed_triggers_end_to_end(world):
         # The stock MicroPython C3 app (replica), signed by the operator by mistake: a valid C3 app
         # that would boot without the agent. Refused on its first chunk, nothing written.
         stock = replica_images.stock_micropython_c3()
-        with open(os.path.join(str(world["root"] / "www-root"), "stock.bin"), "wb") as f:
+        with open(os.path.join(str(world["root"] / "www"), "stock.bin"), "wb") as f:
             f.write(stock)
         ota_1 = device.partition("ota_1").offset
         slot_before = device.read_flash(ota_1, 65536)

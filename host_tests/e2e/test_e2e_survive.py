@@ -11,7 +11,7 @@ from harness.broker import find_backend
 from harness.devserver import DevServer
 from harness.faultproxy import FaultProxy
 from harness.nginx import find_nginx
-from test_e2e_agent import BIG, Rig, _is_ok
+from test_e2e_agent import BIG, Rigs, _is_ok
 
 pytestmark = pytest.mark.skipif(find_backend() is None or find_nginx() is None,
                                 reason="needs mosquitto (or amqtt) and nginx")
@@ -71,18 +71,11 @@ def world(tmp_path_factory):
 
 @pytest.fixture
 def rigs(world):
-    made = []
-
-    def make(name, unique_id, **ota):
-        rig = Rig(world, name, unique_id, ota=ota or None)
-        made.append(rig)
-        return rig
-
-    yield make
+    made = Rigs(world)
+    yield made
     world["hostile"].reset()
     world["proxy"].pass_through()
-    for rig in made:
-        rig.close()
+    made.close()
 
 
 def _alive(rig):

@@ -17,7 +17,6 @@ import pytest
 from harness import simfleet
 from harness.devserver import DevServer
 from harness.nginx import Nginx, find_nginx
-from harness.tls import make_pki
 from otactl import firmware_image
 from paths import DRIVERS, ROOT as REPO
 from sim.runner import Device
@@ -40,11 +39,7 @@ def sha(blob):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-update")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
+def world(tls_site):
     mid = simfleet.firmware("1.0.2", size=512 * 1024)
     images = {
         "v100": simfleet.firmware("1.0.0"),
@@ -61,8 +56,7 @@ def world(tmp_path_factory):
         "checksum": firmware_image.corrupt_checksum(mid),
         "hash": firmware_image.corrupt_hash(mid),
     }
-    for name, blob in images.items():
-        (www / (name + ".bin")).write_bytes(blob)
+    root, pki, www = tls_site("e2e-update", {name + ".bin": blob for name, blob in images.items()})
     servers = {}
     certs = {"rogue": pki.rogue_cert, "wrong_host": pki.wrong_host_cert, "expired": pki.expired_cert}
     for name in ("plain", "chunked", "token", "restart", "drops", "resets", "stall", "short",

@@ -5,7 +5,8 @@ import math
 
 import pytest
 
-from fleet_helpers import FAST, MANIFEST, broker_args, broker_module, needs_broker, read_log, run_cli
+from fleet_helpers import (ACL, FAST, MANIFEST, broker_args, broker_module, lose_live_ok, needs_broker,
+                           read_log, run_cli)
 from otactl import devstate, mqtt, rollout
 from otactl.errors import OtaError
 from otactl.fleet import Fleet
@@ -157,17 +158,8 @@ def test_one_flooding_device_does_not_blind_the_tracker(broker, tmp_path, monkey
         light.add("dev-%02d" % i, "1.0.0", Behavior(**FAST))
     light.add("flood", "1.0.0", Behavior("flood", flood_per_s=400, **FAST))
     light.start()
-    lose, lost = {"dev-01", "dev-03", "dev-05"}, []
-    real = tracking.Tracker.on_message
-
-    def lossy(self, topic, payload, retained):
-        device = topic.rsplit("/", 1)[-1]
-        if device in lose and not retained and b'"ok"' in payload and device not in lost:
-            lost.append(device)
-            return
-        real(self, topic, payload, retained)
-
-    monkeypatch.setattr(tracking.Tracker, "on_message", lossy)
+    lose = {"dev-01", "dev-03", "dev-05"}
+    lost = lose_live_ok(monkeypatch, lose)
     conn = mqtt.connect(None, host=broker.host, port=broker.port)
     log = str(tmp_path / "r.jsonl")
     timeout = 20.0
@@ -185,17 +177,6 @@ def test_one_flooding_device_does_not_blind_the_tracker(broker, tmp_path, monkey
             assert r["t"] - sent[r["device"]] < timeout / 2, r
     assert summary["outcomes"] == {"ok": 7} and summary["suspects"] == {"flood": "flooding"}
 
-
-ACL = """\
-user operator
-topic write /switch/cmd/#
-topic read #
-topic readwrite /otactl/#
-
-pattern write /switch/state/%u
-pattern read /switch/cmd/%u
-pattern read /switch/cmd/root
-"""
 
 
 def _device_client(broker, user, client_id):

@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from fleet_helpers import FAST, MANIFEST, broker_args, ids, max_in_flight, needs_broker, read_log, run_cli
+from fleet_helpers import (FAST, MANIFEST, broker_args, ids, lose_live_ok, max_in_flight, needs_broker,
+                           read_log, run_cli)
 from otactl import rollout
 from otactl.errors import OtaError
 from sim.lightdevice import Behavior
@@ -128,21 +129,10 @@ def test_a_final_state_lost_on_the_way_is_read_back_not_a_timeout(fleet, conn, t
     # A broker drops messages to a subscriber that falls behind (mosquitto's max_queued_messages;
     # fleet_bench's 10,000 devices answering at once lost hundreds). Here the engine loses the live
     # final state of three devices; their retained state still says ok, and that is what counts.
-    from otactl import tracking
 
     fleet([(d, "1.0.0", None) for d in ids(6)])
     lose = {"dev-01", "dev-03", "dev-05"}
-    lost = []
-    real = tracking.Tracker.on_message
-
-    def lossy(self, topic, payload, retained):
-        device = topic.rsplit("/", 1)[-1]
-        if device in lose and not retained and b'"ok"' in payload and device not in lost:
-            lost.append(device)
-            return
-        real(self, topic, payload, retained)
-
-    monkeypatch.setattr(tracking.Tracker, "on_message", lossy)
+    lost = lose_live_ok(monkeypatch, lose)
     log = str(tmp_path / "r.jsonl")
     opts = rollout.Options((1.0,), max_concurrent=6, device_timeout=2.0)
     summary = rollout.Rollout(conn(), MANIFEST, opts, log).run()
@@ -159,16 +149,7 @@ def test_a_lost_final_state_costs_a_quiet_spell_not_the_device_timeout(fleet, co
 
     monkeypatch.setattr(tracking, "QUIET_S", 0.5)
     fleet([(d, "1.0.0", None) for d in ids(4)])
-    lost = []
-    real = tracking.Tracker.on_message
-
-    def lossy(self, topic, payload, retained):
-        if topic.endswith("/dev-02") and not retained and b'"ok"' in payload and not lost:
-            lost.append(topic)
-            return
-        real(self, topic, payload, retained)
-
-    monkeypatch.setattr(tracking.Tracker, "on_message", lossy)
+    lost = lose_live_ok(monkeypatch, {"dev-02"})
     late = []
     real_expired = tracking.Tracker.expired
 

@@ -8,30 +8,13 @@ from fleet_helpers import MANIFEST, broker_args, needs_broker, read_log, run_cli
 from otactl import mqtt, rollout, tracking
 from otactl.tracking import Log  # the decision log (otactl/decisionlog.py)
 from otactl.errors import OtaError
-from sim.lightdevice import Behavior, LightFleet
+from sim.lightdevice import Behavior
 
 FAST = dict(download_s=0.03, reboot_s=0.01, confirm_s=0.01)
 
 
 class PowerCut(BaseException):
     """The operator's machine loses power: nothing after it runs, no "interrupted" record."""
-
-
-@pytest.fixture
-def light(broker):
-    made = []
-
-    def make(devices):
-        fleet = LightFleet(broker.host, broker.port, per_connection=8)
-        for device_id, behavior in devices:
-            fleet.add(device_id, "1.0.0", behavior or Behavior(**FAST))
-        made.append(fleet)
-        return fleet.start()
-
-    yield make
-    for fleet in made:
-        fleet.stop()
-        assert fleet.scheduler.errors == []
 
 
 def connect(broker):
@@ -59,8 +42,8 @@ def test_torn_last_line_is_left_out_and_cut_before_appending(tmp_path):
 
 
 @needs_broker
-def test_power_cut_after_sending_never_triggers_a_device_twice(light, broker, tmp_path, monkeypatch):
-    fleet = light([("dev-%02d" % i, None) for i in range(9)])
+def test_power_cut_after_sending_never_triggers_a_device_twice(fleet, broker, tmp_path, monkeypatch):
+    light = fleet([("dev-%02d" % i, "1.0.0", None) for i in range(9)])
     log = str(tmp_path / "r.jsonl")
     real_send = tracking.Tracker.send
     sends = []
@@ -86,7 +69,7 @@ def test_power_cut_after_sending_never_triggers_a_device_twice(light, broker, tm
     finally:
         conn.close()
     assert summary["result"] == "completed" and summary["outcomes"] == {"ok": 9}
-    for device_id, device in fleet.devices.items():  # sent once, before and after the cut
+    for device_id, device in light.devices.items():  # sent once, before and after the cut
         assert len(device.commands) == 1, (device_id, len(device.commands))
     records = Log.read(log)  # the log reads whole again: later resumes and revert --log work
     assert [r["event"] for r in records].count("done") == 1
@@ -96,8 +79,8 @@ def test_power_cut_after_sending_never_triggers_a_device_twice(light, broker, tm
 
 
 @needs_broker
-def test_duplicate_and_foreign_outcome_lines_are_counted_once(light, broker, tmp_path):
-    fleet = light([("dev-%02d" % i, None) for i in range(10)])
+def test_duplicate_and_foreign_outcome_lines_are_counted_once(fleet, broker, tmp_path):
+    light = fleet([("dev-%02d" % i, "1.0.0", None) for i in range(10)])
     log = str(tmp_path / "r.jsonl")
     seen = []
 
@@ -118,7 +101,7 @@ def test_duplicate_and_foreign_outcome_lines_are_counted_once(light, broker, tmp
         bad = dict(done[0], outcome="failed", reason="bad_sha256")
         for _ in range(3):
             f.write(json.dumps(bad) + "\n")
-        for device in fleet.devices:
+        for device in light.devices:
             f.write(json.dumps(dict(bad, device=device, rollout="someone-else")) + "\n")
     conn = connect(broker)
     try:
@@ -129,8 +112,8 @@ def test_duplicate_and_foreign_outcome_lines_are_counted_once(light, broker, tmp
 
 
 @needs_broker
-def test_resume_checks_the_log_against_its_manifest(light, broker, tmp_path, capsys):
-    light([("dev-%02d" % i, None) for i in range(4)])
+def test_resume_checks_the_log_against_its_manifest(fleet, broker, tmp_path, capsys):
+    fleet([("dev-%02d" % i, "1.0.0", None) for i in range(4)])
     log = str(tmp_path / "r.jsonl")
     conn = connect(broker)
     opts = rollout.Options((1.0,), max_concurrent=1, device_timeout=10)
@@ -163,8 +146,9 @@ def test_resume_checks_the_log_against_its_manifest(light, broker, tmp_path, cap
 
 
 @needs_broker
-def test_same_version_from_a_device_below_the_target_is_no_success(light, broker, tmp_path):
-    light([("dev-00", None), ("dev-liar", Behavior("lie_same", **FAST)), ("dev-lie-ok", Behavior("lie_ok", **FAST))])
+def test_same_version_from_a_device_below_the_target_is_no_success(fleet, broker, tmp_path):
+    fleet([("dev-00", "1.0.0", None), ("dev-liar", "1.0.0", Behavior("lie_same", **FAST)),
+           ("dev-lie-ok", "1.0.0", Behavior("lie_ok", **FAST))])
     conn = connect(broker)
     try:
         summary = rollout.Rollout(conn, MANIFEST, rollout.Options((1.0,), 3, 10, success_threshold=0),

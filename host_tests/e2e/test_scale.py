@@ -2,7 +2,7 @@
 # once (one trigger, one outcome), the concurrency limit held, in well under a minute.
 import time
 
-from fleet_helpers import MANIFEST, needs_broker, read_log
+from fleet_helpers import MANIFEST, max_in_flight, needs_broker, read_log, triggers_and_outcomes
 from otactl import mqtt, rollout
 from sim.lightdevice import Behavior, LightFleet
 
@@ -39,12 +39,7 @@ def test_rollout_1000_devices(broker, tmp_path):
         light.stop()
     assert light.scheduler.errors == []
     records = read_log(log)
-    triggers = [r["device"] for r in records if r["event"] == "trigger"]
-    outcomes = {}
-    for r in records:
-        if r["event"] == "outcome":
-            assert r["device"] not in outcomes, "two outcomes for %s" % r["device"]
-            outcomes[r["device"]] = r
+    triggers, outcomes = triggers_and_outcomes(records)
     assert summary["result"] == "completed", summary
     assert len(triggers) == len(set(triggers)) == N and set(outcomes) == set(light.devices)
     assert summary["outcomes"]["ok"] == N - len(failing)
@@ -54,9 +49,5 @@ def test_rollout_1000_devices(broker, tmp_path):
                                                           "stall": "timeout"}[light.devices[device_id].behavior.outcome]
         assert r["outcome"] == expected, (device_id, r)
         assert len(light.devices[device_id].commands) == 1
-    peak = now = 0
-    for r in records:
-        now += {"trigger": 1, "outcome": -1}.get(r["event"], 0)
-        peak = max(peak, now)
-    assert peak <= 100
+    assert max_in_flight(records) <= 100
     print("\n1,000 light devices: start %.1fs, rollout %.1fs (%.0f devices/s)" % (setup_s, rollout_s, N / rollout_s))

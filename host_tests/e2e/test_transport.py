@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from fleet_helpers import ACL
 from harness import simfleet
 from harness.broker import Watcher, find_backend
 from harness.devserver import DevServer
@@ -47,17 +48,6 @@ TOKEN = "tok-9f8e7d6c5b4a"
 # One TLS session (43008 bytes) fits the largest free block, two do not (docs/CHIP.md §5).
 ONE_SESSION_IDF_HEAP = [[245760, 90000, 60000, 60000]]
 
-# mosquitto ACL (mosquitto.conf(5)): `pattern` lines apply to every user, %u is the user name.
-ACL = """\
-user operator
-topic write /switch/cmd/#
-topic read #
-topic readwrite /otactl/#
-
-pattern write /switch/state/%u
-pattern read /switch/cmd/%u
-pattern read /switch/cmd/root
-"""
 
 
 @pytest.fixture(scope="module")

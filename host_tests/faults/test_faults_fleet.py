@@ -8,7 +8,7 @@
 # them hostile, an equal share of each kind.
 import json
 
-from fleet_helpers import MANIFEST, broker_args, broker_module, needs_broker, read_log, run_cli
+from fleet_helpers import MANIFEST, broker_args, broker_module, needs_broker, read_log, triggers_and_outcomes, run_cli
 from harness import faultmatrix
 from otactl import mqtt, rollout
 from sim.lightdevice import Behavior, LightFleet
@@ -105,12 +105,7 @@ def test_faults_adversarial_fleet_status_rollout_revert(broker, tmp_path, capsys
     # --- the rollout -------------------------------------------------------------------------
     assert summary["result"] == "completed", summary
     assert set(records[0]["targets"]) == set(kinds)  # the static junk and "root" are no targets
-    triggers = [r["device"] for r in records if r["event"] == "trigger"]
-    outcomes = {}
-    for r in records:
-        if r["event"] == "outcome":
-            assert r["device"] not in outcomes, "two outcomes for %s" % r["device"]
-            outcomes[r["device"]] = r
+    triggers, outcomes = triggers_and_outcomes(records)
     assert sorted(triggers) == sorted(kinds) and set(outcomes) == set(kinds)  # each exactly once
     assert in_flight_peak(records, "trigger", "outcome") <= 50
     decided = set()

@@ -15,7 +15,6 @@ from paths import LIB, MICROPYTHON
 
 from harness.devserver import DevServer
 from harness.nginx import Nginx, free_port
-from harness.tls import make_pki
 
 SIZE = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 HEAP = "64wK"  # about the C3's starting GC heap (docs/CHIP.md §5)
@@ -101,15 +100,11 @@ def run(tmp, url, timeout=30, **args):
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tls_site):
     if not os.access(MICROPYTHON, os.X_OK):
         pytest.skip("no MicroPython binary in .venv (make venv)")
-    base = tmp_path_factory.mktemp("https")
-    pki = make_pki(str(base / "pki"))
-    www = base / "www"
-    www.mkdir()
     data = random.Random(7).randbytes(SIZE)
-    (www / "firmware.bin").write_bytes(data)
+    base, pki, www = tls_site("https", {"firmware.bin": data})
     device = base / "device"  # the device's filesystem: the process cwd
     device.mkdir()
     (device / "ca.der").write_bytes(open(pki.ca_der, "rb").read())

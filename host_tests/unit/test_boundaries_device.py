@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 import fakes
-from ota import health, image, jobs, otadata, signature, trigger, update
+from ota import health, image, jobs, signature, trigger, update
 from ota.errors import OtaError
 from ota.image_verify import Verifier
 from ota.writer import SlotWriter
@@ -317,22 +317,15 @@ def test_otadata_tie_sector_0_wins():
     # Both sectors name ota_0 with the same seq (the bootloader rewrote the state in one of them):
     # sector 0 wins, as in bootloader_common_get_active_otadata.
     esp = fakes.make_device(SLOT, otadata=True)
-    fakes.write_otadata(esp, 0, 3, "VALID")
-    fakes.write_otadata(esp, 1, 3, "ABORTED")
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
-    fakes.write_otadata(esp, 0, 3, "ABORTED")
-    fakes.write_otadata(esp, 1, 3, "VALID")
-    assert otadata.read(esp) == {"ota_0": "ABORTED", "ota_1": None}
+    assert fakes.otadata_after(esp, (3, "VALID"), (3, "ABORTED")) == {"ota_0": "VALID", "ota_1": None}
+    assert fakes.otadata_after(esp, (3, "ABORTED"), (3, "VALID")) == {"ota_0": "ABORTED", "ota_1": None}
 
 
 def test_otadata_larger_seq_wins_in_either_sector():
     esp = fakes.make_device(SLOT, otadata=True)
-    fakes.write_otadata(esp, 0, 1, "ABORTED")  # seq 1 and 3 both name ota_0
-    fakes.write_otadata(esp, 1, 3, "VALID")
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
-    fakes.write_otadata(esp, 0, 3, "VALID")
-    fakes.write_otadata(esp, 1, 1, "ABORTED")
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
+    # seq 1 and 3 both name ota_0
+    assert fakes.otadata_after(esp, (1, "ABORTED"), (3, "VALID")) == {"ota_0": "VALID", "ota_1": None}
+    assert fakes.otadata_after(esp, (3, "VALID"), (1, "ABORTED")) == {"ota_0": "VALID", "ota_1": None}
 
 
 def test_clock_is_set_from_clock_valid_after_on():

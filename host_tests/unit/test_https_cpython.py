@@ -10,7 +10,6 @@ import pytest
 
 
 from harness.devserver import DevServer
-from harness.tls import make_pki
 from ota import https
 from ota.errors import OtaError
 
@@ -18,13 +17,9 @@ SIZE = 300_001
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("https_cpython")
-    pki = make_pki(str(base / "pki"))
-    www = base / "www"
-    www.mkdir()
+def env(tls_site):
     data = random.Random(3).randbytes(SIZE)
-    (www / "fw.bin").write_bytes(data)
+    _, pki, www = tls_site("https_cpython", {"fw.bin": data})
     with DevServer(str(www), pki.server_cert, pki.server_key) as server:
         yield type("Env", (), dict(pki=pki, data=data, server=server))
 

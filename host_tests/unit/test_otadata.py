@@ -27,17 +27,14 @@ def test_first_boot_entry():
 
 def test_both_entries_after_an_update():
     esp = _device()
-    fakes.write_otadata(esp, 0, 1, "VALID")
-    fakes.write_otadata(esp, 1, 2, "PENDING_VERIFY")
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": "PENDING_VERIFY"}
+    assert fakes.otadata_after(esp, (1, "VALID"), (2, "PENDING_VERIFY")) == (
+        {"ota_0": "VALID", "ota_1": "PENDING_VERIFY"})
 
 
 def test_aborted_entry_still_names_its_slot():
     # Not "valid" for booting (docs/CHIP.md §2), but its seq and crc are intact: ota_1 was aborted.
     esp = _device()
-    fakes.write_otadata(esp, 0, 1, "VALID")
-    fakes.write_otadata(esp, 1, 2, "ABORTED")
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": "ABORTED"}
+    assert fakes.otadata_after(esp, (1, "VALID"), (2, "ABORTED")) == {"ota_0": "VALID", "ota_1": "ABORTED"}
     fakes.write_otadata(esp, 1, 2, "INVALID")
     assert otadata.read(esp)["ota_1"] == "INVALID"
 
@@ -45,34 +42,27 @@ def test_aborted_entry_still_names_its_slot():
 def test_bad_crc_names_nothing():
     # A torn write (power cut mid-entry) leaves a crc that does not match: ignored, as the bootloader does.
     esp = _device()
-    fakes.write_otadata(esp, 0, 1, "VALID")
-    fakes.write_otadata(esp, 1, 2, "ABORTED", crc=fakes.otadata_crc(2) ^ 1)
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
+    assert fakes.otadata_after(esp, (1, "VALID"), (2, "ABORTED", fakes.otadata_crc(2) ^ 1)) == (
+        {"ota_0": "VALID", "ota_1": None})
 
 
 def test_seq_zero_and_erased_seq_name_nothing():
     esp = _device()
-    fakes.write_otadata(esp, 0, 0, "VALID")
-    fakes.write_otadata(esp, 1, 0xFFFFFFFF, "VALID")
-    assert otadata.read(esp) == {"ota_0": None, "ota_1": None}
+    assert fakes.otadata_after(esp, (0, "VALID"), (0xFFFFFFFF, "VALID")) == {"ota_0": None, "ota_1": None}
 
 
 def test_larger_seq_wins_when_both_name_one_slot():
     # seq 3 and 1 both name ota_0 ((seq - 1) % 2 == 0): the later set_boot (3) is the news.
     esp = _device()
-    fakes.write_otadata(esp, 0, 3, "ABORTED")
-    fakes.write_otadata(esp, 1, 1, "VALID")
-    assert otadata.read(esp) == {"ota_0": "ABORTED", "ota_1": None}
-    fakes.write_otadata(esp, 0, 1, "VALID")
-    fakes.write_otadata(esp, 1, 3, "NEW")
-    assert otadata.read(esp) == {"ota_0": "NEW", "ota_1": None}
+    assert fakes.otadata_after(esp, (3, "ABORTED"), (1, "VALID")) == {"ota_0": "ABORTED", "ota_1": None}
+    assert fakes.otadata_after(esp, (1, "VALID"), (3, "NEW")) == {"ota_0": "NEW", "ota_1": None}
 
 
 def test_later_seqs_wrap_over_the_slots():
     esp = _device()
-    fakes.write_otadata(esp, 0, 5, "VALID")  # (5 - 1) % 2 -> ota_0
-    fakes.write_otadata(esp, 1, 6, "UNDEFINED")  # rollback off: set_boot writes UNDEFINED
-    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": "UNDEFINED"}
+    # seq 5: (5 - 1) % 2 -> ota_0; seq 6 UNDEFINED: rollback off, set_boot writes UNDEFINED
+    assert fakes.otadata_after(esp, (5, "VALID"), (6, "UNDEFINED")) == (
+        {"ota_0": "VALID", "ota_1": "UNDEFINED"})
     fakes.write_otadata(esp, 1, 6, 9)
     assert otadata.read(esp)["ota_1"] == "UNKNOWN"
 
