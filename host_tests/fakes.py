@@ -55,6 +55,12 @@ def build_image(version="1.0.0", payload_size=20000, chip_id=5, min_rev=3, max_r
     header[15:17] = struct.pack("<H", min_rev)
     header[17:19] = struct.pack("<H", max_rev)
     header[23] = 1 if hash_appended else 0
+    return assemble_image(header, segments, hash_appended)
+
+
+def assemble_image(header, segments, hash_appended=True):
+    # The 24-byte header, each (load address, data) segment, the XOR checksum (seed 0xEF) and, if
+    # hash_appended, the SHA-256 of everything before it (docs/CHIP.md §3).
     image = bytearray(header)
     checksum = 0xEF
     for addr, data in segments:

@@ -1,6 +1,5 @@
 """A tiny ESP32-C3 app-image maker for the simulator tests (until otactl.firmware_image is shared),
 checked against esptool's own parser."""
-import hashlib
 import os
 import struct
 import importlib.util
@@ -8,7 +7,9 @@ import subprocess
 
 import pytest
 
+import fakes
 from paths import ROOT as REPO
+
 DEVICE_DIR = os.path.join(REPO, "sim", "device")
 # Loaded by path: sim/device is never put on sys.path here (its machine/esp32 would shadow other
 # tests' fakes).
@@ -32,16 +33,7 @@ def build_test_image(version, files=(), chip_id=5, min_rev=3, max_rev=199, desc_
         segments.append((0x3C200000, b"\0" * ((pad_to - used - 8) // 4 * 4)))
     header = struct.pack("<BBBBIBBBBHBHH4xB", 0xE9, len(segments), 2, 0x2F, 0x40380000, 0xEE, 0, 0, 0,
                          chip_id, 0, min_rev, max_rev, 1 if hash_appended else 0)
-    body = bytearray(header)
-    checksum = 0xEF
-    for address, data in segments:
-        body += struct.pack("<II", address, len(data)) + data
-        for b in data:
-            checksum ^= b
-    body += b"\0" * (15 - len(body) % 16) + bytes([checksum])
-    if hash_appended:
-        body += hashlib.sha256(body).digest()
-    return bytes(body)
+    return fakes.assemble_image(header, segments, hash_appended)
 
 
 def test_esptool_accepts_the_test_image(tmp_path):

@@ -4,7 +4,6 @@
 import json
 import os
 import struct
-import subprocess
 
 import pytest
 
@@ -15,8 +14,8 @@ from ota.image_verify import Verifier
 from ota.writer import SlotWriter
 from otactl import signing
 from otactl.errors import OtaError as HostError
-from paths import LIB, MICROPYTHON
-from test_trigger import DRIVER
+from paths import MICROPYTHON
+from test_trigger import parse_on_micropython
 
 SLOT = 0x40000
 URL = "https://fw.example/fw.bin"
@@ -97,14 +96,7 @@ def test_parse_with_a_smaller_max_len_counts_bytes():
 
 @pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
 def test_trigger_limits_same_on_micropython(tmp_path):
-    driver = tmp_path / "driver.py"
-    driver.write_text(DRIVER)
-    cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps([[name, payload.hex()] for name, payload, _ in LIMITS]))
-    proc = subprocess.run([MICROPYTHON, str(driver), LIB, str(cases)],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = parse_on_micropython(tmp_path, LIMITS, timeout=120)
     assert got == {name: expected for name, _, expected in LIMITS}
 
 

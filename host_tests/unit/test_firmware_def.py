@@ -100,7 +100,9 @@ def test_make_firmware_without_idf_path_says_so():
     assert "make firmware: IDF_PATH is not set: export ESP-IDF v5.x (. $IDF_PATH/export.sh)" in run.stderr
 
 
-def test_make_firmware_without_micropython_dir_says_so(tmp_path):
+def fake_idf(tmp_path):
+    # An ESP-IDF checkout (IDF_PATH) and an idf.py on PATH, as far as firmware/build.sh looks before
+    # it needs MicroPython: (IDF_PATH, the folder to put on PATH).
     idf = tmp_path / "esp-idf"
     (idf / "tools").mkdir(parents=True)
     (idf / "tools" / "idf.py").write_text("")
@@ -108,6 +110,11 @@ def test_make_firmware_without_micropython_dir_says_so(tmp_path):
     bin_dir.mkdir()
     (bin_dir / "idf.py").write_text("#!/bin/sh\n")
     (bin_dir / "idf.py").chmod(0o755)
+    return idf, bin_dir
+
+
+def test_make_firmware_without_micropython_dir_says_so(tmp_path):
+    idf, bin_dir = fake_idf(tmp_path)
     run = run_make("firmware", "VERSION=1.0.1", IDF_PATH=str(idf), PATH="%s:/usr/bin:/bin" % bin_dir)
     assert run.returncode != 0 and "make firmware: MICROPYTHON_DIR is not set" in run.stderr
 
@@ -121,13 +128,7 @@ def test_make_flash_and_deploy_without_port_say_so():
 
 def test_make_firmware_refuses_a_checkout_of_another_release(tmp_path):
     # v1.24.x, for one, cannot freeze our viper module for RISC-V: a checkout at another tag stops early.
-    idf = tmp_path / "esp-idf"
-    (idf / "tools").mkdir(parents=True)
-    (idf / "tools" / "idf.py").write_text("")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "idf.py").write_text("#!/bin/sh\n")
-    (bin_dir / "idf.py").chmod(0o755)
+    idf, bin_dir = fake_idf(tmp_path)
     mp = tmp_path / "micropython"
     (mp / "ports" / "esp32").mkdir(parents=True)
     (mp / "ports" / "esp32" / "README.md").write_text("x\n")

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from paths import MICROPYTHON, ROOT
+from paths import LIB, MICROPYTHON, ROOT
 from ota import trigger
 from ota.errors import OtaError
 
@@ -151,16 +151,21 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
-def test_matrix_micropython_same_reasons(tmp_path):
+def parse_on_micropython(tmp_path, cases, timeout=60):
+    # trigger.parse of each (name, payload, _) in the real MicroPython binary: {name: "ok" or reason}.
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    cases = tmp_path / "cases.json"
-    cases.write_text(json.dumps([[name, payload.hex()] for name, payload, _ in CASES]))
-    proc = subprocess.run([MICROPYTHON, str(driver), os.path.join(ROOT, "lib"), str(cases)],
-                          capture_output=True, text=True, timeout=60)
+    path = tmp_path / "cases.json"
+    path.write_text(json.dumps([[name, payload.hex()] for name, payload, _ in cases]))
+    proc = subprocess.run([MICROPYTHON, str(driver), LIB, str(path)], capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.access(MICROPYTHON, os.X_OK), reason="no micropython binary")
+def test_matrix_micropython_same_reasons(tmp_path):
+    got = parse_on_micropython(tmp_path, CASES)
     expected = {name: exp for name, _, exp in CASES}
     assert got == expected
     # and the CPython answers are the same ones
