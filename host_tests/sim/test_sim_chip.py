@@ -52,18 +52,28 @@ def test_touching_the_running_app_panics_before_flash_is_touched(tmp_path, call)
     assert device.counters()["boots"][0]["erases_by_partition"].get("ota_0", 0) == 0
 
 
-# --- the clock: 2000-01-01 after power-on, no verified TLS before ntptime, NTP that fails ------------
-CLOCK = """
-import errno, socket, ssl, time, ntptime
-print('epoch', time.gmtime(0)[0], 'year', time.gmtime()[0], 'early', time.time() < 3600)
+# MicroPython, for the scripts below: connect() -> a verifying TLS client context (the test CA in
+# ca.der) and a socket connected to the test server (PORT, replaced before the run).
+TLS_CLIENT = """
+import socket, ssl
 CA = open('ca.der', 'rb').read()
 
-def handshake():
+def connect():
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.verify_mode = ssl.CERT_REQUIRED
     context.load_verify_locations(cadata=CA)
     sock = socket.socket()
     sock.connect(socket.getaddrinfo('127.0.0.1', PORT)[0][-1])
+    return context, sock
+"""
+
+# --- the clock: 2000-01-01 after power-on, no verified TLS before ntptime, NTP that fails ------------
+CLOCK = TLS_CLIENT + """
+import errno, time, ntptime
+print('epoch', time.gmtime(0)[0], 'year', time.gmtime()[0], 'early', time.time() < 3600)
+
+def handshake():
+    context, sock = connect()
     try:
         context.wrap_socket(sock, server_hostname='localhost').close()
         print('handshake ok')
@@ -85,13 +95,11 @@ print('year now', time.gmtime()[0] >= 2026)
 
 
 @pytest.fixture
-def https_server(tmp_path):
+def https_server(tls_site):
     from harness.devserver import DevServer
-    from harness.tls import make_pki
 
-    pki = make_pki(str(tmp_path / "pki"))
-    (tmp_path / "www").mkdir()
-    with DevServer(tmp_path / "www", pki.server_cert, pki.server_key) as server:
+    _, pki, www = tls_site("sim-chip-https")
+    with DevServer(www, pki.server_cert, pki.server_key) as server:
         server.pki = pki
         yield server
 
@@ -154,21 +162,16 @@ def test_wlan_is_one_object_that_connects_late_and_reassociates_by_itself(tmp_pa
 
 
 # --- TLS memory: a session takes about 42 KB of the IDF heap, its record buffer one 16.7 KB block ---
-TLS_MEMORY = """
-import esp32, socket, ssl, ntptime
+TLS_MEMORY = TLS_CLIENT + """
+import esp32, ntptime
 ntptime.settime()
-CA = open('ca.der', 'rb').read()
 
 def heap():
     region = esp32.idf_heap_info(esp32.HEAP_DATA)[0]
     return region[1], region[2]
 
 def session():
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.verify_mode = ssl.CERT_REQUIRED
-    context.load_verify_locations(cadata=CA)
-    sock = socket.socket()
-    sock.connect(socket.getaddrinfo('127.0.0.1', PORT)[0][-1])
+    context, sock = connect()
     try:
         return context.wrap_socket(sock, server_hostname='localhost')
     except OSError as e:
