@@ -13,8 +13,9 @@ import types
 import pytest
 
 
-# The device package's modules say `from micropython import const` (the name MicroPython's compiler
-# folds). Under pytest they get this stub, so the tests import them the way the device does. lib/ota
+# The device package's modules say `from micropython import const`: MicroPython's parser folds the bare
+# name `const` itself, and the import is there so that the same file runs on CPython (docs.micropython.org,
+# library/micropython.html). Under pytest they get this stub, so they import as on the device. lib/ota
 # keeps its own `except ImportError` fallback all the same: otactl imports ota.trigger, ota.image and
 # ota.image_verify into the operator's CPython, which is not a test and has no stub, and the device
 # package is the bottom of the dependency order, so it cannot ask a tool above it to install one

@@ -1,5 +1,6 @@
-# Shared by test_fleet_cli, test_rollout, test_scale: a real mosquitto (harness/broker.py), light
-# devices (sim/lightdevice.py), an otactl MQTT connection, and the CLI run in-process.
+# Shared by the fleet tests (e2e/ and faults/): the release manifest, the broker ACL, light device
+# timings, the CLI run in-process and readers of the rollout log. Their fixtures (a real mosquitto,
+# light devices on it, an otactl MQTT connection) are in conftest.py.
 import json
 
 import pytest
