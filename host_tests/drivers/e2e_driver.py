@@ -1,4 +1,4 @@
-# Device-side driver for host_tests/test_e2e_update.py: the simulated device's fs/main.py instead of
+# Device-side driver for host_tests/e2e/test_e2e_update.py: the simulated device's fs/main.py instead of
 # the agent. It runs the real data path (ota.update.run, frozen into the booted image) once per job of
 # jobs.json and prints one line per job, so many negative cases share one device process:
 #

@@ -1,7 +1,8 @@
 # The OTA data path end to end: the real `micropython` binary on the simulated ESP32-C3 runs
 # ota.update.run (frozen into its 1.0.0 image) against real nginx and our fault-injecting dev server,
-# over TLS verified against the test CA. fs/main.py is host_tests/e2e_driver.py, not the agent: it runs
-# the jobs of jobs.json and prints one JSON line per job (reason, boot slot, is the other slot blank).
+# over TLS verified against the test CA. fs/main.py is host_tests/drivers/e2e_driver.py, not the agent:
+# it runs the jobs of jobs.json and prints one JSON line per job (reason, boot slot, is the other slot
+# blank).
 #
 # All negative cases run in ONE device process (fast); afterwards the device resets and must boot its
 # old 1.0.0 again. Every success case (set_boot) has its own device: update -> reset -> boots the new
