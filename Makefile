@@ -37,10 +37,10 @@ mpy: venv
 	done
 	@echo "mpy: compiled $(words $(DEVICE_SOURCES)) device modules for rv32imc into build/mpy/"
 
-# ruff first (seconds; pyproject.toml [tool.ruff]). Then two pytest workers, each taking whole test
+# ruff first (seconds; pyproject.toml [tool.ruff]), then mpy-cross. Then two pytest workers, each taking whole test
 # files (most tests wait on simulated devices, brokers and servers, not on the CPU): unit/, sim/ and
 # e2e/; the fault matrices (faults/) run after, in one process, so their table is printed.
-test: venv mpy lint
+test: venv lint mpy
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore=host_tests/faults
 	$(PY) -m pytest -q -p no:cacheprovider host_tests/faults
 
