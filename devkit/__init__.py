@@ -7,4 +7,4 @@
 #
 # Dependencies flow one way: host_tests -> devkit -> sim -> otactl -> ota (lib/ota). The kit imports
 # the simulator, otactl and the device package; none of them imports the kit
-# (host_tests/test_layout.py).
+# (host_tests/unit/test_layout.py).

@@ -1,4 +1,4 @@
-# A hostile HTTPS server for the adversarial suite (host_tests/test_faults_hostile.py): a valid TLS
+# A hostile HTTPS server for the adversarial suite (host_tests/faults/test_faults_hostile.py): a valid TLS
 # certificate (the lab's), then an answer generated from a seeded random stream at every connection,
 # so every hop of a download (the first answer, each redirect, each resume) gets its own hostile
 # status line, headers, Location, framing, trailers or body. It never serves a whole valid image.

@@ -16,13 +16,13 @@ import struct
 
 import sim
 from otactl import partitions
-from otactl.firmware_image import (  # noqa: F401  (the format's facts; tests read some from here)
+from otactl.firmware_image import (  # the format's facts; tests read some from here
     APP_OFFSET, CHIP_ID_C3, CHIP_IDS, DESC_LEN, DROM, HASH_LEN, HEADER_LEN, IRAM, IROM, MMU_PAGE, PRODUCT,
     SEGMENT_HEADER_LEN, image_length)
 from otactl.partitions import TABLE_OFFSET as PARTITION_TABLE_OFFSET
 
-from ota import image_verify  # noqa: E402
-from ota.errors import OtaError  # noqa: E402
+from ota import image_verify
+from ota.errors import OtaError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

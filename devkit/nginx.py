@@ -21,7 +21,7 @@ import tempfile
 import time
 
 # free_port: bind port 0, read the port the kernel chose, release it (a tiny race we accept).
-from devkit.broker import accepts, free_port  # noqa: F401  (free_port: tests import it from here too)
+from devkit.broker import accepts, free_port  # free_port: tests import it from here too
 
 _CONFIG = """
 worker_processes 1;

@@ -10,7 +10,7 @@ from sim.runner import Device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# The GC heap of a simulated fleet device, measured (host_tests/test_sim_heap.py keeps it honest):
+# The GC heap of a simulated fleet device, measured (host_tests/sim/test_sim_heap.py keeps it honest):
 # before main.py the simulator's own esp32/machine/network modules hold about 24 KB (C code on the
 # board), and importing the agent with the whole data path takes about 92 KB more, mostly bytecode,
 # which a board keeps in flash (frozen). 128wK (256 KB on a 64-bit host) leaves about 140 KB of 64-bit

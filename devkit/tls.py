@@ -12,7 +12,7 @@
 import datetime
 import os
 
-from otactl.devca import SERVER_NAMES, Pki, make_ca, make_leaf, write_cert, write_key  # noqa: F401
+from otactl.devca import SERVER_NAMES, Pki, make_ca, make_leaf, write_cert, write_key
 
 
 def make_pki(dirpath, server_names=SERVER_NAMES):

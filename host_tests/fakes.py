@@ -5,15 +5,10 @@
 import binascii
 import errno
 import hashlib
-import os
 import struct
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.join(ROOT, "lib") not in sys.path:
-    sys.path.insert(0, os.path.join(ROOT, "lib"))
 
-from ota.errors import OtaError  # noqa: E402
+from ota.errors import OtaError
 
 SECTOR = 4096
 ESP_ERR_INVALID_ARG = -258
@@ -60,6 +55,12 @@ def build_image(version="1.0.0", payload_size=20000, chip_id=5, min_rev=3, max_r
     header[15:17] = struct.pack("<H", min_rev)
     header[17:19] = struct.pack("<H", max_rev)
     header[23] = 1 if hash_appended else 0
+    return assemble_image(header, segments, hash_appended)
+
+
+def assemble_image(header, segments, hash_appended=True):
+    # The 24-byte header, each (load address, data) segment, the XOR checksum (seed 0xEF) and, if
+    # hash_appended, the SHA-256 of everything before it (docs/CHIP.md §3).
     image = bytearray(header)
     checksum = 0xEF
     for addr, data in segments:
@@ -282,6 +283,16 @@ def write_otadata(esp, sector, seq, state, crc=None):
     state = OTA_STATES.get(state, state)
     crc = otadata_crc(seq) if crc is None else crc
     slot.program(sector * SECTOR, struct.pack("<I", seq) + b"\xff" * 20 + struct.pack("<II", state, crc))
+
+
+def otadata_after(esp, sector0, sector1):
+    # Both otadata sectors written, each as (seq, state) of write_otadata, then read the way the agent
+    # reads them (ota.otadata.read): {slot: state}.
+    from ota import otadata
+
+    write_otadata(esp, 0, *sector0)
+    write_otadata(esp, 1, *sector1)
+    return otadata.read(esp)
 
 
 # ---------------------------------------------------------------- HTTPS server and https.open

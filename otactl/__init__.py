@@ -5,7 +5,7 @@ comparison, signing's canonical form, the error type) as it is, never a copy. In
 .`), `ota` is a package of its own beside `otactl`. Run from a checkout, lib/ goes on sys.path once,
 here, before any otactl module imports `ota`.
 
-otactl imports `ota` and nothing else of this repository (host_tests/test_layout.py checks it): the
+otactl imports `ota` and nothing else of this repository (host_tests/unit/test_layout.py checks it): the
 simulator and the dev kit (devkit/: demo, simulated devices, test servers) build on otactl, never the
 other way round.
 """

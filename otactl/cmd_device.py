@@ -26,7 +26,7 @@ def device_config_module(repo_root=None):
     lib = os.path.join(repo_root or deploy.repo_root_default(), "lib")
     if lib not in sys.path:
         sys.path.insert(0, lib)
-    from ota import config  # noqa: E402  (needs lib/ on sys.path)
+    from ota import config  # needs lib/ on sys.path (above)
 
     return config
 

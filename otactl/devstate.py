@@ -17,9 +17,9 @@ import math
 
 from ota.errors import OtaError
 
-from ota import config as device_config  # noqa: E402  the device's own id rule
-from ota import state as device_state  # noqa: E402
-from ota import trigger as device_trigger  # noqa: E402
+from ota import config as device_config  # the device's own id rule
+from ota import state as device_state
+from ota import trigger as device_trigger
 
 STATES = device_state.STATES + ("offline",)
 MAX_PAYLOAD = 2048  # the firmware's messages are about 300 bytes (state.py: detail cut at 160)

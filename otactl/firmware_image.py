@@ -8,10 +8,10 @@ the dev kit's (devkit/images.py): an operator's images come from the firmware bu
 import struct
 
 # otactl/__init__.py has put lib/ on sys.path (in a checkout; an installed otactl has `ota` beside it)
-from ota import compat  # noqa: E402  the device's code, not a copy
-from ota import image as device_image  # noqa: E402
-from ota import image_verify  # noqa: E402
-from ota.errors import OtaError  # noqa: E402
+from ota import compat  # the device's code, not a copy
+from ota import image as device_image
+from ota import image_verify
+from ota.errors import OtaError
 
 CHIP_ID_C3 = 5
 # The app descriptor's project_name of our firmware: ESP-IDF writes the CMake project() name there

@@ -18,8 +18,8 @@ import time
 from . import devstate, mqtt
 from ota.errors import OtaError
 
-from ota import jobs as device_jobs  # noqa: E402
-from ota import version as device_version  # noqa: E402  the device's own comparison
+from ota import jobs as device_jobs
+from ota import version as device_version  # the device's own comparison
 
 BUSY_STATES = ("downloading", "verifying", "rebooting", "confirming")
 TERMINAL_STATES = device_jobs.TERMINAL  # a job's final states, as the device records them
@@ -99,7 +99,7 @@ class Fleet:
                 self.devices.pop(device_id, None)
                 self.rejected[devstate.show(device_id)] = "%s: %s" % (e.reason, e.detail)
             return None
-        except Exception as e:  # noqa: BLE001  a case parse() missed must not kill paho's thread
+        except Exception as e:  # a case parse() missed must not kill paho's thread
             with self.lock:  # (status, rollout and revert would see nothing more)
                 self.devices.pop(device_id, None)
                 self.rejected[devstate.show(device_id)] = "bad_state: %s" % devstate.show(repr(e)[:80])

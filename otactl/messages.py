@@ -10,7 +10,7 @@ import secrets
 
 from ota.errors import OtaError
 
-from ota import trigger as device_trigger  # noqa: E402
+from ota import trigger as device_trigger
 
 MAX_JOB_ID = device_trigger.MAX_ID
 

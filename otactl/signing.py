@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ota.errors import OtaError
 
 
-from ota import signature as device_signature  # noqa: E402  (the device module, for canonical())
-from ota import trigger as device_trigger  # noqa: E402
+from ota import signature as device_signature  # (the device module, for canonical())
+from ota import trigger as device_trigger
 
 MAX_EXPIRES_IN = device_signature.MAX_VALIDITY_S
 _last_seq = 0

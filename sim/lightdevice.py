@@ -23,7 +23,7 @@ gets the agent's content-derived id. Signatures are not verified.
 What is not: no download (the new version is the trigger's "version"), no last will per device
 (go_offline() publishes the "offline" message the broker would), a device never really resets.
 
-Hostile devices, for the adversarial fleet tests (host_tests/test_fleet_adversarial.py):
+Hostile devices, for the adversarial fleet tests (host_tests/faults/test_faults_fleet.py):
 Behavior("lie_ok") reports ok without updating (its version stays), "lie_same" reports ok with
 same_version while below the target, "garbage" answers with malformed or hostile state messages
 (GARBAGE) and then nothing, "flood" answers honestly but republishes its last state message

@@ -8,7 +8,7 @@
 import errno
 import sys
 
-from ota.errors import OtaError, errno_of  # noqa: F401  (errno_of: https.py imports it from here)
+from ota.errors import OtaError, errno_of  # errno_of: https.py imports it from here
 
 _MICROPYTHON = sys.implementation.name == "micropython"
 

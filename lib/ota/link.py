@@ -48,7 +48,7 @@ class Link:
             import ntptime
 
             ntptime.settime()
-        except Exception as e:  # noqa: BLE001  a short or forged reply raises ValueError/IndexError in
+        except Exception as e:  # a short or forged reply raises ValueError/IndexError in
             # micropython-lib's ntptime (struct.unpack of msg[40:44]): NTP failed, the agent goes on
             print("agent: ntptime failed:", e)
             return

@@ -53,7 +53,7 @@ _guarded = {}  # MQTTClient class -> its guarded subclass
 def _guard(MQTTClient):
     # A subclass whose wait_msg never holds more than max_payload bytes of a PUBLISH: umqtt reads the
     # whole payload into the heap (sock.read(size)), so one 64 KB message on a command topic is a
-    # MemoryError and a dropped broker connection (host_tests/test_faults_fuzz.py found it). Larger
+    # MemoryError and a dropped broker connection (host_tests/faults/test_faults_fuzz.py found it). Larger
     # payloads are drained in 256-byte reads, acknowledged as usual, and handed to on_oversize(topic,
     # size) instead of the callback. The packet parsing is MQTT 3.1.1's PUBLISH (QoS 0 and 1: all we
     # subscribe with); everything else goes back to umqtt as before.

@@ -28,7 +28,7 @@ import simdev  # noqa: E402
 import simflash  # noqa: E402
 
 if simdev.wdt_ms:  # armed before a soft reset: the chip's watchdog is still running
-    import machine  # noqa: E402,F401
+    import machine  # noqa: F401
 
 
 def _run_file(name):

@@ -21,7 +21,7 @@
 #   OSError(16), not ENOMEM. With "idf_heap": [[245760, 90000, 60000, 60000]] exactly one session
 #   fits, so two at once (MQTT over TLS plus the download) is the classic C3 failure, reproducible;
 # - every open/close prints one console line "sim-ssl: <event> open=N peak=N opened=N ..." with the
-#   verify mode and server_hostname of each new session (host_tests/test_transport.py reads them:
+#   verify mode and server_hostname of each new session (host_tests/e2e/test_transport.py reads them:
 #   never two sessions at once, never an unverified one).
 # The Unix port's TLS uses malloc, so nothing real is limited: this is a model.
 import simdev

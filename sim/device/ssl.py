@@ -2,7 +2,7 @@
 # simssl's SSLContext, which adds what the chip does: no verified handshake before the clock is set,
 # and, when sim.json says "tls_accounting": true, the TLS sessions counted against the simulated IDF
 # heap (see simssl.py). Kept tiny: the port's module is frozen (no GC heap),
-# this one is not, and the simulated devices' heap budget is measured (host_tests/test_sim_heap.py).
+# this one is not, and the simulated devices' heap budget is measured (host_tests/sim/test_sim_heap.py).
 import sys
 
 _path = sys.path[:]

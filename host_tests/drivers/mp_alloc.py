@@ -1,0 +1,137 @@
+# MicroPython driver (run by test_writer.py / test_update_unit.py with .venv/bin/micropython): streams
+# an image file into a file-backed fake partition and measures the GC bytes allocated per 4 KiB chunk
+# in the steady state (micropython.mem_total() deltas). Goal: 0.
+#
+#   micropython mp_alloc.py LIBDIR IMAGE SLOTFILE MODE     MODE: commit | write | update
+# Prints one line: "alloc mode=... chunks=N steady_max=B steady_mean=B total=B ok=1".
+import gc
+import hashlib
+import sys
+
+import micropython
+
+sys.path.insert(0, sys.argv[1])
+from ota.writer import SlotWriter
+
+IMAGE, SLOTFILE, MODE = sys.argv[2], sys.argv[3], sys.argv[4]
+SLOT = 0x1D0000
+marks = [0] * 1024  # mem_total() before each read; preallocated so recording allocates nothing
+count = 0
+
+
+class FilePartition:
+    # Just enough of esp32.Partition, over a file; no allocation per call.
+    def __init__(self, label, address):
+        self.label, self.address = label, address
+        self.f = open(SLOTFILE, "r+b") if label == "ota_1" else None
+
+    def info(self):
+        return (0, 0x10, self.address, SLOT, self.label, False)
+
+    def ioctl(self, cmd, arg):
+        if cmd == 5:
+            return 4096
+        if cmd == 6:
+            self.f.seek(arg * 4096)
+            self.f.write(b"\xff" * 4096)
+            return 0
+
+    def writeblocks(self, block, buf, offset=None):
+        self.f.seek(block * 4096)
+        self.f.write(buf)
+
+    def readblocks(self, block, buf, offset=0):
+        self.f.seek(block * 4096 + offset)
+        self.f.readinto(buf)
+
+    def get_next_update(self):
+        return FilePartition("ota_1", 0x1E0000)
+
+    def set_boot(self):
+        self.booted = True
+
+
+class Esp32:
+    HEAP_DATA = 4
+
+    class Partition(FilePartition):
+        BOOT = 0
+        RUNNING = 1
+
+        def __init__(self, id, block_size=4096):
+            FilePartition.__init__(self, "ota_0", 0x10000)
+
+    @staticmethod
+    def idf_heap_info(caps):
+        return [(245760, 191872, 180224, 176128)]
+
+
+class Response:
+    # https.open's Response over the image file: readinto fills what it is given, as a socket does.
+    status = 200
+    range_start = None
+
+    def __init__(self):
+        self.f = open(IMAGE, "rb")
+        self.f.seek(0, 2)
+        self.total = self.length = self.f.tell()
+        self.f.seek(0)
+
+    def readinto(self, buf):
+        global count
+        if count < len(marks):
+            marks[count] = micropython.mem_total()
+            count += 1
+        return self.f.readinto(buf)
+
+    def close(self):
+        self.f.close()
+
+
+class Https:
+    @staticmethod
+    def open(url, start=0, **kw):
+        return Response()
+
+
+def progress(done, total):
+    pass
+
+
+def report(extra_ok):
+    n = count
+    steady = [marks[i + 1] - marks[i] for i in range(4, n - 3)]
+    print("alloc mode=%s chunks=%d steady_max=%d steady_mean=%d total=%d ok=%d"
+          % (MODE, n, max(steady), sum(steady) // len(steady), marks[n - 1] - marks[4], extra_ok))
+
+
+gc.collect()
+if MODE == "update":
+    from ota import update
+
+    result = update.run("https://x/fw.bin", https=Https, esp32=Esp32, running="0.0.1", progress=progress,
+                        running_project="micropython")  # the test image's (firmware_image.PRODUCT)
+    report(result["result"] == "ok")
+else:
+    buf = bytearray(4096)
+    writer = SlotWriter(FilePartition("ota_1", 0x1E0000), buf, (0, 0x10, 0x10000, SLOT, "ota_0", False))
+    resp = Response()
+    digest = hashlib.sha256()
+    staging = memoryview(bytearray(4096))  # the write() path copies from a caller's chunk
+    while True:
+        if MODE == "commit":
+            free = writer.free_space()
+            n = resp.readinto(free)
+            if n == 0:
+                break
+            digest.update(free if n == len(free) else free[:n])
+            writer.commit(n)
+        else:
+            n = resp.readinto(staging)
+            if n == 0:
+                break
+            chunk = staging if n == len(staging) else staging[:n]
+            digest.update(chunk)
+            writer.write(chunk)
+    total = writer.finish()
+    report(writer.readback_sha256(total) == digest.digest())
