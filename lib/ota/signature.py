@@ -67,7 +67,7 @@ def canonical(trigger):
 
 
 # A trigger is good strictly before its `expires` (Unix seconds). The one rule for signed and
-# unsigned triggers alike (commands.py checks every trigger, check() the signed ones).
+# unsigned triggers alike (jobrun.py checks every trigger, check() the signed ones).
 def has_expired(expires, now):
     return expires <= now
 
