@@ -2,7 +2,7 @@
 # an image file into a file-backed fake partition and measures the GC bytes allocated per 4 KiB chunk
 # in the steady state (micropython.mem_total() deltas). Goal: 0.
 #
-#   micropython mp_alloc.py LIBDIR IMAGE SLOTFILE MODE     MODE: commit | write | update
+#   micropython mp_alloc.py LIBDIR IMAGE SLOTFILE MODE     MODE: commit | update
 # Prints one line: "alloc mode=... chunks=N steady_max=B steady_mean=B total=B ok=1".
 import gc
 import hashlib
@@ -117,21 +117,12 @@ else:
     writer = SlotWriter(FilePartition("ota_1", 0x1E0000), buf, (0, 0x10, 0x10000, SLOT, "ota_0", False))
     resp = Response()
     digest = hashlib.sha256()
-    staging = memoryview(bytearray(4096))  # the write() path copies from a caller's chunk
-    while True:
-        if MODE == "commit":
-            free = writer.free_space()
-            n = resp.readinto(free)
-            if n == 0:
-                break
-            digest.update(free if n == len(free) else free[:n])
-            writer.commit(n)
-        else:
-            n = resp.readinto(staging)
-            if n == 0:
-                break
-            chunk = staging if n == len(staging) else staging[:n]
-            digest.update(chunk)
-            writer.write(chunk)
+    while True:  # MODE commit: the zero-copy path of fetch.py
+        free = writer.free_space()
+        n = resp.readinto(free)
+        if n == 0:
+            break
+        digest.update(free if n == len(free) else free[:n])
+        writer.commit(n)
     total = writer.finish()
     report(writer.readback_sha256(total) == digest.digest())
