@@ -33,19 +33,17 @@ def check_stream(required_bytes):
             raise OtaError("low_memory", "gc free %d < %d during the download" % (mem_free(), required_bytes))
 
 
-# Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's small list,
-# so it can run every few chunks of a stream with collect=False (no gc.collect() in the copy loop).
-# esp32: the module (tests inject a fake); None imports it, absent on the Unix port and CPython.
-def check(required_bytes, tls=True, collect=True, esp32=None):
-    if collect:
-        gc.collect()
+# Before a connection: collects, then checks the GC heap and the IDF heap's largest block for a TLS
+# session. Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's
+# small list. esp32: the module (tests inject a fake); None imports it, absent on the Unix port and
+# CPython. During the stream check_stream() is the check: no gc.collect() in the copy loop.
+def check(required_bytes, esp32=None):
+    gc.collect()
     mem_free = getattr(gc, "mem_free", None)  # MicroPython only
     if mem_free is not None:
         free = mem_free()
         if free < required_bytes:
             raise OtaError("low_memory", "gc free %d < %d needed" % (free, required_bytes))
-    if not tls:
-        return
     if esp32 is None:
         try:
             import esp32
