@@ -239,13 +239,13 @@ def merge(overrides):
 # A missing file gives the defaults; a file that is too big, not UTF-8, not JSON (or nested too
 # deeply to parse), or holds a bad value raises OtaError('bad_config', ...), so the agent runs on
 # the defaults instead of dying at boot; other I/O errors stay OSError.
-def load(path="config.json", complete=False):
+def load(path="config.json"):
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE + 1)
     except OSError as e:
         if e.args and e.args[0] == 2:  # ENOENT on both MicroPython and CPython
-            return validate(merge({}), complete)
+            return validate(merge({}))
         raise
     if len(data) > MAX_FILE:
         _bad(path, "larger than %d bytes" % MAX_FILE)
@@ -255,7 +255,7 @@ def load(path="config.json", complete=False):
         _bad(path, "not valid JSON (UTF-8)")
     except (RuntimeError, MemoryError):  # CPython's RecursionError; MicroPython's parser asks for a
         _bad(path, "not valid JSON (nested too deeply)")  # block per nesting level
-    return validate(merge(overrides), complete)
+    return validate(merge(overrides))
 
 
 def redacted(cfg):
