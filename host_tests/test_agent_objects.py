@@ -11,6 +11,7 @@ import pytest
 import fakes  # puts lib/ on sys.path
 from ota import intake, jobs, link, replay, state
 from ota.errors import OtaError
+from ota.slots import Slots
 
 
 class Reset(BaseException):
@@ -20,18 +21,6 @@ class Reset(BaseException):
 def _reset():
     raise Reset()
 
-
-# jobrun imports machine (the reset after a job): a fake only while it is imported, as
-# test_agent_unit does, so that other tests still see "no machine module" on CPython.
-_saved = sys.modules.get("machine")
-sys.modules["machine"] = types.SimpleNamespace(reset=_reset)
-from ota import jobrun  # noqa: E402
-from ota.slots import Slots  # noqa: E402
-
-if _saved is None:
-    del sys.modules["machine"]
-else:
-    sys.modules["machine"] = _saved
 
 DEV = "a0b1c2d3e4f5"
 OWN = "/switch/cmd/" + DEV
@@ -336,6 +325,14 @@ def parts(tmp_path, monkeypatch):
     image = fakes.build_image("1.0.0")
     esp.slots["ota_0"].data[:len(image)] = image
     monkeypatch.setitem(sys.modules, "esp32", esp)  # otadata.read() with no module imports it
+    # jobrun imports machine (the reset after a job). Imported here, not at collection, so that a
+    # module test_agent_unit's agent imports later is not bound to our fake; and patched, because
+    # jobrun keeps the machine it was first imported with (maybe test_agent_unit's).
+    machine = types.SimpleNamespace(reset=_reset)
+    monkeypatch.setitem(sys.modules, "machine", machine)
+    from ota import jobrun
+
+    monkeypatch.setattr(jobrun, "machine", machine)
     ns = types.SimpleNamespace(esp=esp, store=jobs.Jobs(str(tmp_path / "ota_job.json")),
                                replay=replay.Replay(str(tmp_path / "ota_seq.json")), slots=Slots(esp))
 

@@ -55,13 +55,11 @@ class Agent:
         # jobs_path: the job file; the replay file (replay.py) lives beside it.
         self.cfg = cfg
         self.feed = feed or state.no_watchdog
-        self.config_problem = config_problem  # from load_config: a new image with one rolls back
         device_id = cfg.get("device_id")
         if not device_id:
             from binascii import hexlify
 
             device_id = hexlify(machine.unique_id()).decode()
-        self.device_id = device_id
         self.slots = Slots(esp32)  # early: get_next_update() allocates 4 KiB (slots.py)
         self.reporter = state.Reporter(device_id, self.slots.version, self.slots.running)
         self.jobs = jobs.Jobs(jobs_path)
@@ -74,10 +72,11 @@ class Agent:
         self.pending = None  # the job the intake took, waiting for the loop (never run in the callback)
         self.busy = None  # the job being run (its download polls MQTT: the intake answers "busy")
         self.gate = None  # health.Gate on the first boot of a new image, until it confirms
-        self._boot()
+        self._boot(config_problem)
 
     # --- boot: what the job record says about this boot (health.py) -------------------------------
-    def _boot(self):
+    def _boot(self, config_problem):
+        # config_problem: from load_config; a new image with one rolls back at once.
         record = self.jobs.current or {}
         slot_states = None
         if record.get("state") == "downloading":  # only a job cut before its reboot needs otadata
@@ -88,9 +87,9 @@ class Agent:
         kind, reason, detail = health.classify(self.jobs.current, self.slots.running, slot_states,
                                                machine.reset_cause())
         job_id = record.get("id")
-        if kind == "update" and self.config_problem:
+        if kind == "update" and config_problem:
             health.roll_back(self.jobs, machine, "bad_config", "the new image set config.json aside: %s"
-                             % self.config_problem)
+                             % config_problem)
         if kind == "update":
             self.gate = health.Gate(self.cfg["ota"]["health_timeout_s"])
             self.reporter.message("confirming", job=job_id)
