@@ -43,12 +43,15 @@ _NODELAY = getattr(socket, "TCP_NODELAY", None)
 # ("https://fw.example.com:8443"; the default port of the scheme when it names none); without
 # token_origin it goes nowhere. Whatever the trigger's URL or a redirect names, another host, another
 # port of the same host or plain http never gets it. headers: extra {name: value} sent to every hop
-# (put no secrets there). Raises OtaError (reasons above) or OSError(ENOMEM).
+# (put no secrets there). tls_context: an SSLContext to reuse (None: made from ca_path at the first
+# https hop); the one used is resp.tls_context, so that a resume reuses it (fetch.py): the CA is
+# parsed once per update and no context is garbage per connection. line: a writable buffer for the
+# status and header lines, at least http_response's 2 KiB (fetch.py passes the chunk buffer's free
+# part; None: read_head makes one). Raises OtaError (reasons above) or OSError(ENOMEM).
 def open(url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_http=False,
-         connect_timeout=10, read_timeout=10, max_redirects=5, headers=None):
+         connect_timeout=10, read_timeout=10, max_redirects=5, headers=None, tls_context=None, line=None):
     scheme, host, port, path = urls.split(url)
     origin = urls.origin(token_origin) if token and token_origin else None
-    tls_context = None  # built at the first https hop, then reused: the CA is parsed once
     hops = 0
     while True:
         if scheme == "http" and not allow_http:
@@ -61,13 +64,14 @@ def open(url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_ht
                           tls_context if scheme == "https" else None)
         try:
             _send(stream, request)
-            status, fields = read_head(stream)
+            status, fields = read_head(stream, line)
             if status in _REDIRECTS:
                 location = fields.get("location")
                 if not location:
                     raise OtaError("bad_response", "%d without Location" % status)
             elif status == 200 or status == 206:
                 resp = Response(stream, status, fields, start, url)
+                resp.tls_context = tls_context
                 stream = None  # the Response owns it now
                 return resp
             else:
