@@ -11,6 +11,15 @@
 #
 # The download and its resume loop are fetch.py's; this module is the sink of the bytes (header
 # check, the hashes, the image verifier, the writer) and the end checks.
+#
+# The passes over the data (docs/MEMORY.md, "Hash passes"). While streaming: the image Verifier (the
+# image's checksum and its appended SHA-256, as esp_image_verify does them) runs on every chunk: on
+# the chip that work hides in the wait for the network, and its structure checks refuse a bad image
+# before the slot fills. After the last flush, one read-back pass hashes what the slot really holds:
+# with the trigger's sha256 that hash is the proof, over the flash, that the released file and only
+# it is there (so the download itself is not hashed a second time: 2 SHA-256 passes, not 3). Without
+# a trigger sha256 there is nothing to compare the read-back with but the download: then the download
+# is hashed as it streams, as before.
 import binascii
 import gc
 import hashlib
@@ -44,7 +53,8 @@ class _Update:
     def restart(self):
         if self.writer.received:
             self.writer.restart()  # counted in writer.restarts
-        self.sha = hashlib.sha256()  # the whole file, as the trigger's sha256
+        # The whole file as it streams: only without a trigger sha256 (see the top of this file).
+        self.sha = None if self.expect else hashlib.sha256()
         self.verifier = Verifier(self.writer.slot_size)
         self.info = self.new_version = None
 
@@ -67,7 +77,8 @@ class _Update:
         if self.info is None and w.received + n >= image.HEADER_BYTES:
             if self.check_header(w.view[:w.fill + n]):
                 return True
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         self.verifier.feed(data)
         w.commit(n)
         return False
@@ -82,13 +93,13 @@ class _Update:
         if self.size is not None and received != self.size:
             raise OtaError("truncated" if received < self.size else "size_mismatch",
                            "got %d bytes, expected %d" % (received, self.size))
-        digest = self.sha.digest()
+        w.finish()
+        digest = w.readback_sha256(received, feed)  # the one pass over what the slot holds
         got = binascii.hexlify(digest).decode()
         if self.expect and got != self.expect:
-            raise OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
+            raise self._which_is_wrong(got, received, feed)
         self.verifier.finish()
-        w.finish()
-        if w.readback_sha256(received, feed) != digest:
+        if self.sha is not None and self.sha.digest() != digest:
             raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
         try:
             target.set_boot()  # esp_image_verify once more, then otadata: the very last step
@@ -98,6 +109,26 @@ class _Update:
             raise
         return {"result": "ok", "version": self.new_version, "bytes": received, "slot": w.label,
                 "sha256": got, "restarts": w.restarts}
+
+    # The slot does not hash to the trigger's sha256: the file was not the released one (bad_sha256),
+    # or the flash lost what was written (readback_mismatch). The download passed the image checks
+    # as it streamed; a flash that changed bytes fails them on the read-back (only when the read-back
+    # does not match: the success path reads the slot once). A download that failed them was not the
+    # released file. Returns the OtaError. Raises OSError from the flash.
+    def _which_is_wrong(self, got, received, feed):
+        bad = OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
+        try:
+            self.verifier.finish()
+        except OtaError:
+            return bad  # the download itself was not a good image: not the released file
+        again = Verifier(self.writer.slot_size)
+        try:
+            self.writer.readback(received, again.feed, feed)
+            again.finish()
+        except OtaError as e:
+            return OtaError("readback_mismatch", "slot %s does not read back what was written (%s)"
+                            % (self.writer.label, e.reason))
+        return bad
 
 
 # The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
