@@ -20,29 +20,23 @@ _HASH_LEN = const(32)
 
 
 # XOR of all bytes of buf[start:end] folded into acc (one byte). The checksum of a 1.7 MB image is
-# a per-byte job: viper makes it machine code (no allocation); CPython folds one big int instead.
+# a per-byte job: on MicroPython viper makes it machine code (ota/xor_viper.py, no allocation);
+# CPython folds one big int instead.
+def _xor_bytecode(buf, start, end, acc):
+    # Where the firmware has no native emitter (docs/HARDWARE.md, "Native code"): plain bytecode, about
+    # 100x slower but still allocation-free (a `for ... in range()` loop makes no range object).
+    for i in range(start, end):
+        acc ^= buf[i]
+    return acc
+
+
 if sys.implementation.name == "micropython":
-    @micropython.viper  # noqa: F821 (MicroPython builtin)
-    def _xor(buf, start: int, end: int, acc: int) -> int:
-        p = ptr8(buf)  # noqa: F821 (viper builtin)
-        i = start
-        while i < end and ((int(p) + i) & 3):  # ptr32 must be aligned on RISC-V
-            acc ^= p[i]
-            i += 1
-        words = ptr32(int(p) + i)  # noqa: F821
-        n = (end - i) >> 2
-        x = 0
-        j = 0
-        while j < n:
-            x ^= words[j]
-            j += 1
-        i += n << 2
-        while i < end:
-            acc ^= p[i]
-            i += 1
-        x ^= x >> 16
-        x ^= x >> 8
-        return (acc ^ x) & 0xFF
+    # Chosen at run time: a port built without the RISC-V emitter cannot compile the viper source
+    # (SyntaxError) nor load its native .mpy (ValueError "native code in .mpy unsupported").
+    try:
+        from ota.xor_viper import xor as _xor
+    except (ImportError, SyntaxError, ValueError):
+        _xor = _xor_bytecode
 else:
     def _xor(buf, start, end, acc):
         n = end - start
