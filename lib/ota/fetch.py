@@ -43,7 +43,7 @@ class Download:
     # feed: the watchdog's feed, called for every chunk and through the backoff pauses (None: none).
     def __init__(self, url, size, cfg, https, esp32, progress, open_args, feed=None):
         self.url, self.size, self.cfg, self.https, self.esp32 = url, size, cfg, https, esp32
-        self.progress, self.open_args = progress, open_args
+        self.progress, self.open_args = progress, dict(open_args)
         self.feed = feed or no_watchdog
         self.total = size
         self._counters_from(0)
@@ -53,7 +53,8 @@ class Download:
         self.restarts = 0
         self.started = ticks_ms()
         self.deadline_ms = cfg["download_deadline_s"] * 1000
-        self.tls_context = None  # the first connection's SSLContext, reused by every resume
+        # The SSLContext for every connection of this download: update.run's, or the first one's.
+        self.tls_context = self.open_args.pop("tls_context", None)
 
     def _counters_from(self, received):
         self.next_report = received

@@ -176,7 +176,15 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     gc.collect()
     try:
         # The one buffer of the update (received data, padding, read-back); chunk_size % 4096 == 0.
-        job.writer = SlotWriter(target, bytearray(cfg["chunk_size"]), current.info())
+        buf = bytearray(cfg["chunk_size"])
+        # The update's one SSLContext (3 KB in one piece on the GC heap), made with the buffer right
+        # after the collect, while the heap's top is still in one piece: later, the small objects
+        # of the update fill the holes and a block that size may no longer be found
+        # (docs/MEMORY.md). fetch.py passes it to every connection. Fakes without context(): None.
+        make_context = getattr(https, "context", None)
+        if make_context is not None and url.startswith("https:"):
+            open_args["tls_context"] = make_context(cfg["ca_path"])
+        job.writer = SlotWriter(target, buf, current.info())
         job.restart()
         if size is not None and size > job.writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
