@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -189,8 +190,7 @@ def test_a_wrong_file_is_bad_sha256_after_one_read_back():
     with pytest.raises(OtaError) as e:
         run(fakes.FakeServer(img), esp=esp, sha256="ab" * 32)
     assert e.value.reason == "bad_sha256" and esp.boot == "ota_0"
-    # the read-back, then the slot checked again to tell a wrong file from a flash that lost bytes
-    assert sum(reads) == 2 * ((len(img) + 4095) // 4096 * 4096)
+    assert sum(reads) == (len(img) + 4095) // 4096 * 4096  # told from a flash fault in the same pass
     assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
 
 
@@ -211,13 +211,55 @@ def test_a_flash_that_loses_a_bit_is_readback_mismatch_with_a_trigger_sha256(mon
     assert esp.boot == "ota_0" and esp.slots["ota_1"].set_boot_calls == 0
 
 
-def test_a_corrupt_download_with_a_trigger_sha256_is_still_bad_sha256():
+def test_a_corrupt_download_is_named_by_the_image_checks_before_any_read_back():
+    # The streamed checksum refuses it at the end of the download, before the slot is read back.
     img = bytearray(make_image())
     good = sha(bytes(img))
-    img[3000] ^= 0x55  # checksum and appended hash both break: not the released file
+    img[3000] ^= 0x55
+    esp = fakes.make_device(SLOT)
+    reads = count_reads(esp)
     with pytest.raises(OtaError) as e:
-        run(fakes.FakeServer(bytes(img)), sha256=good)
-    assert e.value.reason == "bad_sha256"
+        run(fakes.FakeServer(bytes(img)), esp=esp, sha256=good)
+    assert e.value.reason == "bad_checksum" and reads == []
+
+
+def test_a_wrong_appended_hash_is_bad_image_hash_from_the_read_back():
+    # The image's own SHA-256 is checked over the flash; the slot holds what came, so it is the file's
+    # fault, not readback_mismatch.
+    img = bytearray(make_image())
+    img[-1] ^= 0x01  # the last byte of the appended SHA-256
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(bytes(img)), sha256=sha(bytes(img)))
+    assert e.value.reason == "bad_image_hash"
+
+
+def test_no_sha256_is_computed_while_streaming(monkeypatch):
+    # The streaming path makes no hashlib.sha256: both hashes run on the read-back (2 passes, not 3).
+    made = []
+    real_sha256 = hashlib.sha256
+
+    class Counting:
+        def __init__(self, data=b""):
+            made.append(sys._getframe(1).f_globals["__name__"])
+            self._h = real_sha256(data)
+
+        def update(self, data):
+            self._h.update(data)
+
+        def digest(self):
+            return self._h.digest()
+
+        def hexdigest(self):
+            return self._h.hexdigest()
+
+    img = make_image()
+    digest = sha(img)
+    monkeypatch.setattr(hashlib, "sha256", Counting)  # the one hashlib of update.py and image_verify.py
+    result, _ = run(fakes.FakeServer(img), sha256=digest)
+    device = [name for name in made if name.startswith("ota.")]  # not the fake bootloader's
+    assert device == ["ota.update", "ota.image_verify"]  # the file's and the image's: the read-back
+    monkeypatch.undo()
+    assert result["sha256"] == digest
 
 
 def test_update_with_a_trigger_sha256_allocates_nothing_per_chunk(tmp_path):

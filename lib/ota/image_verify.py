@@ -50,6 +50,18 @@ else:
         return acc ^ x
 
 
+class _NoSha:
+    # Stands for the SHA-256 of a Verifier made with hashing=False.
+    def update(self, data):
+        pass
+
+    def digest(self):
+        return None
+
+
+_NO_SHA = _NoSha()
+
+
 # Verifier states: what the next bytes of the stream are.
 _HEADER = const(0)  # 24-byte image header
 _SEGMENT = const(1)  # 8-byte segment header
@@ -64,10 +76,11 @@ class Verifier:
     # (almost every byte) goes to the hash and the checksum straight from the caller's chunk with
     # no allocation; only the small fields are copied, into one 32-byte buffer.
     # feed() raises OtaError not_app_image, bad_segments, too_large; finish() truncated,
-    # bad_checksum, bad_image_hash. slot_size None (host) means no size limit.
-    def __init__(self, slot_size):
+    # bad_checksum, bad_image_hash. slot_size None (host) means no size limit. hashing=False: the
+    # structure and the checksum only, no SHA-256 (update.py hashes the image on the read-back).
+    def __init__(self, slot_size, hashing=True):
         self._slot = slot_size
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hashing else _NO_SHA
         self._field = bytearray(_HASH_LEN)
         self._view = memoryview(self._field)
         self._state = _HEADER
@@ -92,7 +105,8 @@ class Verifier:
             if take > n - pos:
                 take = n - pos
             if self._state == _DATA:
-                self._sha.update(chunk if take == n else chunk[pos:pos + take])
+                if self._sha is not _NO_SHA:
+                    self._sha.update(chunk if take == n else chunk[pos:pos + take])
                 self._xor = _xor(chunk, pos, pos + take, self._xor)
             else:
                 self._collect(chunk, pos, take)
@@ -161,6 +175,12 @@ class Verifier:
         else:  # zero padding + the checksum byte, ending a 16-byte block
             self._state, self._need = _TAIL, self.image_length - self.position - self._hash_len
 
+    # What the stream held, to compare with the same image read back from flash: (image length,
+    # checksum byte as calculated, the appended SHA-256 or checksum tail as received). Call after
+    # the whole image was fed.
+    def witness(self):
+        return self.image_length, self._xor, bytes(self._view[:self._filled])
+
     def finish(self):
         # Returns the image length. Raises OtaError truncated, bad_checksum, bad_image_hash.
         if self._state != _DONE:
@@ -170,7 +190,7 @@ class Verifier:
                 detail = "the image ends at byte %d, inside its segments" % self.position
             raise OtaError("truncated", detail)
         digest = self._sha.digest()
-        if self._hash_len:
+        if self._hash_len and digest is not None:
             self.hash_ok = digest == bytes(self._field)
         if not self.checksum_ok:
             raise OtaError("bad_checksum", "calculated 0x%02x, the image says 0x%02x"

@@ -12,14 +12,16 @@
 # The download and its resume loop are fetch.py's; this module is the sink of the bytes (header
 # check, the hashes, the image verifier, the writer) and the end checks.
 #
-# The passes over the data (docs/MEMORY.md, "Hash passes"). While streaming: the image Verifier (the
-# image's checksum and its appended SHA-256, as esp_image_verify does them) runs on every chunk: on
-# the chip that work hides in the wait for the network, and its structure checks refuse a bad image
-# before the slot fills. After the last flush, one read-back pass hashes what the slot really holds:
-# with the trigger's sha256 that hash is the proof, over the flash, that the released file and only
-# it is there (so the download itself is not hashed a second time: 2 SHA-256 passes, not 3). Without
-# a trigger sha256 there is nothing to compare the read-back with but the download: then the download
-# is hashed as it streams, as before.
+# The passes over the data (docs/MEMORY.md, "Passes"). While streaming: the image's structure and its
+# XOR checksum (viper: cheap), so that a bad image is refused as it comes, before the slot fills; no
+# SHA-256 (in software it costs as much as the TLS download itself, and a hash tells nothing before
+# the last byte anyway). After the last flush, one read-back of the slot feeds both SHA-256: the
+# file's (the trigger's sha256, proven over what the flash really holds) and the image's appended one
+# (with the checksum and the structure again), as esp_image_verify will. The read-back image is
+# compared with the streamed one (length, checksum, appended hash as received): a difference is the
+# flash's fault (readback_mismatch), not the file's. 2 SHA-256 passes, both over the flash, where
+# there were 3 (the download, the image's, the read-back).
+
 import binascii
 import gc
 import hashlib
@@ -53,9 +55,7 @@ class _Update:
     def restart(self):
         if self.writer.received:
             self.writer.restart()  # counted in writer.restarts
-        # The whole file as it streams: only without a trigger sha256 (see the top of this file).
-        self.sha = None if self.expect else hashlib.sha256()
-        self.verifier = Verifier(self.writer.slot_size)
+        self.verifier = Verifier(self.writer.slot_size, hashing=False)  # the hashes: on the read-back
         self.info = self.new_version = None
 
     # Raises OtaError wrong_product, version_mismatch, downgrade, bad_version (compat.py), and
@@ -77,8 +77,6 @@ class _Update:
         if self.info is None and w.received + n >= image.HEADER_BYTES:
             if self.check_header(w.view[:w.fill + n]):
                 return True
-        if self.sha is not None:
-            self.sha.update(data)
         self.verifier.feed(data)
         w.commit(n)
         return False
@@ -93,14 +91,25 @@ class _Update:
         if self.size is not None and received != self.size:
             raise OtaError("truncated" if received < self.size else "size_mismatch",
                            "got %d bytes, expected %d" % (received, self.size))
+        self.verifier.finish()  # the download: whole image (truncated), checksum (bad_checksum)
         w.finish()
-        digest = w.readback_sha256(received, feed)  # the one pass over what the slot holds
-        got = binascii.hexlify(digest).decode()
-        if self.expect and got != self.expect:
-            raise self._which_is_wrong(got, received, feed)
-        self.verifier.finish()
-        if self.sha is not None and self.sha.digest() != digest:
+        sink = _ReadBack(self.writer.slot_size)
+        try:
+            w.readback(received, sink.update, feed)  # the one pass over what the slot holds
+        except OtaError as e:  # the structure that streamed fine does not read back
+            raise OtaError("readback_mismatch", "slot %s: %s" % (w.label, e.reason))
+        try:
+            sink.image.finish()
+            image_error = None
+        except OtaError as e:
+            image_error = e
+        if sink.image.witness() != self.verifier.witness():
             raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
+        if image_error is not None:
+            raise image_error  # the flash holds what came: the file's own hash is wrong
+        got = binascii.hexlify(sink.file.digest()).decode()
+        if self.expect and got != self.expect:
+            raise OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
         try:
             target.set_boot()  # esp_image_verify once more, then otadata: the very last step
         except OSError as e:
@@ -110,25 +119,17 @@ class _Update:
         return {"result": "ok", "version": self.new_version, "bytes": received, "slot": w.label,
                 "sha256": got, "restarts": w.restarts}
 
-    # The slot does not hash to the trigger's sha256: the file was not the released one (bad_sha256),
-    # or the flash lost what was written (readback_mismatch). The download passed the image checks
-    # as it streamed; a flash that changed bytes fails them on the read-back (only when the read-back
-    # does not match: the success path reads the slot once). A download that failed them was not the
-    # released file. Returns the OtaError. Raises OSError from the flash.
-    def _which_is_wrong(self, got, received, feed):
-        bad = OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
-        try:
-            self.verifier.finish()
-        except OtaError:
-            return bad  # the download itself was not a good image: not the released file
-        again = Verifier(self.writer.slot_size)
-        try:
-            self.writer.readback(received, again.feed, feed)
-            again.finish()
-        except OtaError as e:
-            return OtaError("readback_mismatch", "slot %s does not read back what was written (%s)"
-                            % (self.writer.label, e.reason))
-        return bad
+
+class _ReadBack:
+    # The read-back's sink: the file's SHA-256 and the image check (structure, checksum, appended
+    # SHA-256) over the same bytes from flash, in one pass.
+    def __init__(self, slot_size):
+        self.file = hashlib.sha256()
+        self.image = Verifier(slot_size)
+
+    def update(self, data):
+        self.file.update(data)
+        self.image.feed(data)
 
 
 # The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
