@@ -2,7 +2,8 @@
 # an image file into a file-backed fake partition and measures the GC bytes allocated per 4 KiB chunk
 # in the steady state (micropython.mem_total() deltas). Goal: 0.
 #
-#   micropython mp_alloc.py LIBDIR IMAGE SLOTFILE MODE     MODE: commit | update
+#   micropython mp_alloc.py LIBDIR IMAGE SLOTFILE MODE [SHA256]    MODE: commit | update
+# SHA256 (update only): the trigger's hash, which the read-back proves instead of a streaming hash.
 # Prints one line: "alloc mode=... chunks=N steady_max=B steady_mean=B total=B ok=1".
 import gc
 import hashlib
@@ -14,6 +15,7 @@ sys.path.insert(0, sys.argv[1])
 from ota.writer import SlotWriter  # noqa: E402
 
 IMAGE, SLOTFILE, MODE = sys.argv[2], sys.argv[3], sys.argv[4]
+SHA256 = sys.argv[5] if len(sys.argv) > 5 else None
 SLOT = 0x1D0000
 marks = [0] * 1024  # mem_total() before each read; preallocated so recording allocates nothing
 count = 0
@@ -110,7 +112,7 @@ if MODE == "update":
     from ota import update
 
     result = update.run("https://x/fw.bin", https=Https, esp32=Esp32, running="0.0.1", progress=progress,
-                        running_project="micropython")  # the test image's (firmware_image.PRODUCT)
+                        running_project="micropython", sha256=SHA256)  # the test image's (firmware_image.PRODUCT)
     report(result["result"] == "ok")
 else:
     buf = bytearray(4096)

@@ -24,7 +24,7 @@ DEFAULTS = {
             "allow_downgrade": False, "require_signature": False, "signing_pubkey": None,
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
             "connect_timeout": 10, "read_timeout": 10, "token": None, "token_origin": None,
-            "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
+            "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 6144,
             "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000,
             "max_restarts": 3, "download_deadline_s": 900},
 }

@@ -106,9 +106,16 @@ class SlotWriter:
     # (its contents are lost: call after finish()). feed: the watchdog's, once per buffer read.
     # Raises OSError from the flash.
     def readback_sha256(self, length, feed=None):
+        digest = hashlib.sha256()
+        self.readback(length, digest.update, feed)
+        return digest.digest()
+
+    # The first `length` bytes of the slot, read back through the buffer and handed to sink(view)
+    # piece by piece (call after finish(): the buffer's contents are lost). Raises OSError from the
+    # flash, ValueError past the slot.
+    def readback(self, length, sink, feed=None):
         if length > self.slot_size:
             raise ValueError("read-back past the slot")
-        digest = hashlib.sha256()
         size = len(self.buf)
         block = 0
         while length > 0:
@@ -117,10 +124,9 @@ class SlotWriter:
             if feed is not None:
                 feed()
             self.partition.readblocks(block, part)
-            digest.update(part if length >= len(part) else part[:length])
+            sink(part if length >= len(part) else part[:length])
             length -= len(part)
             block += len(part) // SECTOR
-        return digest.digest()
 
     # Erases the first sector: no magic byte, so neither set_boot() nor the bootloader accepts the
     # half-written slot. Raises OSError from the flash.
