@@ -1,6 +1,6 @@
 # MicroPython driver (host_tests/test_inflate_device.py, bench): the real ota.update.run on a
 # compressed or delta artifact (an OTAZ container file) into file-backed fake partitions, with drops
-# at given offsets of the file, and the GC bytes allocated between two socket reads in the steady state.
+# at given offsets of the file, and the GC bytes allocated between two samples (each socket read, each 4 KiB image chunk) in the steady state.
 #
 #   micropython mp_inflate.py LIBDIR CONTAINER SLOTFILE ENCODING SHA256 SIZE [DROPS] [BASESHA]
 #     ENCODING: deflate | delta; DROPS: comma-separated file offsets where the connection drops
@@ -88,13 +88,7 @@ class Response:
                 break
 
     def readinto(self, buf):
-        global count
-        if count < len(marks):
-            marks[count] = micropython.mem_total()
-            count += 1
-        used = gc.mem_alloc() - idle[0]
-        if used > peak[0]:
-            peak[0] = used
+        sample()
         if self.cut is not None and self.pos + len(buf) > self.cut:
             raise OSError(104)
         n = self.f.readinto(buf)
@@ -104,6 +98,21 @@ class Response:
 
     def close(self):
         self.f.close()
+
+
+def sample():
+    # mem_total() and the heap above idle, at every socket read and every image chunk (progress).
+    global count
+    if count < len(marks):
+        marks[count] = micropython.mem_total()
+        count += 1
+    used = gc.mem_alloc() - idle[0]
+    if used > peak[0]:
+        peak[0] = used
+
+
+def progress(done, total):
+    sample()
 
 
 class Https:
@@ -116,7 +125,7 @@ class Https:
         return "connection_lost"
 
 
-from ota import update, inflate  # noqa: E402,F401  (frozen on the board: imported before idle)
+from ota import update, inflate, delta  # noqa: E402,F401  (frozen on the board: imported before idle)
 from ota.errors import OtaError  # noqa: E402
 
 artifact = None if ENCODING == "none" else {"encoding": ENCODING, "file_sha256": None, "file_size": None, "base_sha256": BASESHA}
@@ -126,7 +135,8 @@ reason = "-"
 try:
     result = update.run("https://x/fw.z", sha256=SHA, size=int(SIZE), https=Https, esp32=Esp32,
                         running="0.0.1", running_project="micropython",
-                        config={"retry_backoff_ms": 1}, artifact=artifact)["result"]
+                        config={"retry_backoff_ms": 1, "progress_bytes": 4096}, artifact=artifact,
+                        progress=progress)["result"]
 except OtaError as e:
     result, reason = "error", e.reason
 n = count

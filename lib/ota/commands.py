@@ -125,7 +125,7 @@ class Runner:
                          token=agent.ota.get("token"), config=policy, progress=self._progress,
                          running=agent.version, target=agent.other,  # known since start-up
                          running_project=agent.project, project=job.get("project"),
-                         feed=agent.feed)
+                         feed=agent.feed, **_artifact(job))
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
@@ -202,3 +202,13 @@ class Runner:
             self.agent._disconnect()  # clean: no "offline" last will over the "rebooting" state
         finally:
             machine.reset()
+
+
+# update.run's artifact argument for a compressed or delta trigger; nothing at all for a plain one.
+def _artifact(job):
+    if not job.get("encoding"):
+        return {}
+    from ota import artifact
+
+    found = artifact.of(job)
+    return {"artifact": found} if found else {}

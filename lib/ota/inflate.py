@@ -19,6 +19,7 @@
 # byte and decodes that piece again from its start, discarding what the writer already has, so the
 # hashes, the verifier and the writer never go back. At most one piece (<= 64 KiB of image) is
 # downloaded twice. A 200 to a Range request is read and discarded up to that offset.
+import binascii
 import gc
 import hashlib
 import io
@@ -126,7 +127,9 @@ class Source(io.IOBase):
             self.reading = False
             start = self.offset
             if n == 0:
-                raise OtaError("bad_container", "the stream goes on past the file's %d bytes" % start)
+                if start < self.file_size:
+                    raise OtaError("truncated", "the file ends at %d of %d bytes" % (start, self.file_size))
+                raise OtaError("bad_compressed", "the stream goes on past the file's %d bytes" % start)
             self.offset = start + n
             if self.offset > self.hashed:  # new bytes, never hashed (a resume re-reads a piece)
                 skip = self.hashed - start
@@ -169,6 +172,7 @@ class Loader:
         self.src = Source(bytearray(_SOURCE_BUF))
         self.patch = None  # delta.Patch for kind 1
         self.downloaded = 0  # bytes on the wire, every connection (bench, the status)
+        self.used = artifact.get("encoding")  # what was applied: "deflate", "delta" or "fallback"
 
     def _check_deadline(self):
         if ticks_diff(ticks_ms(), self.started) > self.deadline_ms:
@@ -176,9 +180,31 @@ class Loader:
                            % (self.deadline_ms // 1000))
 
     # Same contract as fetch.Download.run. Raises OtaError (the drop's reason after `retries`
-    # reconnects in a row brought no new byte, bad_container, bad_compressed, bad_patch, wrong_base,
-    # file_sha256, the answer's reasons), OSError (flash).
+    # reconnects in a row brought no new byte, bad_container, bad_compressed, bad_patch, wrong_base
+    # (a patch for another running image and no fallback), bad_file_sha256, the answer's reasons),
+    # OSError (flash). A patch whose base is not the running image is dropped for the trigger's
+    # fallback (the same image, plain or compressed) before anything is written.
     def run(self, writer, sink):
+        try:
+            return self._run(writer, sink)
+        except OtaError as e:
+            fallback = self.artifact.get("fallback")
+            if e.reason != "wrong_base" or not fallback or writer.received:
+                raise
+        self.used = "fallback"
+        if self.artifact.get("fallback_encoding") == "deflate":
+            self.url, self.artifact = fallback, {"encoding": "deflate"}
+            self.info = self.patch = None
+            self.head = bytearray(HEAD)
+            self.src = Source(bytearray(_SOURCE_BUF))
+            return self._run(writer, sink)
+        from ota.fetch import Download
+
+        self.src = self.patch = None
+        return Download(fallback, self.size, self.cfg, self.https, self.esp32, self.progress,
+                        self.open_args, self.feed).run(writer, sink)
+
+    def _run(self, writer, sink):
         failures = 0
         while True:
             before = writer.received
@@ -247,11 +273,13 @@ class Loader:
             raise OtaError("size_mismatch", "trigger file_size %d, container %d" % (file_size, info["file_size"]))
         if self.size is not None and self.size != info["image_size"]:
             raise OtaError("size_mismatch", "trigger size %d, container's image %d" % (self.size, info["image_size"]))
+        total = src.resp.total
+        if total is not None and total != info["file_size"]:
+            raise OtaError("size_mismatch", "server has %d bytes, the container says %d" % (total, info["file_size"]))
+        src.file_size = info["file_size"]
         if info["image_size"] > writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (info["image_size"], writer.slot_size))
         if self.sha256 is not None:
-            import binascii
-
             if binascii.unhexlify(self.sha256) != info["image_sha256"]:
                 raise OtaError("bad_sha256", "the container is of another image")
         kind = KIND_PATCH if self.artifact.get("encoding") == "delta" else KIND_IMAGE
@@ -261,7 +289,11 @@ class Loader:
         if kind == KIND_PATCH:
             from ota import delta
 
-            self.patch = delta.Patch(info, self.artifact.get("base_sha256"), writer, self.feed)
+            base = self.artifact.get("base_sha256")
+            if base is not None and binascii.unhexlify(base) != info["base_sha256"]:
+                raise OtaError("bad_container", "the trigger's base_sha256 is not the patch's")
+            # The running slot's hash, before anything is written (about a second of flash reads)
+            self.patch = delta.Patch(info["base_size"], info["base_sha256"], self.esp32, self.feed)
         self.info = info
 
     # One connection: returns True when the sink stopped the update, False at the end. Raises
@@ -327,8 +359,6 @@ class Loader:
                            % (self.src.consumed(), info["file_size"]))
         expect = self.artifact.get("file_sha256")
         if expect is not None:
-            import binascii
-
             got = binascii.hexlify(self.src.sha.digest()).decode()
             if got != expect:
                 raise OtaError("bad_file_sha256", "recv=%s expect=%s" % (got, expect))
