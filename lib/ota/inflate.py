@@ -104,6 +104,7 @@ class Source(io.IOBase):
         self.file_size = 0
         self.reading = False  # True while in the socket: an OSError then is a drop, not bad data
         self.began = 0  # file offset this connection started at
+        self.bad = "bad_compressed"  # the reason for a stream that does not decode (bad_patch)
 
     def attach(self, resp, start, want):
         self.resp, self.offset, self.want = resp, start, want
@@ -129,7 +130,7 @@ class Source(io.IOBase):
             if n == 0:
                 if start < self.file_size:
                     raise OtaError("truncated", "the file ends at %d of %d bytes" % (start, self.file_size))
-                raise OtaError("bad_compressed", "the stream goes on past the file's %d bytes" % start)
+                raise OtaError(self.bad, "the stream goes on past the file's %d bytes" % start)
             self.offset = start + n
             if self.offset > self.hashed:  # new bytes, never hashed (a resume re-reads a piece)
                 skip = self.hashed - start
@@ -172,6 +173,7 @@ class Loader:
         self.src = Source(bytearray(_SOURCE_BUF))
         self.patch = None  # delta.Patch for kind 1
         self.downloaded = 0  # bytes on the wire, every connection (bench, the status)
+        self.bad = "bad_compressed"  # the reason for a stream that does not decode; bad_patch for a patch
         self.used = artifact.get("encoding")  # what was applied: "deflate", "delta" or "fallback"
 
     def _check_deadline(self):
@@ -195,6 +197,7 @@ class Loader:
         if self.artifact.get("fallback_encoding") == "deflate":
             self.url, self.artifact = fallback, {"encoding": "deflate"}
             self.info = self.patch = None
+            self.bad = "bad_compressed"
             self.head = bytearray(HEAD)
             self.src = Source(bytearray(_SOURCE_BUF))
             return self._run(writer, sink)
@@ -294,6 +297,7 @@ class Loader:
                 raise OtaError("bad_container", "the trigger's base_sha256 is not the patch's")
             # The running slot's hash, before anything is written (about a second of flash reads)
             self.patch = delta.Patch(info["base_size"], info["base_sha256"], self.esp32, self.feed)
+            self.bad = self.src.bad = "bad_patch"
         self.info = info
 
     # One connection: returns True when the sink stopped the update, False at the end. Raises
@@ -315,7 +319,7 @@ class Loader:
         except OSError as e:
             if self.src.reading or e.args[0] != _EINVAL:
                 raise
-            raise OtaError("bad_patch" if self.patch else "bad_compressed", "the stream does not decode")
+            raise OtaError(self.bad, "the stream does not decode")
 
     def _decode(self, decoder, pos, writer, sink):
         info = self.info
@@ -325,7 +329,7 @@ class Loader:
             m = writer.received - pos
             n = decoder.readinto(free if m >= len(free) else free[:m])
             if n == 0:
-                raise OtaError("bad_compressed", "the stream ends inside piece data already received")
+                raise OtaError(self.bad, "the stream ends inside piece data already received")
             pos += n
         size = info["image_size"]
         next_heap = writer.received + _HEAP_EVERY
@@ -340,7 +344,7 @@ class Loader:
             if n == 0:
                 break
             if n > left:
-                raise OtaError("bad_compressed", "the stream decodes to more than the image's %d bytes" % size)
+                raise OtaError(self.bad, "the stream decodes to more than the image's %d bytes" % size)
             if sink.feed(free if n == len(free) else free[:n], n):
                 return True
             if collect:  # once per connection, after the first chunk: the image header check's garbage
@@ -353,9 +357,9 @@ class Loader:
                 next_report = writer.received + self.cfg["progress_bytes"]
                 self.progress(writer.received, size)
         if writer.received != size:
-            raise OtaError("bad_compressed", "the stream ends at %d of %d image bytes" % (writer.received, size))
+            raise OtaError(self.bad, "the stream ends at %d of %d image bytes" % (writer.received, size))
         if self.src.consumed() != info["file_size"]:
-            raise OtaError("bad_compressed", "the stream ends at byte %d of the file's %d"
+            raise OtaError(self.bad, "the stream ends at byte %d of the file's %d"
                            % (self.src.consumed(), info["file_size"]))
         expect = self.artifact.get("file_sha256")
         if expect is not None:
