@@ -146,7 +146,7 @@ def runs(world):
         devices[name] = _device(world, name, [dict(job, name=name)])
     for device in devices.values():
         device.start(max_boots=3)
-    results = {name: device.wait(timeout=240) for name, device in devices.items()}
+    results = {name: device.wait(timeout=900) for name, device in devices.items()}  # slow under load
     return {"devices": devices, "results": results, "negative": negative, "success": success}
 
 
