@@ -105,7 +105,7 @@ def main():
         print("%-32s %12d %7.1f%% %9.2f %8.1f KiB %5d max %4.1f mean %s" % (
             label, wire, 100.0 * wire / len(image), got["seconds"], got["peak_above_idle"] / 1024,
             got["alloc_max"], got["alloc_mean"], got["result"]))
-    print("Goals: compressed <= 70 %% of the image, frozen-only delta <= 5 %%, peak heap above idle <= 24 KiB, "
+    print("Goals: compressed <= 70 % of the image, frozen-only delta <= 5 %, peak heap above idle <= 24 KiB, "
           "0 GC bytes per chunk in the steady state (allocations at patch operation edges: see alloc_chunks)")
     for label, _, _, _ in data["rows"]:
         got = results.get(label, {})
