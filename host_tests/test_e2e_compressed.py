@@ -62,7 +62,7 @@ def world(tmp_path_factory):
     for name, blob in files.items():
         (www / name).write_bytes(blob)
     servers = {}
-    for name in ("drop1", "drop2", "drop3", "resets", "restart"):
+    for name in ("drop1", "drop2", "drop3", "resets", "restart", "restart2"):
         servers[name] = DevServer(str(www), pki.server_cert, pki.server_key).start()
     # One cut at a random offset each (a different one per server). Not every answer cut, as
     # test_e2e_update's "drops" does: a resume downloads the piece again from its start, so a server
@@ -74,6 +74,8 @@ def world(tmp_path_factory):
     servers["resets"].faults.drop_reset = True
     servers["restart"].faults.drop_after = 300_000
     servers["restart"].faults.ignore_range = True
+    servers["restart2"].faults.drop_after = 300_000
+    servers["restart2"].faults.ignore_range = True
     web = Nginx(str(www), pki.server_cert, pki.server_key, target="full.bin").start()
     try:
         yield {"root": root, "pki": pki, "files": files, "web": web, "servers": servers}
@@ -104,14 +106,17 @@ def _artifact(blob, **fields):
 def _success_jobs(world):
     web, srv, files = world["web"], world["servers"], world["files"]
     full, packed = files["full.bin"], files["full.otaz"]
-    job = {"sha256": sha(full), "size": FULL, "artifact": _artifact(packed)}
+    job = {"sha256": sha(full), "size": FULL, "artifact": _artifact(packed)}  # hashed: through Source
+    # No file_sha256: DeflateIO reads the socket itself (inflate.Loader._raw).
+    direct = {"sha256": sha(full), "size": FULL, "artifact": {"encoding": "deflate", "file_size": len(packed)}}
     return {
         "plain_full": dict(url=web.url("full.bin"), sha256=sha(full), size=FULL),
         "nginx_compressed": dict(job, url=web.url("full.otaz")),
         "random_drop1": dict(job, url=srv["drop1"].url("full.otaz")),
-        "random_drop2": dict(job, url=srv["drop2"].url("full.otaz")),
-        "random_drop3": dict(job, url=srv["drop3"].url("full.otaz")),
-        "random_resets": dict(job, url=srv["resets"].url("full.otaz")),
+        "random_drop2": dict(direct, url=srv["drop2"].url("full.otaz")),
+        "random_drop3": dict(direct, url=srv["drop3"].url("full.otaz")),
+        "random_resets": dict(direct, url=srv["resets"].url("full.otaz")),
+        "restart_200_direct": dict(direct, url=srv["restart2"].url("full.otaz")),
         "restart_200": dict(job, url=srv["restart"].url("full.otaz")),
         "no_file_fields": dict(job, url=web.url("full.otaz"), artifact={"encoding": "deflate"}),
     }
@@ -125,6 +130,8 @@ def _negative_jobs(world):
         # (job, reason, erases during the job: 0 = refused before anything was written)
         (dict(base, name="corrupt_stream", url=web.url("corrupt.otaz"), artifact={"encoding": "deflate"}),
          "bad_compressed", None),
+        (dict(base, name="corrupt_stream_hashed", url=web.url("corrupt.otaz"),
+              artifact=_artifact(files["corrupt.otaz"])), "bad_compressed", None),
         (dict(base, name="cut_file", url=web.url("cut.otaz"), artifact={"encoding": "deflate"},
               ota={"retries": 1}), "size_mismatch", 0),
         (dict(base, name="window_too_wide", url=web.url("wide.otaz"), artifact={"encoding": "deflate"}),
@@ -164,7 +171,8 @@ def runs(world):
 
 
 @pytest.mark.parametrize("name", ["plain_full", "nginx_compressed", "random_drop1", "random_drop2",
-                                  "random_drop3", "random_resets", "restart_200", "no_file_fields"])
+                                  "random_drop3", "random_resets", "restart_200", "restart_200_direct",
+                                  "no_file_fields"])
 def test_compressed_update_lands_the_same_image(runs, world, name):
     device = runs["devices"][name]
     full = world["files"]["full.bin"]
@@ -196,15 +204,16 @@ def test_drops_resume_at_a_piece_boundary(runs, world, name):
     assert start in index, (start, index)  # only ever at a piece's first byte
 
 
-def test_200_restart_skips_to_the_piece(runs, world):
-    requests = world["servers"]["restart"].requests
+@pytest.mark.parametrize("server", ["restart", "restart2"])
+def test_200_restart_skips_to_the_piece(runs, world, server):
+    requests = world["servers"][server].requests
     assert len(requests) == 2 and "range" not in requests[0]["headers"]
     index = [offset for offset, _ in zimage.parse_header(world["files"]["full.otaz"])["index"]]
     start = int(requests[1]["headers"]["range"][6:-1])
     assert start in index and start <= 300_000 and 300_000 - start <= 64 * 1024
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(9))
 def test_bad_compressed_update_is_refused_and_the_old_slot_stays(runs, case):
     job, reason, erases = runs["negative"][case]
     device = runs["devices"]["batch"]

@@ -94,8 +94,10 @@ def _device(world, name, jobs):
 def _delta(world, name, image, **fields):
     patch = world["files"][name]
     return {"sha256": sha(image), "size": FULL,
-            "artifact": dict({"encoding": "delta", "file_sha256": sha(patch), "file_size": len(patch),
-                              "base_sha256": sha(world["images"]["v100"])}, **fields)}
+            "artifact": {k: v for k, v in dict({"encoding": "delta", "file_sha256": sha(patch),
+                                                 "file_size": len(patch),
+                                                 "base_sha256": sha(world["images"]["v100"])}, **fields).items()
+                         if v is not None}}
 
 
 def _success_jobs(world):
@@ -104,8 +106,11 @@ def _success_jobs(world):
     other_base = zimage.parse_header(files["v090-v101.otaz"])["base_sha256"]
     return {
         "lib_only": (dict(_delta(world, "v100-v101.otaz", v101), url=web.url("v100-v101.otaz")), v101),
-        "changes_more": (dict(_delta(world, "v100-v110.otaz", v110), url=web.url("v100-v110.otaz")), v110),
-        "drop": (dict(_delta(world, "v100-v110.otaz", v110), url=world["drops"].url("v100-v110.otaz")), v110),
+        # Without file_sha256 DeflateIO reads the socket itself (inflate.Loader._raw)
+        "changes_more": (dict(_delta(world, "v100-v110.otaz", v110, file_sha256=None),
+                              url=web.url("v100-v110.otaz")), v110),
+        "drop": (dict(_delta(world, "v100-v110.otaz", v110, file_sha256=None),
+                      url=world["drops"].url("v100-v110.otaz")), v110),
         "wrong_base_falls_back": (dict(_delta(world, "v090-v101.otaz", v101, base_sha256=other_base,
                                               fallback=web.url("v101.otaz"), fallback_encoding="deflate"),
                                        url=web.url("v090-v101.otaz")), v101),
