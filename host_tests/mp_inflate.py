@@ -2,7 +2,7 @@
 # compressed or delta artifact (an OTAZ container file) into file-backed fake partitions, with drops
 # at given offsets of the file, and the GC bytes allocated between two samples (each socket read, each 4 KiB image chunk) in the steady state.
 #
-#   micropython mp_inflate.py LIBDIR CONTAINER SLOTFILE ENCODING SHA256 SIZE [DROPS] [BASESHA]
+#   micropython mp_inflate.py LIBDIR CONTAINER SLOTFILE ENCODING SHA256 SIZE [DROPS] [BASESHA|-] [direct]
 #     ENCODING: deflate | delta; DROPS: comma-separated file offsets where the connection drops
 #     SLOTFILE holds ota_0 (running, the delta's base) at 0 and ota_1 (the target) at 0x1D0000
 # Prints one line: "inflate result=... reason=... chunks=N steady_max=B total=B downloaded=B peak=B".
@@ -14,7 +14,8 @@ import micropython
 sys.path.insert(0, sys.argv[1])
 CONTAINER, SLOTFILE, ENCODING, SHA, SIZE = sys.argv[2:7]
 DROPS = [int(x) for x in sys.argv[7].split(",")] if len(sys.argv) > 7 and sys.argv[7] else []
-BASESHA = sys.argv[8] if len(sys.argv) > 8 else None
+BASESHA = sys.argv[8] if len(sys.argv) > 8 and sys.argv[8] != "-" else None
+DIRECT = len(sys.argv) > 9 and sys.argv[9] == "direct"  # the file object as the response's socket
 SLOT = 0x1D0000
 marks = [0] * 4096  # mem_total() at each socket read; preallocated so recording allocates nothing
 count = 0
@@ -79,6 +80,9 @@ class Response:
         self.f.seek(start)
         self.pos = start
         self.status = 206 if start else 200
+        self.chunked = False
+        if DIRECT:
+            self._stream = self.f  # a native stream: inflate.Loader._raw hands it to DeflateIO
         self.range_start = start if start else None
         self.cut = None
         for d in DROPS:

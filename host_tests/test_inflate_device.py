@@ -1,8 +1,9 @@
 # The compressed data path on MicroPython without a network (host_tests/mp_inflate.py drives the real
 # ota.update.run over file-backed partitions): the image lands byte for byte, 0 bytes allocated per
 # chunk in the steady state, the peak heap above idle within the 24 KiB budget, a drop re-downloads at
-# most one piece, a corrupt stream fails with a reason code; and the host-side container (otactl/
-# zimage.py) against its own decoder.
+# most one piece, a corrupt stream fails with a reason code, both ways of feeding DeflateIO (through
+# inflate.Source, or the response's stream itself), a patch against the running slot; and the
+# host-side container (otactl/zimage.py) against its own decoder.
 import hashlib
 import os
 import subprocess
@@ -33,7 +34,8 @@ def packed(image):
     return zimage.pack_image(image)
 
 
-def run(tmp_path, container, image, encoding="deflate", drops=(), sha=None, base=None, base_sha=None):
+def run(tmp_path, container, image, encoding="deflate", drops=(), sha=None, base=None, base_sha=None,
+        direct=False):
     (tmp_path / "c.otaz").write_bytes(container)
     slots = bytearray(b"\xff" * (2 * SLOT))
     if base is not None:
@@ -42,8 +44,9 @@ def run(tmp_path, container, image, encoding="deflate", drops=(), sha=None, base
     args = [MICROPYTHON, os.path.join(HERE, "mp_inflate.py"), os.path.join(REPO, "lib"),
             str(tmp_path / "c.otaz"), str(tmp_path / "slots.bin"), encoding,
             sha or hashlib.sha256(image).hexdigest(), str(len(image)), ",".join(str(d) for d in drops)]
-    if base_sha:
-        args.append(base_sha)
+    args.append(base_sha or "-")
+    if direct:
+        args.append("direct")
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     line = [x for x in proc.stdout.splitlines() if x.startswith("inflate ")][-1]
@@ -122,3 +125,25 @@ def test_small_windows_decode(tmp_path, image, wbits):
 def test_wider_window_than_the_device_budgets_is_refused(tmp_path, image):
     out = run(tmp_path, zimage.pack_image(image, wbits=13), image)
     assert out["reason"] == "bad_container" and out["slot"] == b"\xff" * len(image), out
+
+
+def test_direct_mode_decodes_from_the_stream_itself(tmp_path, image, packed):
+    # No file_sha256: DeflateIO reads the response's stream (here the file object) in C.
+    out = run(tmp_path, packed, image, direct=True)
+    assert out["result"] == "ok" and out["set_boot"] and out["slot"] == image, out
+    assert out["steady_max"] == 0, out
+    assert out["peak"] <= 24 * 1024, out
+
+
+def test_delta_on_micropython(tmp_path, image):
+    base = firmware_image.build_image("1.0.0", files=[("lib/app.py", b"print('hello')\n" * 40)], size=FULL,
+                                      fill=firmware_bytes.code_bytes())
+    patch = zimage.pack_patch(base, image)
+    assert len(patch) <= 0.05 * len(image)
+    for direct in (False, True):
+        out = run(tmp_path, patch, image, encoding="delta", base=base, direct=direct)
+        assert out["result"] == "ok" and out["set_boot"] and out["slot"] == image, out
+        assert out["peak"] <= 24 * 1024, out
+    # The wrong base: refused before anything is written (no fallback in this trigger).
+    out = run(tmp_path, patch, image, encoding="delta", base=image)
+    assert out["reason"] == "wrong_base" and out["slot"] == b"\xff" * len(image), out
