@@ -116,3 +116,10 @@ class _Store:
 
     def accept(self, key, seq):
         pass
+
+
+def test_the_job_passes_the_artifact_to_update_run_only_when_encoded():
+    from ota import commands
+
+    assert commands._artifact(parse(PLAIN)) == {}  # update.run is called exactly as before
+    assert commands._artifact(parse(DELTA)) == {"artifact": artifact.of(parse(DELTA))}

@@ -68,7 +68,8 @@ class Patch:
         self.head = bytearray(5)
         self.base_size = base_size
         self.base_sha256 = base_sha256
-        if base_size > self.slot_size or partition_sha256(self.part, base_size, self.buf, feed) != base_sha256:
+        if (base_size > self.slot_size
+                or partition_sha256(self.part, base_size, self.buf, feed) != base_sha256):
             raise OtaError("wrong_base", "the running image is not the patch's base")
         self.stream = None
         self.pos = self.left = self.op = 0

@@ -263,8 +263,8 @@ class Loader:
         if start and resp.status == 200:  # Range ignored: read and drop up to `start`
             self.restarts += 1
             if self.restarts > self.cfg["max_restarts"]:
-                raise OtaError("too_many_restarts", "%d answers of 200 to a Range request (ota.max_restarts %d)"
-                               % (self.restarts, self.cfg["max_restarts"]))
+                raise OtaError("too_many_restarts", "%d answers of 200 to a Range request "
+                               "(ota.max_restarts %d)" % (self.restarts, self.cfg["max_restarts"]))
             self.src.attach(resp, 0, start)
         else:
             self.src.attach(resp, start, start)
@@ -284,15 +284,19 @@ class Loader:
         check_index(info, head)
         file_size = self.artifact.get("file_size")
         if file_size is not None and file_size != info["file_size"]:
-            raise OtaError("size_mismatch", "trigger file_size %d, container %d" % (file_size, info["file_size"]))
+            raise OtaError("size_mismatch", "trigger file_size %d, container %d"
+                           % (file_size, info["file_size"]))
         if self.size is not None and self.size != info["image_size"]:
-            raise OtaError("size_mismatch", "trigger size %d, container's image %d" % (self.size, info["image_size"]))
+            raise OtaError("size_mismatch", "trigger size %d, container's image %d"
+                           % (self.size, info["image_size"]))
         total = src.resp.total
         if total is not None and total != info["file_size"]:
-            raise OtaError("size_mismatch", "server has %d bytes, the container says %d" % (total, info["file_size"]))
+            raise OtaError("size_mismatch", "server has %d bytes, the container says %d"
+                           % (total, info["file_size"]))
         src.file_size = info["file_size"]
         if info["image_size"] > writer.slot_size:
-            raise OtaError("too_large", "%d bytes, the slot holds %d" % (info["image_size"], writer.slot_size))
+            raise OtaError("too_large", "%d bytes, the slot holds %d"
+                           % (info["image_size"], writer.slot_size))
         if self.sha256 is not None:
             if binascii.unhexlify(self.sha256) != info["image_sha256"]:
                 raise OtaError("bad_sha256", "the container is of another image")
