@@ -132,6 +132,11 @@ def test_the_job_passes_the_artifact_to_update_run_only_when_encoded(monkeypatch
         assert commands._artifact(parse(PLAIN)) == {}  # update.run is called exactly as before
         assert commands._artifact(parse(DELTA)) == {"artifact": artifact.of(parse(DELTA))}
     finally:
+        import ota
+
         sys.modules.pop("ota.commands", None)
         if had is not None:
             sys.modules["ota.commands"] = had
+            ota.commands = had
+        elif hasattr(ota, "commands"):
+            del ota.commands
