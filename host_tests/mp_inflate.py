@@ -2,7 +2,7 @@
 # compressed or delta artifact (an OTAZ container file) into file-backed fake partitions, with drops
 # at given offsets of the file, and the GC bytes allocated between two samples (each socket read, each 4 KiB image chunk) in the steady state.
 #
-#   micropython mp_inflate.py LIBDIR CONTAINER SLOTFILE ENCODING SHA256 SIZE [DROPS] [BASESHA|-] [direct]
+#   micropython mp_inflate.py LIBDIR CONTAINER SLOTFILE ENCODING SHA256 SIZE [DROPS] [BASESHA|-] [direct|-] [FILESHA]
 #     ENCODING: deflate | delta; DROPS: comma-separated file offsets where the connection drops
 #     SLOTFILE holds ota_0 (running, the delta's base) at 0 and ota_1 (the target) at 0x1D0000
 # Prints one line: "inflate result=... reason=... chunks=N steady_max=B total=B downloaded=B peak=B".
@@ -16,6 +16,7 @@ CONTAINER, SLOTFILE, ENCODING, SHA, SIZE = sys.argv[2:7]
 DROPS = [int(x) for x in sys.argv[7].split(",")] if len(sys.argv) > 7 and sys.argv[7] else []
 BASESHA = sys.argv[8] if len(sys.argv) > 8 and sys.argv[8] != "-" else None
 DIRECT = len(sys.argv) > 9 and sys.argv[9] == "direct"  # the file object as the response's socket
+FILESHA = sys.argv[10] if len(sys.argv) > 10 else None  # the trigger's file_sha256
 SLOT = 0x1D0000
 marks = [0] * 4096  # mem_total() at each socket read; preallocated so recording allocates nothing
 count = 0
@@ -132,7 +133,7 @@ class Https:
 from ota import update, inflate, delta  # noqa: E402,F401  (frozen on the board: imported before idle)
 from ota.errors import OtaError  # noqa: E402
 
-artifact = None if ENCODING == "none" else {"encoding": ENCODING, "file_sha256": None, "file_size": None, "base_sha256": BASESHA}
+artifact = None if ENCODING == "none" else {"encoding": ENCODING, "file_sha256": FILESHA, "file_size": None, "base_sha256": BASESHA}
 gc.collect()
 idle[0] = gc.mem_alloc()
 reason = "-"
@@ -144,6 +145,7 @@ try:
 except OtaError as e:
     result, reason = "error", e.reason
 n = count
-steady = [marks[i + 1] - marks[i] for i in range(4, n - 3)] or [0]
+# Steady state: past the first 16 samples (header, image header check, first flushes) and the end.
+steady = [marks[i + 1] - marks[i] for i in range(16, n - 3)] or [0]
 print("inflate result=%s reason=%s chunks=%d steady_max=%d total=%d downloaded=%d peak=%d"
-      % (result, reason, n, max(steady), marks[n - 1] - marks[min(4, n - 1)], wire[0], peak[0]))
+      % (result, reason, n, max(steady), marks[n - 1] - marks[min(16, n - 1)], wire[0], peak[0]))

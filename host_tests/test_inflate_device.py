@@ -35,7 +35,7 @@ def packed(image):
 
 
 def run(tmp_path, container, image, encoding="deflate", drops=(), sha=None, base=None, base_sha=None,
-        direct=False):
+        direct=False, file_sha=None):
     (tmp_path / "c.otaz").write_bytes(container)
     slots = bytearray(b"\xff" * (2 * SLOT))
     if base is not None:
@@ -45,8 +45,9 @@ def run(tmp_path, container, image, encoding="deflate", drops=(), sha=None, base
             str(tmp_path / "c.otaz"), str(tmp_path / "slots.bin"), encoding,
             sha or hashlib.sha256(image).hexdigest(), str(len(image)), ",".join(str(d) for d in drops)]
     args.append(base_sha or "-")
-    if direct:
-        args.append("direct")
+    args.append("direct" if direct else "-")
+    if file_sha:
+        args.append(file_sha)
     proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     line = [x for x in proc.stdout.splitlines() if x.startswith("inflate ")][-1]
@@ -147,3 +148,12 @@ def test_delta_on_micropython(tmp_path, image):
     # The wrong base: refused before anything is written (no fallback in this trigger).
     out = run(tmp_path, patch, image, encoding="delta", base=image)
     assert out["reason"] == "wrong_base" and out["slot"] == b"\xff" * len(image), out
+
+
+def test_file_sha256_holds_across_drops_even_inside_the_header(tmp_path, image, packed):
+    # Each byte of the file is hashed once, whatever is downloaded twice.
+    good = hashlib.sha256(packed).hexdigest()
+    out = run(tmp_path, packed, image, drops=[40, 100, 250_000], file_sha=good)
+    assert out["result"] == "ok" and out["slot"] == image, out
+    out = run(tmp_path, packed, image, drops=[250_000], file_sha=hashlib.sha256(b"x").hexdigest())
+    assert out["reason"] == "bad_file_sha256" and not out["set_boot"], out

@@ -154,9 +154,12 @@ class Source(io.IOBase):
             if n == 0:
                 raise OtaError("truncated", "the file ends inside its header")
             got += n
-        self.sha.update(dst)
+        skip = self.hashed - self.offset  # a drop inside the header: those bytes are hashed already
+        if skip < got:
+            self.sha.update(dst if skip <= 0 else memoryview(dst)[skip:])
         self.offset += got
-        self.hashed = self.offset
+        if self.offset > self.hashed:
+            self.hashed = self.offset
 
     # The file bytes the decoder has taken so far.
     def consumed(self):
@@ -179,10 +182,10 @@ class Loader:
         self.head = bytearray(HEAD)  # then the exact header size, once known
         self.src = Source(bytearray(_SOURCE_BUF))
         self.patch = None  # delta.Patch for kind 1
-        self.downloaded = 0  # bytes on the wire, every connection (bench, the status)
+        self.downloaded = 0  # bytes through Source, every connection (not reported yet)
         self.bad = "bad_compressed"  # the reason for a stream that does not decode; bad_patch for a patch
         self.direct = False  # DeflateIO reads the socket itself (see _raw)
-        self.used = artifact.get("encoding")  # what was applied: "deflate", "delta" or "fallback"
+        self.used = artifact.get("encoding")  # "deflate", "delta" or "fallback" (not reported yet)
 
     def _check_deadline(self):
         if ticks_diff(ticks_ms(), self.started) > self.deadline_ms:
