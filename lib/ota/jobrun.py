@@ -134,7 +134,7 @@ class Runner:
                          token=ota.get("token"), config=policy, progress=self._progress,
                          running=slots.version, target=slots.other,  # known since start-up
                          running_project=slots.project, project=job.get("project"),
-                         feed=self.feed)
+                         feed=self.feed, **_artifact(job))
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
@@ -210,3 +210,13 @@ class Runner:
             self.link.disconnect()  # clean: no "offline" last will over the "rebooting" state
         finally:
             machine.reset()
+
+
+# update.run's artifact argument for a compressed or delta trigger; nothing at all for a plain one.
+def _artifact(job):
+    if not job.get("encoding"):
+        return {}
+    from ota import artifact
+
+    found = artifact.of(job)
+    return {"artifact": found} if found else {}

@@ -154,9 +154,11 @@ def _running_identity(partition):
 # trigger's "project" (compat.check). target: the slot to write (None: get_next_update(); the
 # agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
 # feed(): the watchdog's, called for every chunk downloaded or read back (None: no watchdog).
+# artifact: the trigger's encoding fields (None or no "encoding": url is the image itself, as before;
+# else url is an OTAZ container, docs/COMPRESSED.md); sha256 and size stay the image's.
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
         https=None, esp32=None, running=None, target=None, running_project=None, project=None,
-        feed=None):
+        feed=None, artifact=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -191,7 +193,13 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
         heap.check(cfg["min_free"], esp32=esp32)
         feed = feed or no_watchdog
-        if not Download(url, size, cfg, https, esp32, progress, open_args, feed).run(job.writer, job):
+        if artifact and artifact.get("encoding"):  # a compressed image or a patch (inflate.py)
+            from ota.inflate import Loader
+
+            loader = Loader(url, artifact, size, sha256, cfg, https, esp32, progress, open_args, feed)
+        else:
+            loader = Download(url, size, cfg, https, esp32, progress, open_args, feed)
+        if not loader.run(job.writer, job):
             return job.verify_and_commit(target, feed)
         if job.writer.sectors_erased:  # the file changed under a 200 restart: drop what was written
             job.writer.invalidate()
