@@ -18,7 +18,7 @@ import time
 import esp32
 import machine
 
-from ota import commands, config, health, intake, jobs, otadata, replay, selftest, state, version
+from ota import commands, config, health, intake, jobs, otadata, replay, selftest, state, telemetry, version
 from ota.errors import OtaError
 from ota.link import Link
 
@@ -79,6 +79,11 @@ class Agent(Link):
             print("agent: running version unknown:", e)
             self.version = self.project = None
         self.reporter = state.Reporter(device_id, self.version, self.slot)
+        self.ha = None  # Home Assistant's update entity (ha.py), when ha.discovery is on
+        if cfg["ha"]["discovery"]:
+            from ota import ha
+
+            self.ha = ha.HomeAssistant(cfg["ha"], device_id, self.version, self.cmd_topics[1], self.state_topic)
         self.intake = intake.Intake(self)  # the MQTT callback: parse, check, queue (intake.py)
         self.commands = commands.Runner(self)  # runs what the intake queued (commands.py)
         self.jobs = jobs.Jobs(jobs_path)
@@ -99,8 +104,9 @@ class Agent(Link):
                 slot_states = otadata.read(esp32)
             except OSError as e:  # unreadable: classify as without it; the agent must run
                 print("agent: otadata unreadable:", e)
+        self.reset_cause = machine.reset_cause()  # the telemetry's "reset" (telemetry.py)
         kind, reason, detail = health.classify(self.jobs.current, self.slot, slot_states,
-                                               machine.reset_cause())
+                                               self.reset_cause)
         job = record.get("id")
         if kind == "update" and self.config_problem:
             health.roll_back(self.jobs, machine, "bad_config", "the new image set config.json aside: %s"
@@ -116,7 +122,8 @@ class Agent(Link):
                 self.reporter.message("idle")
         else:
             final = "rolled_back" if kind == "rolled_back" else "failed"
-            self.jobs.update(state=final, reason=reason, detail=detail)
+            cost = {"t_reset": telemetry.reset_name(self.reset_cause)} if "t_to" in record else {}
+            self.jobs.update(state=final, reason=reason, detail=detail, **cost)
             self.reporter.message(final, job=job, reason=reason, detail=detail)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -175,7 +182,10 @@ class Agent(Link):
             health.roll_back(self.jobs, machine, reason, detail)
             return
         self.gate = None
-        self.jobs.update(state="ok", reason=reason, detail=detail)
+        record = self.jobs.current or {}
+        cost = telemetry.confirmed(record, self.reset_cause, state.ticks_diff(state.ticks_ms(), self.reporter.started)) \
+            if "t_to" in record else {}
+        self.jobs.update(state="ok", reason=reason, detail=detail, **cost)
         self.publish("ok", job=job, reason=reason, detail=detail)
 
     # --- triggers (intake.py takes them in; the loop runs what it queued) ---------------------------

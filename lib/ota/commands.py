@@ -22,11 +22,12 @@ class Runner:
         self.agent = agent
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
+        self.meter = None  # the update job's telemetry.Meter
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.
         agent = self.agent
-        self.started = None
+        self.started = self.meter = None
         # The clock again if NTP failed when the link came up (the RTC starts at 2000-01-01): the
         # download's certificate check and a signed trigger's expiry need it. A no-op once it is set.
         agent._set_clock()
@@ -68,7 +69,8 @@ class Runner:
     def _finish(self, job, final, reason=None, detail=None):
         agent = self.agent
         if self.started is job:  # its own record, written when it started
-            agent.jobs.update(state=final, reason=reason, detail=detail)
+            cost = self.meter.fields() if self.meter is not None else {}
+            agent.jobs.update(state=final, reason=reason, detail=detail, **cost)
         else:  # refused before it started: remembered, so a retained trigger is not refused again
             # ...but only an unsigned one (its id is all there is) or one whose signature verified.
             # A signed trigger refused before or by the signature check proves nothing: remembering
@@ -99,10 +101,14 @@ class Runner:
     def _update(self, job):
         agent = self.agent
         updater = agent.updater
+        self.meter = meter = _meter(job, agent)
+        target, https = agent.other, None  # an injected updater (tests) gets them as they are
         if updater is None:
-            from ota import update
+            from ota import https, update
 
             updater = update.run
+            # What the update costs, timed from outside the data path (telemetry.py).
+            target, https = meter.partition(target), meter.https(https)
         to_slot = agent.other.info()[4]
         # to_otadata: the target's otadata state before this job, so that after a double power cut an
         # ABORTED entry can be told apart from one an earlier job left there (health.classify).
@@ -121,22 +127,26 @@ class Runner:
         if downgrade != bool(agent.ota.get("allow_downgrade")):
             policy = dict(agent.ota)
             policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
+        kwargs = {} if https is None else {"https": https}
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=agent.ota.get("token"), config=policy, progress=self._progress,
-                         running=agent.version, target=agent.other,  # known since start-up
+                         running=agent.version, target=target,  # known since start-up
                          running_project=agent.project, project=job.get("project"),
-                         feed=agent.feed)
+                         feed=agent.feed, **kwargs)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
+        meter.to = result.get("version") or meter.to  # the image's own, when the trigger named none
         agent.jobs.update(state="rebooting", to_slot=result.get("slot"),
-                          to_version=result.get("version"))
+                          to_version=result.get("version"), **meter.fields())
         self._reboot(job, done=result.get("bytes"), total=result.get("bytes"), progress=100)
 
     def _progress(self, done, total):
         # update.run's callback, every ota.progress_bytes. Polls MQTT (keepalive, triggers -> busy)
         # and publishes rate-limited progress. Never raises: the download matters more than MQTT.
         agent = self.agent
+        if self.meter is not None:
+            self.meter.sample()  # lowest heap and RSSI while the download runs
         if agent.client is None:
             return
         try:
@@ -202,3 +212,25 @@ class Runner:
             self.agent._disconnect()  # clean: no "offline" last will over the "rebooting" state
         finally:
             machine.reset()
+
+
+def _meter(job, agent):
+    # The job's telemetry.Meter: RSSI from the station interface, IDF heap from esp32 (absent on the
+    # host: not sampled).
+    from ota import telemetry
+
+    try:
+        import esp32
+    except ImportError:
+        esp32 = None
+    network = agent.network
+    if network is None:
+        try:
+            import network
+        except ImportError:
+            network = None
+    try:
+        wlan = network.WLAN(network.STA_IF) if network is not None else None
+    except (AttributeError, OSError):  # a network module without a station interface (tests)
+        wlan = None
+    return telemetry.Meter(job.get("version"), esp32, wlan, job.get("artifact") or "full")

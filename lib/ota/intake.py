@@ -27,7 +27,11 @@ class Intake:
 
     def _take(self, topic, payload):
         try:
-            job = trigger.parse(payload)
+            ha = self.agent.ha
+            if ha is not None and ha.mine(topic, payload):  # HA's Install, or the release announcement
+                job = ha.take(topic, payload)
+            else:
+                job = trigger.parse(payload)
         except OtaError as e:
             print("agent: bad trigger:", e)
             self.refuse(e.reason, e.detail)

@@ -6,7 +6,7 @@
 # agent's one retry loop.
 import time
 
-from ota import state, trigger
+from ota import jobs, state, telemetry, trigger
 from ota import mqtt as mqtt_client
 from ota.errors import OtaError
 
@@ -99,6 +99,9 @@ class Link:
                 raise
             raise OSError(111, "mqtt: %r" % e)
         self.last_send = state.ticks_ms()
+        if self.ha is not None:  # Home Assistant (ha.py): the entity, and the release it may install
+            client.subscribe(self.ha.release_topic.encode(), qos=1)
+            client.publish(self.ha.config_topic.encode(), self.ha.discovery(), retain=True)
         self._publish_again()
 
     def _drop(self):
@@ -121,9 +124,16 @@ class Link:
     def publish(self, state_name, **fields):
         # Builds the state message; sends it if connected. QoS 0: umqtt's QoS 1 publish waits for the
         # PUBACK inside wait_msg, which would re-enter the intake. Raises OSError.
+        if state_name in jobs.TERMINAL and fields.get("job") is not None and "t" not in fields:
+            current = self.jobs.current or {}
+            if current.get("id") == fields["job"]:  # the job's own outcome carries what it cost
+                fields["t"] = telemetry.record(current)
         msg = self.reporter.message(state_name, **fields)
         if self.client is not None:
             self.client.publish(self.state_topic.encode(), msg, retain=True)
+            if self.ha is not None:
+                self.client.publish(self.ha.state_topic.encode(), self.ha.entity(state_name, fields.get("progress")),
+                                    retain=True)
             self.last_send = state.ticks_ms()
 
     def _publish_again(self):
