@@ -30,6 +30,8 @@ class Intake:
             ha = self.agent.ha
             if ha is not None and ha.mine(topic, payload):  # HA's Install, or the release announcement
                 job = ha.take(topic, payload)
+                if job is None:  # an announcement: what the entity offers may have changed
+                    self.agent.publish_entity()
             else:
                 job = trigger.parse(payload)
         except OtaError as e:

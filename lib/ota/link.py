@@ -131,10 +131,16 @@ class Link:
         msg = self.reporter.message(state_name, **fields)
         if self.client is not None:
             self.client.publish(self.state_topic.encode(), msg, retain=True)
-            if self.ha is not None:
-                self.client.publish(self.ha.state_topic.encode(), self.ha.entity(state_name, fields.get("progress")),
-                                    retain=True)
+            self.publish_entity()
             self.last_send = state.ticks_ms()
+
+    def publish_entity(self):
+        # Home Assistant's entity state (ha.py) for the last state message: after each one, and when
+        # a release announcement changes what is offered. Raises OSError.
+        if self.ha is not None and self.client is not None:
+            name, fields = self.reporter.last_state
+            self.client.publish(self.ha.state_topic.encode(), self.ha.entity(name, fields.get("progress")),
+                                retain=True)
 
     def _publish_again(self):
         # After a (re)connect: the latest state, rebuilt with fresh heap/uptime/ts.
