@@ -138,8 +138,10 @@ class _Response:
     # The answer, counting the body bytes. No try block and no allocation in readinto (the hot path).
     def __init__(self, resp, meter):
         self.resp, self.meter = resp, meter
-        self.url, self.status, self.length = resp.url, resp.status, resp.length
-        self.range_start, self.total, self.chunked = resp.range_start, resp.total, resp.chunked
+        # The answer's fields, as https.Response has them (fetch.py reads status and total).
+        self.status, self.total = resp.status, resp.total
+        self.url, self.length = getattr(resp, "url", None), getattr(resp, "length", None)
+        self.range_start, self.chunked = getattr(resp, "range_start", None), getattr(resp, "chunked", False)
 
     def readinto(self, buf):
         n = self.resp.readinto(buf)
