@@ -3,6 +3,8 @@
 # button through the agent's intake and commands (fakes of test_agent_unit.py), and the telemetry
 # record of a final state.
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -38,7 +40,7 @@ def test_discovery_config_is_an_update_entity_of_this_device():
                               "manufacturer": "OTA switch", "sw_version": "1.0.0"}
     # A version with JSON's special characters stays one string; an unknown one is null.
     assert json.loads(entity_for('1.0"\\x').discovery())["device"]["sw_version"] == '1.0"\\x'
-    assert json.loads(entity_for(None).discovery())["device"]["sw_version"] is None
+    assert "sw_version" not in json.loads(entity_for(None).discovery())["device"]  # HA refuses a null
 
 
 def test_custom_prefix_and_topics():
@@ -75,7 +77,7 @@ def test_entity_state_in_every_device_state(name, progress, busy, pct):
 def test_latest_is_installed_without_an_announcement_for_this_device():
     plain = json.loads(entity_for().entity("idle"))
     assert (plain["installed_version"], plain["latest_version"]) == ("1.0.0", "1.0.0")
-    assert plain["release_url"] is None and plain["release_summary"] is None
+    assert "release_url" not in plain and "release_summary" not in plain  # HA refuses a null there
     # A staged rollout's announcement for other devices offers nothing here.
     other = json.loads(entity_for(announcement=dict(RELEASE, target="ffffffffffff,eeeeeeeeeeee")).entity("idle"))
     assert other["latest_version"] == "1.0.0"
@@ -278,3 +280,29 @@ def test_final_state_with_telemetry_fits_the_message_budget():
 
 def test_no_telemetry_for_a_refusal_or_an_old_record():
     assert telemetry.record(None) is None and telemetry.record({"id": "j", "state": "ok"}) is None
+
+
+HA_PYTHON = os.path.join(os.environ.get("OTA_HA_VENV") or os.path.expanduser("~/.cache/ota-ha/ha-2025.4.4"),
+                         "bin", "python")
+
+
+@pytest.mark.skipif(not os.path.exists(HA_PYTHON), reason="no Home Assistant venv (scripts/ha_venv.sh, make ha-check)")
+def test_payloads_pass_home_assistants_own_schemas():
+    # HA 2025.4.4's DISCOVERY_SCHEMA and MQTT_JSON_UPDATE_SCHEMA (homeassistant/components/mqtt/update.py)
+    # on the discovery config and the entity in every state, with and without an announcement, and on a
+    # device whose version is unknown; a null string is what HA refuses (the check can fail).
+    items = [{"kind": "discovery", "payload": json.loads(entity_for().discovery())},
+             {"kind": "discovery", "payload": json.loads(entity_for(None).discovery())}]
+    for announcement in (None, RELEASE, dict(RELEASE, release_url="ftp://x/notes")):
+        for version in ("1.0.0", None):
+            h = entity_for(version, announcement)
+            for name, progress, _, _ in STATES:
+                items.append({"kind": "entity", "payload": json.loads(h.entity(name, progress))})
+    items.append({"kind": "entity", "payload": {"installed_version": None}})  # the control
+    proc = subprocess.run([HA_PYTHON, os.path.join(os.path.dirname(__file__), "ha_schema_check.py")],
+                          input="".join(json.dumps(i) + "\n" for i in items), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdicts = proc.stdout.split("\n")[:len(items)]
+    assert verdicts[:-1] == ["ok"] * (len(items) - 1), [(i, v) for i, v in zip(items, verdicts) if v != "ok"]
+    assert verdicts[-1].startswith("invalid")

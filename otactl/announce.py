@@ -42,6 +42,8 @@ def announcement(manifest, sign_key=None, target="*", notes_url=None, summary=No
         message["target"] = target
     message, _ = encode(message)  # the device's parser, before anything goes out
     if notes_url is not None:
+        if not notes_url.startswith(("https://", "http://")) or len(notes_url) > 512:
+            raise OtaError("bad_arguments", "--notes-url must be an http(s) URL of at most 512 characters")
         message["release_url"] = notes_url
     if summary is not None:
         if len(summary) > MAX_SUMMARY:

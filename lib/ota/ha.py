@@ -7,8 +7,9 @@
 #                                          availability from the state topic (its last will "offline")
 #                                          and its attributes from it too (state, reason, telemetry)
 #   ha.state_topic (/switch/ha/<id>)       retained entity state, after every state message:
-#       {"installed_version": "1.0.0", "latest_version": "1.0.1", "in_progress": true,
-#        "update_percentage": 42, "release_url": "https://...", "release_summary": "..."}
+#       {"in_progress": true, "update_percentage": 42, "installed_version": "1.0.0",
+#        "latest_version": "1.0.1", "release_url": "https://...", "release_summary": "..."}
+#                                          (a value not known is left out: HA refuses a null there)
 #   ha.release_topic (/switch/release)     the retained announcement (`otactl announce`): an ota_trigger
 #                                          (signed when the fleet signs) plus release_url and summary;
 #                                          its target names the devices that may install it themselves
@@ -36,10 +37,7 @@ _DISCOVERY = ('{"name":"Firmware","unique_id":"%s_firmware","device_class":"firm
               '"{{ \'offline\' if value_json.state == \'offline\' else \'online\' }}",'
               '"json_attributes_topic":%s,"entity_category":"config","qos":1,'
               '"device":{"identifiers":["ota_%s"],"name":"ESP32-C3 %s","model":"ESP32-C3",'
-              '"manufacturer":"OTA switch","sw_version":%s}}')
-_ENTITY = ('{"installed_version":%s,"latest_version":%s,"in_progress":%s,"update_percentage":%s,'
-           '"release_url":%s,"release_summary":%s}')
-
+              '"manufacturer":"OTA switch"%s}}')
 
 def _q(value):
     # A JSON value: None -> null, a string quoted and escaped.
@@ -62,10 +60,12 @@ class HomeAssistant:
         self.problem = None  # why the last announcement was set aside
 
     def discovery(self):
-        # bytes, retained at every connect (the device block carries the running version).
+        # bytes, retained at every connect (the device block carries the running version; HA refuses
+        # a null sw_version, so an unknown one is left out).
         return (_DISCOVERY % (self.device_id, _q(self.state_topic), _q(self.cmd_topic), _q(INSTALL.decode()),
                               _q(self.device_state_topic), _q(self.device_state_topic), self.device_id,
-                              self.device_id, _q(self.version))).encode()
+                              self.device_id,
+                              "" if self.version is None else ',"sw_version":' + _q(self.version))).encode()
 
     def latest(self):
         # HA offers Install when latest differs from installed: only a release this device may install.
@@ -81,9 +81,15 @@ class HomeAssistant:
         if busy:
             pct = progress if state_name == "downloading" else 100  # progress None: size unknown
         summary = self.summary if self.problem is None else "announcement refused: %s" % self.problem
-        return (_ENTITY % (_q(self.version), _q(self.latest()), "true" if busy else "false",
-                           "null" if pct is None else "%d" % pct, _q(self.release_url),
-                           _q(summary))).encode()
+        text = '{"in_progress":%s,"update_percentage":%s' % ("true" if busy else "false",
+                                                              "null" if pct is None else "%d" % pct)
+        # HA's schema (MQTT_JSON_UPDATE_SCHEMA) takes strings and URLs only: a null there drops the
+        # whole message, so an unknown value is left out (HA keeps what it had).
+        for key, value in (("installed_version", self.version), ("latest_version", self.latest()),
+                           ("release_url", self.release_url), ("release_summary", summary)):
+            if value is not None:
+                text += ',"%s":%s' % (key, _q(value))
+        return (text + "}").encode()
 
     def mine(self, topic, payload):
         # True for the announcement and for HA's Install on our command topic.
@@ -120,7 +126,9 @@ class HomeAssistant:
         if not signature.target_matches(job["target"], self.device_id):
             return  # a staged rollout's announcement for other devices: nothing to offer here
         self.release = job
-        self.release_url = _text(extra.get("release_url"), _MAX_URL)
+        url = _text(extra.get("release_url"), _MAX_URL)
+        # HA's release_url is a URL (cv.url: http or https): anything else would cost the message.
+        self.release_url = url if url and (url.startswith("https://") or url.startswith("http://")) else None
         self.summary = _text(extra.get("summary"), _MAX_SUMMARY)
 
 
