@@ -3,8 +3,9 @@
 # packages and needs a newer Python). homeassistant 2025.4.4 is the newest release that installs on
 # Python 3.13.0 (pyenv's; about 2.5 minutes on 2 cores, longer while other builds run). The venv lives in
 # $OTA_HA_VENV (default ~/.cache/ota-ha/ha-2025.4.4), outside the work tree: one install serves every
-# checkout. The requirements of the integrations the check loads (mqtt, http, ...) are installed here
-# too, so that HA can start with --skip-pip and needs no network at run time.
+# checkout. The requirements of the integrations the check loads (mqtt, http, ... and frontend, which HA
+# counts critical: without it, it starts in recovery mode) are installed here too, so that HA can
+# start with --skip-pip and needs no network at run time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "ha-check: $*" >&2; exit 1; }
@@ -33,7 +34,7 @@ reqs=$("$VENV/bin/python" - <<'EOF'
 import json, os
 import homeassistant.components as components
 base = os.path.dirname(components.__file__)
-seen, todo, out = set(), ["mqtt", "http", "api", "config", "onboarding", "auth", "person", "update"], []
+seen, todo, out = set(), ["frontend", "mqtt", "http", "api", "config", "onboarding", "auth", "person", "update"], []
 while todo:
     name = todo.pop()
     if name in seen:
