@@ -210,8 +210,11 @@ def main():
             say("user onboarded via /api/onboarding/users, token via /auth/token")
             steps = ha.add_mqtt(broker.host, broker.port)
             say("mqtt config entry added via /api/config/config_entries/flow (steps: %s)" % " -> ".join(map(str, steps)))
-            entity = find_entity(ha)
-            entity_id = entity["entity_id"]
+            entity_id = find_entity(ha)["entity_id"]
+            # Created from the discovery config first; available and versioned once its state and
+            # availability messages (retained) are in.
+            entity = wait_entity(ha, entity_id, lambda e: e["state"] != "unavailable"
+                                 and e["attributes"].get("installed_version"), 30, "the entity's state")
             say("entity appeared: " + show(entity))
             if entity["attributes"].get("installed_version") != "1.0.0":
                 raise RuntimeError("installed_version is not 1.0.0: %r" % entity)
