@@ -120,7 +120,10 @@ def text(report):
                 out.append("  %-28s %d" % (reason, n))
     silent = report["not_heard_from"]
     out.append("")
-    out.append("not heard from: %d%s" % (len(silent), (" (" + ", ".join(silent[:20]) + (" ..." if len(silent) > 20 else "") + ")") if silent else ""))
+    names = ""
+    if silent:
+        names = " (%s%s)" % (", ".join(silent[:20]), " ..." if len(silent) > 20 else "")
+    out.append("not heard from: %d%s" % (len(silent), names))
     return "\n".join(out)
 
 

@@ -252,8 +252,8 @@ def main():
                 raise RuntimeError("no progress between 0 and 100 seen: %r" % (seen,))
             t = ok.get("t") or {}
             say("device: ok on 1.0.1; its telemetry: %s" % json.dumps(t, sort_keys=True))
-            say("PASS: entity appeared on 1.0.0, offered 1.0.1, Install ran it with progress %s, ended on 1.0.1"
-                % moving)
+            say("PASS: entity appeared on 1.0.0, offered 1.0.1, Install ran it with progress %s, "
+                "ended on 1.0.1" % moving)
             watch.publish(announce.RELEASE_TOPIC, b"", qos=1, retain=True)
             watch.close()
             return 0

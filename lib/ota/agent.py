@@ -18,7 +18,7 @@ import time
 import esp32
 import machine
 
-from ota import commands, config, health, intake, jobs, otadata, replay, selftest, state, telemetry, version
+from ota import commands, config, health, intake, jobs, otadata, replay, selftest, state, version
 from ota.errors import OtaError
 from ota.link import Link
 
@@ -122,7 +122,7 @@ class Agent(Link):
                 self.reporter.message("idle")
         else:
             final = "rolled_back" if kind == "rolled_back" else "failed"
-            cost = {"t_reset": telemetry.reset_name(self.reset_cause)} if "t_to" in record else {}
+            cost = {"t_reset": _telemetry().reset_name(self.reset_cause)} if "t_to" in record else {}
             self.jobs.update(state=final, reason=reason, detail=detail, **cost)
             self.reporter.message(final, job=job, reason=reason, detail=detail)
 
@@ -183,8 +183,10 @@ class Agent(Link):
             return
         self.gate = None
         record = self.jobs.current or {}
-        cost = telemetry.confirmed(record, self.reset_cause, state.ticks_diff(state.ticks_ms(), self.reporter.started)) \
-            if "t_to" in record else {}
+        cost = {}
+        if "t_to" in record:  # what the update cost, with the new image's share
+            uptime_ms = state.ticks_diff(state.ticks_ms(), self.reporter.started)
+            cost = _telemetry().confirmed(record, self.reset_cause, uptime_ms)
         self.jobs.update(state="ok", reason=reason, detail=detail, **cost)
         self.publish("ok", job=job, reason=reason, detail=detail)
 
@@ -193,6 +195,13 @@ class Agent(Link):
         # Runs the queued trigger to its end: reset (does not return), or a published "ok"/"failed".
         job, self.pending = self.pending, None
         self.commands.run(job)
+
+
+def _telemetry():
+    # Imported only where a job's record has telemetry: an idle device keeps the RAM (telemetry.py).
+    from ota import telemetry
+
+    return telemetry
 
 
 def main():

@@ -81,15 +81,13 @@ class HomeAssistant:
         if busy:
             pct = progress if state_name == "downloading" else 100  # progress None: size unknown
         summary = self.summary if self.problem is None else "announcement refused: %s" % self.problem
-        text = '{"in_progress":%s,"update_percentage":%s' % ("true" if busy else "false",
-                                                              "null" if pct is None else "%d" % pct)
         # HA's schema (MQTT_JSON_UPDATE_SCHEMA) takes strings and URLs only: a null there drops the
-        # whole message, so an unknown value is left out (HA keeps what it had).
-        for key, value in (("installed_version", self.version), ("latest_version", self.latest()),
-                           ("release_url", self.release_url), ("release_summary", summary)):
-            if value is not None:
-                text += ',"%s":%s' % (key, _q(value))
-        return (text + "}").encode()
+        # whole message, so an unknown value is left out (HA keeps what it had). One format: no
+        # string grown piece by piece.
+        return ('{"in_progress":%s,"update_percentage":%s%s%s%s%s}' % (
+            "true" if busy else "false", "null" if pct is None else "%d" % pct,
+            _field("installed_version", self.version), _field("latest_version", self.latest()),
+            _field("release_url", self.release_url), _field("release_summary", summary))).encode()
 
     def mine(self, topic, payload):
         # True for the announcement and for HA's Install on our command topic.
@@ -130,6 +128,11 @@ class HomeAssistant:
         # HA's release_url is a URL (cv.url: http or https): anything else would cost the message.
         self.release_url = url if url and (url.startswith("https://") or url.startswith("http://")) else None
         self.summary = _text(extra.get("summary"), _MAX_SUMMARY)
+
+
+def _field(key, value):
+    # ',"key":<json>' for the entity state, or nothing for an unknown value.
+    return "" if value is None else ',"%s":%s' % (key, _q(value))
 
 
 def _text(value, limit):

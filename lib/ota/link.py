@@ -6,7 +6,7 @@
 # agent's one retry loop.
 import time
 
-from ota import jobs, state, telemetry, trigger
+from ota import jobs, state, trigger
 from ota import mqtt as mqtt_client
 from ota.errors import OtaError
 
@@ -126,7 +126,9 @@ class Link:
         # PUBACK inside wait_msg, which would re-enter the intake. Raises OSError.
         if state_name in jobs.TERMINAL and fields.get("job") is not None and "t" not in fields:
             current = self.jobs.current or {}
-            if current.get("id") == fields["job"]:  # the job's own outcome carries what it cost
+            if current.get("id") == fields["job"] and "t_to" in current:  # its outcome carries its cost
+                from ota import telemetry  # imported when a job ended: an idle device keeps the RAM
+
                 fields["t"] = telemetry.record(current)
         msg = self.reporter.message(state_name, **fields)
         if self.client is not None:
