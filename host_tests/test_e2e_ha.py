@@ -6,10 +6,12 @@
 #
 #   plain device:  idle (latest = installed) -> announcement (latest 1.0.1, notes url) -> Install ->
 #                  in_progress with a percentage that moves -> ok on 1.0.1 (entity and discovery say
-#                  1.0.1) with its telemetry; then a broken announcement (sha256 of another file) ->
-#                  Install -> failed bad_sha256, with what the failed try cost
+#                  1.0.1) with its telemetry
+#   a fresh device, a broken announcement (sha256 of another file) -> Install -> failed bad_sha256,
+#                  with what the failed try cost
 #   signing device (ota.require_signature): the unsigned announcement -> Install -> failed unsigned,
 #                  nothing downloaded; the signed one (otactl announce --sign-key) -> ok on 1.0.1
+#   a release whose self-test fails -> Install -> rolled_back (selftest_failed) with its record
 import hashlib
 import json
 import os
@@ -200,6 +202,43 @@ def test_install_under_require_signature(lab):
         ok = watch.wait_for(lambda m: m.topic == state_topic and m.state in ("ok", "failed", "rolled_back"),
                             120, mark)
         assert (ok.state, ok.get("version"), ok.get("job")) == ("ok", "1.0.1", "signed-1"), ok
+    finally:
+        device.stop()
+        watch.close()
+        otactl(lab["env"], "announce", "--withdraw")
+
+
+def test_rolled_back_install_carries_its_cost(lab):
+    # A release whose self-test fails: the health gate refuses it, the bootloader boots 1.0.0 again,
+    # and the old firmware's rolled_back carries the record, with the reset cause of that boot.
+    device_id = "4a4a4a4a0004"
+    config_topic, entity_topic, state_topic = topics_of(device_id)
+    broken = simfleet.firmware("1.0.2", size=SIZE // 2, failing_selftest=True)
+    www = os.path.join(lab["root"], "www")
+    with open(os.path.join(www, "broken.bin"), "wb") as f:
+        f.write(broken)
+    manifest = {"version": "1.0.2", "url": lab["web"].url("broken.bin"), "sha256": hashlib.sha256(broken).hexdigest(),
+                "size": len(broken)}
+    (lab["root"] / "broken.json").write_text(json.dumps(manifest))
+    device = make_device(lab, device_id)
+    watch = Watcher(lab["broker"].host, lab["broker"].port, topics=topics_of(device_id))
+    device.start()
+    try:
+        watch.wait_for(on(config_topic), 30)
+        otactl(lab["env"], "announce", "--manifest", str(lab["root"] / "broken.json"), "--job", "broken-1",
+               "--target", device_id)
+        watch.wait_for(lambda m: m.topic == entity_topic and m.json.get("latest_version") == "1.0.2", 10)
+        mark = len(watch.messages)
+        install(watch, device_id)
+        back = watch.wait_for(lambda m: m.topic == state_topic and m.state in ("ok", "rolled_back"), 120, mark)
+        assert (back.state, back.get("reason"), back.get("version")) == ("rolled_back", "selftest_failed", "1.0.0"), \
+            (back, device.console()[-3000:])
+        t = back.get("t")
+        assert t["to"] == "1.0.2" and t["fetched"] == len(broken) and t["dl_ms"] > 0 and t["verify_ms"] >= 0, t
+        assert t["reset"] == "HARD_RESET" and t["boot_ms"] is None, t  # health.roll_back resets the board
+        # Back on 1.0.0 and 1.0.2 still offered (the retained announcement arrives after the reconnect).
+        watch.wait_for(lambda m: m.topic == entity_topic and not m.json["in_progress"]
+                       and m.json["installed_version"] == "1.0.0" and m.json["latest_version"] == "1.0.2", 30, mark)
     finally:
         device.stop()
         watch.close()
