@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fleet_helpers import broker, broker_args, needs_broker, run_cli  # noqa: E402,F401  (fixture)
 from harness.broker import Watcher  # noqa: E402
 from otactl import report  # noqa: E402
+from otactl.decisionlog import Log  # noqa: E402
 from sim.lightdevice import Behavior, LightFleet  # noqa: E402
 
 N = 1000
@@ -55,6 +56,14 @@ def test_report_over_a_thousand_devices_counts_what_was_injected(broker, tmp_pat
         capsys.readouterr()
         assert run_cli(["report", "--json", "--expect", str(expect), "--timeout", "10"] + broker_args(broker)) == 0
         got = json.loads(capsys.readouterr().out)
+        # The same from a rollout's decision log: every device it triggered is expected.
+        log = Log(str(tmp_path / "rollout.jsonl"), rollout="report-1")
+        log.write("start", targets=list(kinds) + SILENT)
+        for device_id in list(kinds) + SILENT:
+            log.write("trigger", device=device_id, stage=0)
+        log.close()
+        assert run_cli(["report", "--json", "--log", log.path, "--timeout", "10"] + broker_args(broker)) == 0
+        from_log = json.loads(capsys.readouterr().out)
         assert run_cli(["report", "--timeout", "10"] + broker_args(broker)) == 0
         table = capsys.readouterr().out
         records = [d.last_state[1].get("t") for d in fleet.devices.values() if d.last_state[0] == "ok"]
@@ -72,6 +81,7 @@ def test_report_over_a_thousand_devices_counts_what_was_injected(broker, tmp_pat
     assert whole["offline"] == len(offline) and whole["in_progress"] == 0 and whole["idle"] == 0
     assert whole["ok"] == N - sum(n for _, _, n in INJECTED.values())
     assert got["not_heard_from"] == sorted(offline + SILENT) and got["expected_silent"] == SILENT
+    assert from_log == got
     # Per version: every update aimed at 1.0.1; the offline devices never said where they went.
     assert got["versions"]["1.0.1"]["failed"] == whole["failed"] and got["versions"]["1.0.1"]["ok"] == whole["ok"]
     times = [report.update_ms(t) for t in records]

@@ -1,13 +1,13 @@
 """`otactl report`: what the fleet's updates cost and how they ended, from the retained states.
 
-    otactl report [--json] [--timeout S] [--expect FILE]
+    otactl report [--json] [--timeout S] [--expect FILE] [--log ROLLOUT_LOG]
 
 Each device's retained state is its last word; a final one (ok, failed, rolled_back) carries the
 telemetry record of its job (lib/ota/telemetry.py, "t"). Per version the job aimed at (t.to) and for
 the whole fleet: devices, ok, failed, rolled back, p50/p95 update time (download + verify + the
 reboot until it confirmed) and download throughput, bytes fetched again (resumes, restarts),
-failures by reason code; and the devices not heard from: offline, or (with --expect, one device id a
-line, e.g. a rollout's list) expected but with no state at all. A `same_version` ok is counted as ok
+failures by reason code; and the devices not heard from: offline, or expected but with no state at all
+(--expect: one device id a line; --log: the devices a rollout's decision log says it triggered). A `same_version` ok is counted as ok
 with no time (nothing was downloaded).
 """
 import json
@@ -53,7 +53,7 @@ def build(devices, expected=()):
     Returns the report dict (the --json output)."""
     fleet = _group()
     versions = {}
-    silent = sorted(set(expected) - set(devices))
+    silent = sorted(set(expected) - set(devices))  # a set: a device listed twice counts once
     for device_id in sorted(devices):
         fields = devices[device_id]
         t = fields.get("t") or {}
@@ -136,6 +136,7 @@ def argparse_report(parser):
     parser.add_argument("--timeout", type=float, default=5.0, metavar="S",
                         help="how long to wait for the retained states (default 5)")
     parser.add_argument("--expect", metavar="FILE", help="device ids that should have answered, one a line")
+    parser.add_argument("--log", metavar="FILE", help="a rollout's decision log: the devices it triggered are expected")
     mqtt.add_arguments(parser)
 
 
@@ -147,6 +148,11 @@ def do_report(args):
                 expected = [line.strip() for line in f if line.strip() and not line.startswith("#")]
         except OSError as e:
             raise OtaError("io_error", "cannot read %s: %s" % (args.expect, e.strerror))
+    if args.log:  # every device the rollout sent a trigger to must have answered
+        from .decisionlog import Log
+
+        triggered = [r.get("device") for r in Log.read(args.log) if r.get("event") == "trigger"]
+        expected = list(expected) + [d for d in triggered if isinstance(d, str)]
     with mqtt.connect(args) as conn:
         fleet = Fleet().snapshot(conn, args.timeout)
     devices = {d.id: d.fields for d in fleet.sorted()}
