@@ -306,3 +306,21 @@ def test_payloads_pass_home_assistants_own_schemas():
     verdicts = proc.stdout.split("\n")[:len(items)]
     assert verdicts[:-1] == ["ok"] * (len(items) - 1), [(i, v) for i, v in zip(items, verdicts) if v != "ok"]
     assert verdicts[-1].startswith("invalid")
+
+
+def test_install_of_a_job_that_already_ran_says_so(env):
+    # A failed install pressed again: the job id was run (the seen list stops a retained trigger from
+    # looping); HA's press gets an answer, not silence. A new announcement (new id) runs again.
+    up = Updater(error=OtaError("bad_sha256", "simulated"))
+    a = env.make(up, ha={"discovery": True})
+    connected(a)
+    deliver(a, json.dumps(RELEASE).encode(), topic=b"/switch/release")
+    deliver(a, ha.INSTALL, topic=CMD.encode())
+    a.run_pending()
+    assert (last_state(a.client)["state"], last_state(a.client)["reason"]) == ("failed", "bad_sha256")
+    deliver(a, ha.INSTALL, topic=CMD.encode())
+    msg = last_state(a.client)
+    assert (msg["state"], msg["reason"]) == ("failed", "already_run") and a.pending is None
+    deliver(a, json.dumps(dict(RELEASE, id="v1.1.0-again")).encode(), topic=b"/switch/release")
+    deliver(a, ha.INSTALL, topic=CMD.encode())
+    assert a.pending["id"] == "v1.1.0-again"

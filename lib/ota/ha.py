@@ -19,7 +19,8 @@
 #                                          same reason codes; under ota.require_signature an unsigned
 #                                          announcement fails `unsigned` and nothing is downloaded.
 # Reasons: no_release (Install with no announcement for this device, or a bad one: its reason is the
-# detail). A bad announcement is not run, printed, and Install says why.
+# detail), already_run (intake.py: the announced unsigned job id already ran). A bad announcement is
+# not run, printed, and Install says why.
 import json
 
 from ota import signature, trigger

@@ -26,10 +26,11 @@ class Intake:
             self.refuse(error.reason, error.detail)
 
     def _take(self, topic, payload):
+        pressed = False  # HA's Install: a person waits for an answer, even to a duplicate
         try:
             ha = self.agent.ha
             if ha is not None and ha.mine(topic, payload):  # HA's Install, or the release announcement
-                job = ha.take(topic, payload)
+                job = pressed = ha.take(topic, payload)
                 if job is None:  # an announcement: what the entity offers may have changed
                     self.agent.publish_entity()
             else:
@@ -59,6 +60,8 @@ class Intake:
         elif job["id"] is not None and (self.agent.jobs.seen_before(job["id"])
                                         or (self.agent.pending or {}).get("id") == job["id"]):
             print("agent: duplicate job ignored:", job["id"])  # a QoS 1 redelivery, a retained trigger
+            if pressed and self.agent.busy is None:
+                self.refuse("already_run", "job %s ran before: announce the release again to retry" % job["id"])
             return
         if self.agent.busy is not None or self.agent.pending is not None:
             # job["id"] may be None here (a signed trigger carries no auto id; signature.check says
