@@ -8,7 +8,7 @@ sys.path.insert(0, os.path.join(ROOT, "lib"))
 from ota import state  # noqa: E402
 
 FIELDS = {"id", "version", "slot", "state", "progress", "bytes", "total", "job", "reason", "detail",
-          "heap", "uptime_s", "ts"}
+          "heap", "uptime_s", "ts", "t"}
 
 
 def test_message_fields():

@@ -22,7 +22,7 @@ import machine
 
 from ota import config, health, intake, jobrun, jobs, otadata, replay, selftest, state
 from ota.errors import OtaError, unexpected
-from ota.link import Link
+from ota.link import Link, topics
 from ota.slots import Slots
 
 CONFIG_PATH = "config.json"
@@ -64,8 +64,14 @@ class Agent:
         self.reporter = state.Reporter(device_id, self.slots.version, self.slots.running)
         self.jobs = jobs.Jobs(jobs_path)
         replay_store = replay.Replay(jobs_path[:jobs_path.rfind("/") + 1] + replay.PATH)
+        self.ha = None  # Home Assistant's update entity (ha.py), when ha.discovery is on
+        if cfg["ha"]["discovery"]:
+            from ota import ha
+
+            cmd_topics, state_topic = topics(cfg, device_id)
+            self.ha = ha.HomeAssistant(cfg["ha"], device_id, self.slots.version, cmd_topics[1], state_topic)
         self.link = Link(cfg, device_id, self.reporter, self.on_message, self.on_oversize,
-                         network_module, mqtt_class, self.feed)
+                         network_module, mqtt_class, self.feed, ha=self.ha, jobs=self.jobs)
         self.intake = intake.Intake(device_id, self.link.cmd_topics[1], self.jobs)
         self.runner = jobrun.Runner(self.link, self.jobs, replay_store, self.slots, cfg["ota"], updater,
                                     self.feed)
@@ -84,8 +90,9 @@ class Agent:
                 slot_states = otadata.read(esp32)
             except OSError as e:  # unreadable: classify as without it; the agent must run
                 print("agent: otadata unreadable:", e)
+        self.reset_cause = machine.reset_cause()  # the telemetry's "reset" (telemetry.py)
         kind, reason, detail = health.classify(self.jobs.current, self.slots.running, slot_states,
-                                               machine.reset_cause())
+                                               self.reset_cause)
         job_id = record.get("id")
         if kind == "update" and config_problem:
             health.roll_back(self.jobs, machine, "bad_config", "the new image set config.json aside: %s"
@@ -101,7 +108,8 @@ class Agent:
                 self.reporter.message("idle")
         else:
             final = "rolled_back" if kind == "rolled_back" else "failed"
-            self.jobs.update(state=final, reason=reason, detail=detail)
+            cost = {"t_reset": _telemetry().reset_name(self.reset_cause)} if "t_to" in record else {}
+            self.jobs.update(state=final, reason=reason, detail=detail, **cost)
             self.reporter.message(final, job=job_id, reason=reason, detail=detail)
 
     # --- the loop ----------------------------------------------------------------------------------
@@ -153,7 +161,12 @@ class Agent:
             health.roll_back(self.jobs, machine, reason, detail)
             return
         self.gate = None
-        self.jobs.update(state="ok", reason=reason, detail=detail)
+        record = self.jobs.current or {}
+        cost = {}
+        if "t_to" in record:  # what the update cost, with the new image's share
+            uptime_ms = state.ticks_diff(state.ticks_ms(), self.reporter.started)
+            cost = _telemetry().confirmed(record, self.reset_cause, uptime_ms)
+        self.jobs.update(state="ok", reason=reason, detail=detail, **cost)
         self.link.publish("ok", job=job_id, reason=reason, detail=detail)
 
     # --- jobs: the intake takes them in from the MQTT callback, the loop runs them -----------------
@@ -162,7 +175,15 @@ class Agent:
         # PUBACK is sent. A refusal is published with its reason (the state stays while a job runs).
         # Raises OSError (publishing).
         try:
-            job = self.intake.take(topic, payload, self.busy, self.pending)
+            ha = self.ha
+            if ha is not None and ha.mine(topic, payload):  # HA's Install, or the release announcement
+                job = ha.take(topic, payload)
+                if job is None:  # an announcement: what the entity offers may have changed
+                    self.link.publish_entity()
+                    return
+                job = self.intake.admit(job, topic, self.busy, self.pending, pressed=True)
+            else:
+                job = self.intake.take(topic, payload, self.busy, self.pending)
         except OtaError as e:
             self._refuse(e)
             return
@@ -194,6 +215,13 @@ class Agent:
             self.runner.run(job)
         finally:
             self.busy = None
+
+
+def _telemetry():
+    # Imported only where a job's record has telemetry: an idle device keeps the RAM (telemetry.py).
+    from ota import telemetry
+
+    return telemetry
 
 
 def main():

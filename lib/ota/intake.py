@@ -28,6 +28,12 @@ class Intake:
             raise
         if job is None:
             return None
+        return self.admit(job, topic, running, queued)
+
+    def admit(self, job, topic, running=None, queued=None, pressed=False):
+        # A parsed trigger (take(), or the announced release Home Assistant's Install asks for: ha.py):
+        # the target, duplicates, busy. pressed: a person waits for an answer, even to a duplicate
+        # (already_run). Returns the job or None; raises OtaError.
         if not signature.target_matches(job["target"], self.device_id):
             # On the fleet topic a trigger for other devices is none of our business; on our own
             # topic it is a mistake (or a replay) worth saying so.
@@ -46,6 +52,8 @@ class Intake:
                     return None
         elif job["id"] is not None and (self.jobs.seen_before(job["id"]) or (queued or {}).get("id") == job["id"]):
             print("agent: duplicate job ignored:", job["id"])  # a QoS 1 redelivery, a retained trigger
+            if pressed and running is None:
+                raise OtaError("already_run", "job %s ran before: announce the release again to retry" % job["id"])
             return None
         if running is not None or queued is not None:
             # job["id"] may be None here (a signed trigger carries no auto id; signature.check says

@@ -33,11 +33,12 @@ class Runner:
         self.job = None  # the job being run
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
+        self.meter = None  # the update job's telemetry.Meter
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.
         self.job = job
-        self.started = None
+        self.started = self.meter = None
         # The clock again if NTP failed when the link came up (the RTC starts at 2000-01-01): the
         # download's certificate check and a signed trigger's expiry need it. A no-op once it is set.
         self.link.set_clock()
@@ -78,7 +79,8 @@ class Runner:
 
     def _finish(self, job, final, reason=None, detail=None):
         if self.started is job:  # its own record, written when it started
-            self.jobs.update(state=final, reason=reason, detail=detail)
+            cost = self.meter.fields() if self.meter is not None else {}
+            self.jobs.update(state=final, reason=reason, detail=detail, **cost)
         else:  # refused before it started: remembered, so a retained trigger is not refused again
             # ...but only an unsigned one (its id is all there is) or one whose signature verified.
             # A signed trigger refused before or by the signature check proves nothing: remembering
@@ -108,11 +110,15 @@ class Runner:
 
     def _update(self, job):
         updater = self.updater
+        slots, ota = self.slots, self.ota
+        self.meter = meter = _meter(job, self.link.network)
+        target, https = slots.other, None  # an injected updater (tests) gets them as they are
         if updater is None:
-            from ota import update
+            from ota import https, update
 
             updater = update.run
-        slots, ota = self.slots, self.ota
+            # What the update costs, timed from outside the data path (telemetry.py).
+            target, https = meter.partition(target), meter.https(https)
         to_slot = slots.other.info()[4]
         # to_otadata: the target's otadata state before this job, so that after a double power cut an
         # ABORTED entry can be told apart from one an earlier job left there (health.classify).
@@ -130,21 +136,28 @@ class Runner:
         if downgrade != bool(ota.get("allow_downgrade")):
             policy = dict(ota)
             policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
+        kwargs = _artifact(job)
+        if https is not None:
+            kwargs["https"] = https
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=ota.get("token"), config=policy, progress=self._progress,
-                         running=slots.version, target=slots.other,  # known since start-up
+                         running=slots.version, target=target,  # known since start-up
                          running_project=slots.project, project=job.get("project"),
-                         feed=self.feed, **_artifact(job))
+                         feed=self.feed, **kwargs)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
-        self.jobs.update(state="rebooting", to_slot=result.get("slot"), to_version=result.get("version"))
+        meter.to = result.get("version") or meter.to  # the image's own, when the trigger named none
+        self.jobs.update(state="rebooting", to_slot=result.get("slot"), to_version=result.get("version"),
+                         **meter.fields())
         self._reboot(job, done=result.get("bytes"), total=result.get("bytes"), progress=100)
 
     def _progress(self, done, total):
         # update.run's callback, every ota.progress_bytes. Polls MQTT (keepalive, triggers -> busy)
         # and publishes rate-limited progress. Never raises: the download matters more than MQTT.
         link = self.link
+        if self.meter is not None:
+            self.meter.sample()  # lowest heap and RSSI while the download runs
         if not link.connected:
             return
         try:
@@ -220,3 +233,24 @@ def _artifact(job):
 
     found = artifact.of(job)
     return {"artifact": found} if found else {}
+
+
+def _meter(job, network):
+    # The job's telemetry.Meter: RSSI from the station interface, IDF heap from esp32 (absent on the
+    # host: not sampled). network: the link's network module (None imports it).
+    from ota import telemetry
+
+    try:
+        import esp32
+    except ImportError:
+        esp32 = None
+    if network is None:
+        try:
+            import network
+        except ImportError:
+            network = None
+    try:
+        wlan = network.WLAN(network.STA_IF) if network is not None else None
+    except (AttributeError, OSError):  # a network module without a station interface (tests)
+        wlan = None
+    return telemetry.Meter(job.get("version"), esp32, wlan, job.get("encoding") or "full")

@@ -5,6 +5,7 @@
 #   link.connect()            # Wi-Fi, the clock, the MQTT session: raises OSError
 #   link.check()              # one poll: messages go to on_message(topic, payload); raises OSError
 #   link.publish("idle")      # the retained state (state.Reporter builds it); raises OSError
+#   link.publish_entity()     # Home Assistant's entity state for it (ha.py; a no-op without ha)
 #   link.drop()               # the connection is gone: close the socket, no DISCONNECT
 #   link.disconnect()         # a clean DISCONNECT: no last will
 #
@@ -13,6 +14,7 @@
 # retry loop.
 import time
 
+from ota import jobs as job_states
 from ota import state, trigger
 from ota import mqtt as mqtt_client
 from ota.errors import OtaError
@@ -27,9 +29,11 @@ class Link:
     # builds every state message and remembers the last one. on_message(topic, payload) and
     # on_oversize(topic, size): umqtt's callbacks (ota.mqtt drains a payload too big to hold).
     # network_module, mqtt_class: None imports network and umqtt.simple (unit tests pass fakes).
-    # feed: the watchdog's, called while waiting for Wi-Fi.
+    # feed: the watchdog's, called while waiting for Wi-Fi. ha: ha.HomeAssistant or None (its
+    # discovery config and release topic at every connect, its entity state after every state).
+    # jobs: jobs.Jobs, read for the cost (telemetry.py) a final state carries; None: none carried.
     def __init__(self, cfg, device_id, reporter, on_message, on_oversize, network_module=None,
-                 mqtt_class=None, feed=None):
+                 mqtt_class=None, feed=None, ha=None, jobs=None):
         self.cfg = cfg
         self.device_id = device_id
         self.reporter = reporter
@@ -39,9 +43,9 @@ class Link:
         self.mqtt_class = mqtt_class
         self.feed = feed or state.no_watchdog
         self.tls = bool(cfg["mqtt"]["tls"])
-        topics = cfg["topics"]
-        self.cmd_topics = (topics["cmd_root"], topics["cmd_device"].replace("{id}", device_id))
-        self.state_topic = topics["state"].replace("{id}", device_id)
+        self.ha = ha
+        self.jobs = jobs
+        self.cmd_topics, self.state_topic = topics(cfg, device_id)
         self.client = None  # the connected MQTTClient, None while the link is down
         self.clock_set = False
         self.last_send = 0
@@ -141,6 +145,9 @@ class Link:
                 raise
             raise OSError(111, "mqtt: %r" % e)
         self.last_send = state.ticks_ms()
+        if self.ha is not None:  # Home Assistant (ha.py): the entity, and the release it may install
+            client.subscribe(self.ha.release_topic.encode(), qos=1)
+            client.publish(self.ha.config_topic.encode(), self.ha.discovery(), retain=True)
         self._publish_again()
 
     def check(self):
@@ -182,10 +189,25 @@ class Link:
     def publish(self, state_name, **fields):
         # Builds the state message; sends it if connected. QoS 0: umqtt's QoS 1 publish waits for the
         # PUBACK inside wait_msg, which would re-enter on_message. Raises OSError.
+        if state_name in job_states.TERMINAL and fields.get("job") is not None and "t" not in fields:
+            current = (self.jobs.current if self.jobs is not None else None) or {}
+            if current.get("id") == fields["job"] and "t_to" in current:  # its outcome carries its cost
+                from ota import telemetry  # imported when a job ended: an idle device keeps the RAM
+
+                fields["t"] = telemetry.record(current)
         msg = self.reporter.message(state_name, **fields)
         if self.client is not None:
             self.client.publish(self.state_topic.encode(), msg, retain=True)
+            self.publish_entity()
             self.last_send = state.ticks_ms()
+
+    def publish_entity(self):
+        # Home Assistant's entity state (ha.py) for the last state message: after each one, and when
+        # a release announcement changes what is offered. Raises OSError.
+        if self.ha is not None and self.client is not None:
+            name, fields = self.reporter.last_state
+            self.client.publish(self.ha.state_topic.encode(), self.ha.entity(name, fields.get("progress")),
+                                retain=True)
 
     def refuse(self, reason, detail, keep_state=False):
         # A trigger that is not run, said on the state topic. keep_state (a job runs, or the outcome
@@ -203,3 +225,10 @@ class Link:
         # After a (re)connect: the latest state, rebuilt with fresh heap/uptime/ts.
         last = self.reporter.last_state
         self.publish(last[0], **last[1])
+
+
+def topics(cfg, device_id):
+    # -> ((fleet command topic, own command topic), state topic) for this device.
+    names = cfg["topics"]
+    return ((names["cmd_root"], names["cmd_device"].replace("{id}", device_id)),
+            names["state"].replace("{id}", device_id))
