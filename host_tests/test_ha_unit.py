@@ -155,7 +155,7 @@ def test_install_without_announcement_or_under_require_signature(env):
     a = env.make(Updater(), ha={"discovery": True})
     connected(a)
     deliver(a, ha.INSTALL, topic=CMD.encode())
-    msg = last_state(a.client)
+    msg = last_state(a.link.client)
     assert (msg["state"], msg["reason"]) == ("failed", "no_release") and a.pending is None
 
 
@@ -166,7 +166,7 @@ def test_unsigned_announcement_refused_under_require_signature(env):
     deliver(a, json.dumps(RELEASE).encode(), topic=b"/switch/release")
     deliver(a, ha.INSTALL, topic=CMD.encode())
     a.run_pending()
-    msg = last_state(a.client)
+    msg = last_state(a.link.client)
     assert (msg["state"], msg["reason"]) == ("failed", "unsigned") and up.calls == []
 
 
@@ -177,7 +177,7 @@ def test_ha_off_costs_nothing_on_the_wire(env):
                for t, m, retain, qos in client.published)
     assert (b"/switch/release", 1) not in client.subscribed
     deliver(a, ha.INSTALL, topic=CMD.encode())  # an unknown type on its topic: ignored, as before
-    assert a.pending is None and last_state(a.client)["state"] == "idle"
+    assert a.pending is None and last_state(a.link.client)["state"] == "idle"
 
 
 # --- telemetry ---------------------------------------------------------------------------------
@@ -317,9 +317,9 @@ def test_install_of_a_job_that_already_ran_says_so(env):
     deliver(a, json.dumps(RELEASE).encode(), topic=b"/switch/release")
     deliver(a, ha.INSTALL, topic=CMD.encode())
     a.run_pending()
-    assert (last_state(a.client)["state"], last_state(a.client)["reason"]) == ("failed", "bad_sha256")
+    assert (last_state(a.link.client)["state"], last_state(a.link.client)["reason"]) == ("failed", "bad_sha256")
     deliver(a, ha.INSTALL, topic=CMD.encode())
-    msg = last_state(a.client)
+    msg = last_state(a.link.client)
     assert (msg["state"], msg["reason"]) == ("failed", "already_run") and a.pending is None
     deliver(a, json.dumps(dict(RELEASE, id="v1.1.0-again")).encode(), topic=b"/switch/release")
     deliver(a, ha.INSTALL, topic=CMD.encode())

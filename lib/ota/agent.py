@@ -74,7 +74,7 @@ class Agent:
                          network_module, mqtt_class, self.feed, ha=self.ha, jobs=self.jobs)
         self.intake = intake.Intake(device_id, self.link.cmd_topics[1], self.jobs)
         self.runner = jobrun.Runner(self.link, self.jobs, replay_store, self.slots, cfg["ota"], updater,
-                                    self.feed)
+                                    self.feed, network_module)
         self.pending = None  # the job the intake took, waiting for the loop (never run in the callback)
         self.busy = None  # the job being run (its download polls MQTT: the intake answers "busy")
         self.gate = None  # health.Gate on the first boot of a new image, until it confirms

@@ -21,8 +21,9 @@ class Runner:
     # link: link.Link (publish, poll, drop, reconnect); jobs: jobs.Jobs, the job records; replay:
     # replay.Replay (signature.check); slots: slots.Slots (running slot and version, the other
     # slot); ota: the "ota" config section. updater: update.run's signature (unit tests pass a fake);
-    # feed: the watchdog's, for the download.
-    def __init__(self, link, jobs, replay, slots, ota, updater=None, feed=None):
+    # feed: the watchdog's, for the download. network_module: for the Wi-Fi RSSI the telemetry samples
+    # (telemetry.py; None imports network).
+    def __init__(self, link, jobs, replay, slots, ota, updater=None, feed=None, network_module=None):
         self.link = link
         self.jobs = jobs
         self.replay = replay
@@ -30,6 +31,7 @@ class Runner:
         self.ota = ota
         self.updater = updater
         self.feed = feed or state.no_watchdog
+        self.network = network_module
         self.job = None  # the job being run
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
@@ -111,7 +113,7 @@ class Runner:
     def _update(self, job):
         updater = self.updater
         slots, ota = self.slots, self.ota
-        self.meter = meter = _meter(job, self.link.network)
+        self.meter = meter = _meter(job, self.network)
         target, https = slots.other, None  # an injected updater (tests) gets them as they are
         if updater is None:
             from ota import https, update
