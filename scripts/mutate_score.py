@@ -112,11 +112,11 @@ def main(out_dir="."):
             status = "not checked" if code is None else status_by_exit_code.get(code, "suspicious")
             mangled = name.rsplit(".", 1)[1]
             orig_name = mangled.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
+            if status == "not checked":  # before the comparison: MUTATE_ONLY leaves most unchecked
+                continue
             message = False
             if mangled in defs and orig_name in defs:
                 message = message_only(defs[orig_name][1], defs[mangled][1])
-            if status == "not checked":
-                continue
             row["checked"] += 1
             row["message"] += message
             if status in ("killed", "timeout", "segfault"):  # a mutant that hangs or crashes is caught
