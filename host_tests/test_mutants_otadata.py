@@ -92,3 +92,18 @@ def test_the_largest_seq_seen_names_the_slot_even_when_later_seqs_are_small():
     write_otadata(esp, 0, 1, "ABORTED")
     write_otadata(esp, 1, 3, "VALID")
     assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
+
+
+def test_otadata_is_found_by_its_subtype_behind_nvs():
+    # A real table lists nvs (data, subtype 0x02) before otadata (data, 0x00), as partitions.csv does.
+    esp = _table(0x10, 0x11)
+    esp.slots["nvs"] = Slot("nvs", 6 * SECTOR, 0x9000, 0x02, type_=1)
+    esp.order.insert(0, "nvs")
+    write_otadata(esp, 0, 1, "VALID")
+    assert otadata.read(esp) == {"ota_0": "VALID", "ota_1": None}
+
+
+def test_a_blank_sector_0_does_not_hide_sector_1():
+    esp = _table(0x10, 0x11)
+    write_otadata(esp, 1, 2, "PENDING_VERIFY")
+    assert otadata.read(esp) == {"ota_0": None, "ota_1": "PENDING_VERIFY"}

@@ -19,6 +19,8 @@ from ota.version import compare
     ("1.0.0-9", "1.0.0-10"),
     ("1.0.0-x.9", "1.0.0-x.10"),
     ("0.9.9", "1"),
+    ("1.0.0-rc-1", "1.0.0"),  # a hyphen inside the pre-release (semver allows it): the first one splits
+    ("1.0.0-rc-1", "1.0.0-rc-2"),
 ])
 def test_order_at_the_corners(low, high):
     assert compare(low, high) == -1 and compare(high, low) == 1
