@@ -51,6 +51,7 @@ BASE = "https://h/d/f?q=a/b?c"
     ("https://a/b?u=http://c", "https://a/b?u=http://c"),  # absolute, "://" again in its query
     ("h://x", "h://x"),  # any scheme of one letter or more is absolute (split refuses it later)
     ("://x", "https://h/d/://x"),  # no scheme: a relative path
+    ("://a://b", "https://h/d/://a://b"),  # the first "://" decides, not a later one
     ("/x://y", "https://h/x://y"),  # "://" after the first "/": a path
     ("g", "https://h/d/g"),  # the base's query ends at its first "?"
     ("#frag", "https://h/d/f#frag"),
