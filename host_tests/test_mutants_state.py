@@ -60,3 +60,34 @@ def test_a_new_reporter_repeats_idle_until_told_otherwise():
     assert r.last_state == ("idle", {})
     r.message("failed", reason="bad_sha256")
     assert r.last_state == ("failed", {"reason": "bad_sha256"})
+
+
+def test_percent_rounds_down_in_whole_numbers():
+    assert [state.percent(d, 3) for d in (0, 1, 2, 3)] == [0, 33, 66, 100]
+    assert state.percent(1, 101) == 0 and state.percent(100, 101) == 99
+    assert state.percent(5, 0) is None and state.percent(5, None) is None
+    assert state.percent(7, 5) == 100  # more than announced: capped
+
+
+def test_uptime_is_whole_seconds_since_the_reporter_started(monkeypatch):
+    now = {"ms": 0}
+    monkeypatch.setattr(state, "ticks_ms", lambda: now["ms"])
+    r = state.Reporter("dev", "1.0.0", "ota_0")
+    now["ms"] = 2999
+    assert r.fields("idle")["uptime_s"] == 2
+    now["ms"] = 1000 * 1000
+    assert r.fields("idle")["uptime_s"] == 1000
+
+
+def test_throttle_defaults_one_second_and_five_percent(monkeypatch):
+    now = {"ms": 0}
+    monkeypatch.setattr(state, "ticks_ms", lambda: now["ms"])
+    t = state.Throttle()
+    assert t.due(0, 100)
+    now["ms"] = 999
+    assert not t.due(50, 100)  # too soon
+    now["ms"] = 1000
+    assert not t.due(4, 100)  # a second later, but only 4 %
+    assert t.due(5, 100)  # exactly the step
+    now["ms"] = 2000
+    assert t.due(10, 100)
