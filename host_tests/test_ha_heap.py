@@ -29,7 +29,9 @@ def test_metered_data_path_allocates_nothing_per_chunk(tmp_path):
     img, slot = tmp_path / "img.bin", tmp_path / "slot.bin"
     img.write_bytes(build_image("1.2.0", size=1024 * 1024))
     slot.write_bytes(b"\xff" * 0x1D0000)
-    metered = run_driver("alloc", img, slot, heap="64wK")
+    # 8wK above the plain run's 64wK: the telemetry module's bytecode (flash on a board) and this
+    # driver's own; what is compared below is bytes allocated, which the heap's size does not change.
+    metered = run_driver("alloc", img, slot, heap="72wK")
     assert metered["ok"] == 1 and metered["chunks"] == 257
     assert metered["steady_max"] == 0  # the wrappers' readinto/writeblocks: small ints only
     assert metered["total"] == int(plain["total"])  # not one byte more than without the meter

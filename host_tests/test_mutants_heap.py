@@ -62,18 +62,23 @@ def test_stream_check_is_low_memory_when_still_short_after_collecting(monkeypatc
     assert e.value.reason == "low_memory" and "4999 < 5000" in e.value.detail and gc.collects == 1
 
 
+class NoIdf:  # a port without an IDF heap to ask about (the Unix port, CPython)
+    HEAP_DATA = 4
+
+
 def test_check_gc_heap_bound(monkeypatch):
     GcFree(monkeypatch, 8000)
-    assert _reason(heap.check, 8000, tls=False) is None
-    assert _reason(heap.check, 8001, tls=False) == "low_memory"
+    assert _reason(heap.check, 8000, esp32=NoIdf()) is None
+    assert _reason(heap.check, 8001, esp32=NoIdf()) == "low_memory"
 
 
-def test_check_collects_unless_told_not_to(monkeypatch):
+def test_check_collects_before_each_connection(monkeypatch):
+    # check() runs before a connection, where a collection is cheap and frees the last one's buffers.
     gc = GcFree(monkeypatch, 8000)
-    heap.check(100, tls=False)
+    heap.check(100, esp32=NoIdf())
     assert gc.collects == 1
-    heap.check(100, tls=False, collect=False)
-    assert gc.collects == 1
+    heap.check(100, esp32=NoIdf())
+    assert gc.collects == 2
 
 
 def test_tls_needs_one_block_of_tls_bytes_in_the_data_heap(monkeypatch):
@@ -94,14 +99,8 @@ def test_tls_looks_at_the_largest_block_of_any_region(monkeypatch):
     assert _reason(heap.check, 100, esp32=Idf()) == "low_memory"
 
 
-def test_tls_check_is_skipped_when_asked_or_when_the_port_has_no_idf_heap(monkeypatch):
+def test_tls_check_is_skipped_when_the_port_has_no_idf_heap(monkeypatch):
     GcFree(monkeypatch, 10 ** 6)
-    esp = Idf(0)
-    assert _reason(heap.check, 100, tls=False, esp32=esp) is None and esp.asked == []
-
-    class NoIdf:
-        HEAP_DATA = 4
-
     assert _reason(heap.check, 100, esp32=NoIdf()) is None
 
 
