@@ -8,7 +8,7 @@
 #                                        update (side by side, same process, same server)
 #   {"kind": "hashing", "size"}          CPU seconds of SHA-256 and of the image Verifier over the image
 #                                        left in the other slot by the previous update
-#   {"kind": "memory", "url", "sha256", "size"}
+#   {"kind": "memory", "url", "sha256", "size", "artifact"?}    (artifact: update.run's, compressed/delta)
 #                                        one update.run with progress at every 4 KiB chunk: GC bytes
 #                                        allocated per chunk (micropython.mem_total deltas) and the GC
 #                                        heap above idle (gc.mem_alloc)
@@ -21,6 +21,7 @@ import time
 import esp32
 import micropython
 from ota import config, https, update
+from ota import delta, inflate  # noqa: F401  frozen on a board: imported before any idle is measured
 
 try:
     import simflash  # the simulator's instruments (absent on a board)
@@ -187,8 +188,10 @@ def memory(job, cfg):
     _Clock.flash_alloc = 0
     gc.collect()
     idle = gc.mem_alloc()
+    start = time.ticks_us()
     result = update.run(job["url"], sha256=job["sha256"], config=cfg, progress=_sample,
-                        esp32=_Esp32(_CountingPartition))
+                        esp32=_Esp32(_CountingPartition), artifact=job.get("artifact"))
+    seconds = time.ticks_diff(time.ticks_us(), start) / 1e6
     n = state[0]
     # Steady state: skip the first 16 chunks (header check, first flushes), the chunks around the
     # mid-update gc.collect() and the final callback (verify_and_commit reports once more).
@@ -196,7 +199,7 @@ def memory(job, cfg):
     steps = [i for i in range(16, n - 2) if i != mid and i + 1 != mid]
     device = [totals[i + 1] - totals[i] - (flash[i + 1] - flash[i]) for i in steps]
     sim = [flash[i + 1] - flash[i] for i in steps]
-    return {"result": result["result"], "bytes": result["bytes"], "chunks": n,
+    return {"result": result["result"], "bytes": result["bytes"], "chunks": n, "seconds": seconds,
             "steady_chunks": len(steps), "alloc_max": max(device), "alloc_mean": sum(device) / len(device),
             # (first byte of the chunk, GC bytes) for every chunk that allocated anything
             "alloc_chunks": [((i + 1) * _CHUNK, d) for i, d in zip(steps, device) if d],

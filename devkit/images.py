@@ -119,13 +119,15 @@ def filler(length, seed=0):
 
 def build_image(version, files=(), size=None, project_name=PRODUCT, secure_version=0,
                 chip_id=CHIP_ID_C3, min_rev=3, max_rev=199, idf_ver="v5.2.2", hash_appended=True,
-                extra_segments=(), seed=0, date=DEFAULT_DATE, time=DEFAULT_TIME):
+                extra_segments=(), seed=0, date=DEFAULT_DATE, time=DEFAULT_TIME, fill=None):
     """A valid ESP32-C3 app image whose app descriptor says `version`.
 
     files: (name, bytes) pairs packed into the payload segment (the code of this version).
     size: exact total length in bytes (a multiple of 16), reached with a filler segment in IROM;
     without it the filler is a token 4 KiB. extra_segments: more (load_addr, data) segments placed
-    after the payload. Raises OtaError bad_image_size when `size` cannot be met.
+    after the payload. fill: bytes for the filler segment instead of pseudo-random ones (compressed
+    and delta updates need bytes that compress like firmware: devkit/firmware_bytes.py); repeated as
+    needed. Raises OtaError bad_image_size when `size` cannot be met.
     """
     desc = app_descriptor(version, project_name, secure_version, idf_ver, date, time)
     payload = simpayload.pack(list(files))
@@ -150,7 +152,11 @@ def build_image(version, files=(), size=None, project_name=PRODUCT, secure_versi
             raise OtaError("bad_image_size", "%d bytes cannot hold this image: it needs at least %d"
                            % (size, offset + 16 + (tail - 1)))
         filler_len = room - room % 4
-    segments.append((filler_addr, filler(filler_len, seed)))
+    if fill:
+        data = bytes(fill) * (filler_len // len(fill) + 1)
+        segments.append((filler_addr, data[:filler_len]))
+    else:
+        segments.append((filler_addr, filler(filler_len, seed)))
     if len(segments) > 16:
         raise OtaError("bad_segments", "%d segments, an image holds at most 16" % len(segments))
     image = assemble(segments, APP_ENTRY, chip_id, min_rev, max_rev, hash_appended)

@@ -353,7 +353,7 @@ class FakeServer:
         return https.reason(error)
 
     def open(self, url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_http=False,
-             connect_timeout=10, read_timeout=10, max_redirects=5, headers=None):
+             connect_timeout=10, read_timeout=10, max_redirects=5, headers=None, tls_context=None, line=None):
         plan = self.plans.pop(0) if self.plans else {}
         self.opens.append((url, start, {"token": token, "ca_path": ca_path}))
         if "fail" in plan:

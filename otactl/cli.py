@@ -23,6 +23,8 @@ COMMANDS = {
     "serve": ("otactl.cmd_serve", "do_serve", "argparse_serve", "development HTTPS server with Range support"),
     "trigger": ("otactl.cmd_fleet", "do_trigger", "argparse_trigger", "publish an OTA trigger"),
     "status": ("otactl.cmd_fleet", "do_status", "argparse_status", "fleet status from the retained state topics"),
+    "announce": ("otactl.announce", "do_announce", "argparse_announce", "retained release announcement for Home Assistant's Install"),
+    "report": ("otactl.report", "do_report", "argparse_report", "update times, failures by reason, rollbacks, silent devices"),
     "rollout": ("otactl.cmd_rollout", "do_rollout", "argparse_rollout", "staged rollout with failure thresholds"),
     "revert": ("otactl.cmd_rollout", "do_revert", "argparse_revert", "send devices back to their other slot"),
     "flash": ("otactl.cmd_device", "do_flash", "argparse_flash", "first flash of a new board with esptool"),

@@ -6,7 +6,7 @@ release next to the old ones (the seed guide's "version everything" and "keep ol
     releases/latest.json           a copy of the manifest of the highest version released
 
 A manifest: {"version", "url", "sha256", "size", "project", "created", "file", "min_rev",
-"max_rev", "secure_version"}; `otactl trigger --manifest` and `otactl rollout --manifest` read it.
+"max_rev", "secure_version", "compressed", "deltas"} (the last two: otactl/artifacts.py); `otactl trigger --manifest` and `otactl rollout --manifest` read it.
 The version is the image's own (its app descriptor): the device refuses an image whose descriptor
 does not say the trigger's version (version_mismatch), so the manifest cannot claim another.
 
@@ -152,6 +152,9 @@ def release(image_path, directory, base_url=None, partitions_path=DEFAULT_PARTIT
     }
     os.makedirs(directory, exist_ok=True)
     _write_atomic(bin_path, blob)
+    from . import artifacts  # the compressed image and the patches from earlier releases
+
+    manifest.update(artifacts.write(directory, stem, version, blob, base))
     text = (json.dumps(manifest, indent=2) + "\n").encode()
     _write_atomic(json_path, text)
     latest = os.path.join(directory, "latest.json")

@@ -19,6 +19,7 @@ from ota.errors import OtaError
 
 from ota import config as device_config  # the device's own id rule
 from ota import state as device_state
+from ota import telemetry as device_telemetry
 from ota import trigger as device_trigger
 
 STATES = device_state.STATES + ("offline",)
@@ -99,7 +100,32 @@ def parse(device_id, payload):
     fields = {"id": device_id, "state": state}
     for name, kind, limit in _FIELDS:
         fields[name] = _check(device_id, name, kind, limit, raw.get(name))
+    fields["t"] = _telemetry(device_id, raw.get("t"))
     return fields
+
+
+# A final state's telemetry record (lib/ota/telemetry.py): known keys only, each checked; None when
+# absent. Raises OtaError bad_state.
+_TELEMETRY_STR = {"to": 32, "art": 16, "reset": 24}
+
+
+def _telemetry(device_id, value):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        _bad(device_id, "t must be an object or null")
+    out = {}
+    for key in device_telemetry.KEYS:
+        item = value.get(key)
+        if key in _TELEMETRY_STR:
+            out[key] = _check(device_id, "t." + key, "str", _TELEMETRY_STR[key],
+                              str(item) if isinstance(item, int) and not isinstance(item, bool) else item)
+        elif key in ("rssi0", "rssi_min"):
+            out[key] = None if item is None else -_check(device_id, "t." + key, "count", 127,
+                                                         -item if isinstance(item, (int, float)) and not isinstance(item, bool) else item)
+        else:
+            out[key] = _check(device_id, "t." + key, "count", _UINT32, item)
+    return out
 
 
 def show(text):

@@ -3,7 +3,7 @@
     devices, skipped, start = revert_candidates("rollout.jsonl", fleet)
     results = revert(conn, devices, log_path="rollout.jsonl")   # {device: revert_outcome record}
 
-The device side (lib/ota/commands.py) checks that the other slot holds an app image, set_boot()s it
+The device side (lib/ota/jobrun.py) checks that the other slot holds an app image, set_boot()s it
 and resets; the old firmware then passes its health gate again and reports "ok" with its version.
 """
 import time

@@ -168,9 +168,19 @@ class Rollout:
         return engine
 
     def _payload_for(self, device):
+        message = self._message_for(device)[1]
         if self.sign_key is None:
-            return self.payload
-        return encode(self.message, self.sign_key, target=device)[1]  # signed at send time: fresh expiry
+            return self.payload if message is self.message else encode(message)[1]
+        return encode(message, self.sign_key, target=device)[1]  # signed at send time: fresh expiry
+
+    def _message_for(self, device):
+        """(artifact kind, trigger) for a device: the smallest artifact it can use, by the version its
+        state says it runs (otactl/artifacts.py: delta, else compressed, else full)."""
+        from . import artifacts
+
+        state = self.tracker.fleet.get(device) if self.tracker is not None else None
+        kind, extra = artifacts.choose(self.manifest, state.version if state is not None else None)
+        return kind, (dict(self.message, **extra) if extra else self.message)
 
     # --- bookkeeping --------------------------------------------------------------------------
     def _emit(self, event, durable=False, **fields):
@@ -180,7 +190,8 @@ class Rollout:
 
     def _log_batch(self, batch):
         # before the batch's triggers leave (Tracker.launch): written, fsynced once, then shown
-        records = [self.log.write("trigger", device=device, stage=self._stage_of(device)) for device in batch]
+        records = [self.log.write("trigger", device=device, stage=self._stage_of(device),
+                                  artifact=self._message_for(device)[0]) for device in batch]
         self.log.sync()
         for device, record in zip(batch, records):
             self.triggered.add(device)

@@ -4,12 +4,16 @@
 # Slow (tens of minutes on 2 cores) and never part of `make test` or CI.
 #   MUTATE_JOBS=2        parallel mutants (default 2: the machine is shared)
 #   MUTATE_ONLY="ota.writer.* otactl.rollout.*"   only these mutants (mutmut's globs on their names)
+#   MUTATE_TESTS="host_tests/test_writer.py host_tests/test_mutants_writer.py"   only these test files
+#                        (instead of scripts/mutate.toml's list: mutmut first runs every selected test
+#                        once to learn which test reaches which function, minutes on a busy machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "mutate: .venv is missing: run make venv" >&2; exit 2; }
 "$PY" -m pip install -q -r requirements-mutate.txt
-STAGE=build/mutate
+ROOT=$(pwd)
+STAGE=${MUTATE_STAGE:-build/mutate}  # another one runs a second batch beside the first
 # The staging tree: the repository with lib/ota moved to src/ota (see scripts/mutate.toml for why).
 rm -rf "$STAGE"
 mkdir -p "$STAGE/src"
@@ -19,11 +23,20 @@ cp partitions.csv "$STAGE/src/"
 cp partitions.csv "$STAGE/"
 cp -r host_tests "$STAGE/host_tests"
 cp scripts/mutate.toml "$STAGE/pyproject.toml"
+if [ -n "${MUTATE_TESTS:-}" ]; then
+  "$PY" - "$STAGE/pyproject.toml" $MUTATE_TESTS <<'EOF'
+import re, sys
+path, tests = sys.argv[1], sys.argv[2:]
+text = open(path).read()
+listed = "pytest_add_cli_args_test_selection = [%s]" % ", ".join('"%s"' % t for t in tests)
+open(path, "w").write(re.sub(r"pytest_add_cli_args_test_selection = \[.*?\]", listed, text, flags=re.S))
+EOF
+fi
 find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
 cd "$STAGE"
 set +e -f  # -f: the globs of MUTATE_ONLY are mutmut's, not the shell's
-../../.venv/bin/mutmut run --max-children "${MUTATE_JOBS:-2}" $MUTATE_ONLY
+"$ROOT/.venv/bin/mutmut" run --max-children "${MUTATE_JOBS:-2}" $MUTATE_ONLY
 status=$?
 set -e +f
-"../../$PY" ../../scripts/mutate_score.py .
+"$ROOT/$PY" "$ROOT/scripts/mutate_score.py" .
 exit $status

@@ -5,8 +5,8 @@
 #   JOB {"name": ..., "result": "ok" | "reason": "bad_checksum", "detail": ..., "boot_label": "ota_0",
 #        "other_blank": true, "erases": 0, ...}
 #
-# jobs.json: [{"name", "url", "sha256"?, "size"?, "version"?, "token"?, "project"?, "ota": {overrides}},
-# ...]
+# jobs.json: [{"name", "url", "sha256"?, "size"?, "version"?, "token"?, "project"?, "artifact"?
+# (update.run's: compressed and delta, docs/COMPRESSED.md), "ota": {overrides}}, ...]
 # ("token_origin" and other "ota" settings go in "ota"). When the jobs are done, jobs.json is renamed
 # (so the next boot does not repeat them) and the device resets; the next boot prints
 # BOOT {"label": running slot, "version": ...} and returns. Nothing here is needed on a real board
@@ -46,7 +46,7 @@ def run_job(job):
     try:
         result = update.run(job["url"], sha256=job.get("sha256"), size=job.get("size"),
                             version=job.get("version"), token=job.get("token"), config=cfg,
-                            project=job.get("project"))
+                            project=job.get("project"), artifact=job.get("artifact"))
         out.update(result)
     except OtaError as e:
         out["reason"], out["detail"] = e.reason, e.detail

@@ -206,7 +206,10 @@ def test_signed_triggers_end_to_end(world):
           "(incl. importing ota.ed25519), then median %.1f ms of %s; full signed update cycle %.1f s"
           % (simfleet.FLEET_HEAP, int(numbers["first_us"]) / 1000, int(numbers["median_us"]) / 1000,
              numbers["runs"], cycle_s))
-    assert int(numbers["median_us"]) < 1000000
+    # A ratio, not a duration: the check is a small part of the signed update cycle measured above
+    # on the same machine (which verifies the same signature once, then downloads, writes, reboots
+    # and confirms), so it holds on a slow or busy machine and fails if verification dominates.
+    assert int(numbers["median_us"]) < cycle_s * 1e6 / 4, (numbers, cycle_s)
 
 
 MEASURE = '''

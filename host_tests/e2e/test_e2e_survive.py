@@ -42,14 +42,14 @@ Agent._confirm = _hang
 }
 # A release that confirms, then hangs (busy loop) when it is sent b"hang".
 HANG_ON_COMMAND = b"""
-_on_message = intake.Intake.on_message
+_on_message = Agent.on_message
 def _maybe_hang(self, topic, payload):
     if payload == b'hang':
         print('agent: hanging')
         while True:
             pass
     _on_message(self, topic, payload)
-intake.Intake.on_message = _maybe_hang
+Agent.on_message = _maybe_hang
 """
 
 

@@ -425,9 +425,6 @@ def test_mqtt_client_both_flavours_verify(flavour, monkeypatch):
     ctx = _Context()
     client = mqtt.client(flavour, "dev", "broker.lan", 8883, "dev", "pw", 30, ssl_context=ctx)
     assert client.connect() == "TLS(SOCK)" and ctx.wrapped == [("SOCK", "broker.lan")]
-    named = mqtt.client(flavour, "dev", "10.0.0.5", 8883, "dev", "pw", 30, ssl_context=ctx,
-                        server_hostname="broker.lan")
-    assert named.connect() == "TLS(SOCK)" and ctx.wrapped[-1] == ("SOCK", "broker.lan")
     plain = mqtt.client(flavour, "dev", "broker.lan", 1883, None, None, 30)
     assert plain.ssl in (None, False) and plain.connect() == "SOCK"
     unverified = _Context()

@@ -173,16 +173,16 @@ def env(tmp_path, monkeypatch):
 
 
 def connected(a):
-    a._wifi()
-    a._mqtt()
-    return a.client
+    a.link.wifi()
+    a.link.open()
+    return a.link.client
 
 
 def deliver(a, payload, topic=b"/switch/cmd/root"):
     if not isinstance(payload, bytes):
         payload = json.dumps(payload).encode()
-    a.client.incoming.append((topic, payload))
-    a.client.check_msg()
+    a.link.client.incoming.append((topic, payload))
+    a.link.client.check_msg()
 
 
 def test_boot_publishes_retained_idle_with_version(env):
@@ -206,7 +206,7 @@ def test_malformed_trigger_reports_reason_and_keeps_running(env, payload, reason
     a = env.make()
     connected(a)
     deliver(a, payload)
-    msg = a.client.states()[-1]
+    msg = a.link.client.states()[-1]
     assert (msg["state"], msg["reason"]) == ("failed", reason)
     assert a.pending is None
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j1"})  # still listening
@@ -227,11 +227,11 @@ def test_memory_error_costs_the_message_not_the_connection(env, monkeypatch):
 
     monkeypatch.setattr(trigger, "parse", parse)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j0"})
-    msg = a.client.states()[-1]
+    msg = a.link.client.states()[-1]
     assert (msg["state"], msg["reason"]) == ("failed", "low_memory")
-    assert a.client is client and a.pending is None
+    assert a.link.client is client and a.pending is None
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j1"})  # same connection, still listening
-    assert a.client is client and a.pending["id"] == "j1"
+    assert a.link.client is client and a.pending["id"] == "j1"
 
 
 def test_unsigned_trigger_expires_at_the_same_second_as_a_signed_one(env, monkeypatch):
@@ -244,7 +244,7 @@ def test_unsigned_trigger_expires_at_the_same_second_as_a_signed_one(env, monkey
     connected(a)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j-at", "expires": 1_800_000_000})
     a.run_pending()
-    msg = a.client.states()[-1]
+    msg = a.link.client.states()[-1]
     assert (msg["state"], msg["reason"]) == ("failed", "expired") and up.calls == []
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "j-before", "expires": 1_800_000_001})
     a.run_pending()
@@ -261,24 +261,24 @@ def test_mqtt_tls_context_takes_der_or_pem_and_says_oserror_for_a_bad_file(env, 
     pki = make_pki(str(tmp_path / "pki"))
     a = env.make()
     for path in (pki.ca_der, pki.ca_pem):
-        assert a._tls_context({"ca_path": path}).verify_mode == ssl.CERT_REQUIRED
+        assert a.link.tls_context({"ca_path": path}).verify_mode == ssl.CERT_REQUIRED
     bad = tmp_path / "bad.der"
     bad.write_bytes(b"not a certificate")
     with pytest.raises(OSError):  # CPython's ssl says so itself (SSLError), MicroPython's via OtaError
-        a._tls_context({"ca_path": str(bad)})
+        a.link.tls_context({"ca_path": str(bad)})
     with pytest.raises(OSError) as e:
-        a._tls_context({"ca_path": str(tmp_path / "missing.der")})
+        a.link.tls_context({"ca_path": str(tmp_path / "missing.der")})
     assert "tls_failed" in str(e.value)
 
 
 def test_unknown_type_and_other_target_ignored(env):
     a = env.make()
     connected(a)
-    n = len(a.client.published)
+    n = len(a.link.client.published)
     deliver(a, {"type": "switch_set", "state": "on"})
     deliver(a, {"state": "on"})
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "target": "ffffffffffff"})
-    assert len(a.client.published) == n and a.pending is None
+    assert len(a.link.client.published) == n and a.pending is None
 
 
 def test_update_plain_mqtt_progress_then_reboot(env):
@@ -287,13 +287,13 @@ def test_update_plain_mqtt_progress_then_reboot(env):
     connected(a)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "sha256": "AB" * 32, "size": 1000000,
                 "version": "1.1.0", "id": "job-1"})
-    client = a.client
+    client = a.link.client
     with pytest.raises(Reset):
         a.run_pending()
     assert up.calls == [dict(url=GOOD_URL, sha256="ab" * 32, size=1000000, version="1.1.0", token=None)]
     # The running version and the target slot the agent took at start-up: no second get_next_update()
     # (4 KiB) on a heap that has had time to fragment.
-    assert up.slots == [("1.0.0", a.other)] and a.other.info()[4] == "ota_1"
+    assert up.slots == [("1.0.0", a.slots.other)] and a.slots.other.info()[4] == "ota_1"
     states = [m["state"] for m in client.states()]
     assert states[1] == "downloading" and states[-2:] == ["verifying", "rebooting"]
     progress = [m["progress"] for m in client.states() if m["state"] == "downloading"]
@@ -305,11 +305,11 @@ def test_update_plain_mqtt_progress_then_reboot(env):
 
 
 def test_update_over_tls_disconnects_during_download(env, monkeypatch):
-    monkeypatch.setattr(agent.Agent, "_tls_context", lambda self, mqtt: "CTX")
+    monkeypatch.setattr(agent.Link, "tls_context", lambda self, mqtt: "CTX")
     seen = []
 
     def during(done):  # what the world looks like while the download runs
-        seen.append(a.client)
+        seen.append(a.link.client)
 
     up = Updater(during=during)
     a = env.make(up, mqtt={"tls": True})
@@ -327,9 +327,9 @@ def test_update_over_tls_disconnects_during_download(env, monkeypatch):
 def test_busy_while_downloading_and_duplicate(env):
     def during(done):
         if done == 65536:
-            a.client.incoming.append((b"/switch/cmd/root", json.dumps(
+            a.link.client.incoming.append((b"/switch/cmd/root", json.dumps(
                 {"type": "ota_trigger", "url": GOOD_URL + "?2", "id": "job-2"}).encode()))
-            a.client.incoming.append((b"/switch/cmd/root", json.dumps(
+            a.link.client.incoming.append((b"/switch/cmd/root", json.dumps(
                 {"type": "ota_trigger", "url": GOOD_URL, "id": "job-1"}).encode()))  # redelivery
 
     up = Updater(error=OtaError("http_404", "not found"), during=during)
@@ -337,22 +337,22 @@ def test_busy_while_downloading_and_duplicate(env):
     connected(a)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "job-1"})
     a.run_pending()
-    busy = [m for m in a.client.states() if m["reason"] == "busy"]
+    busy = [m for m in a.link.client.states() if m["reason"] == "busy"]
     assert len(busy) == 1 and busy[0]["state"] == "downloading" and busy[0]["job"] == "job-1"
     assert "job-2" in busy[0]["detail"]
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"], last["job"]) == ("failed", "http_404", "job-1")
     assert len(up.calls) == 1
     # The retained trigger comes again at the next subscribe: not run twice, nothing published.
-    n = len(a.client.published)
+    n = len(a.link.client.published)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "job-1"})
-    assert a.pending is None and len(a.client.published) == n
+    assert a.pending is None and len(a.link.client.published) == n
     # and it survives a reboot (the seen list is on the filesystem)
     b = env.make(up)
     connected(b)
     deliver(b, {"type": "ota_trigger", "url": GOOD_URL, "id": "job-1"})
     assert b.pending is None
-    assert b.client.states()[-1]["state"] == "failed"  # the last outcome stays visible after boot
+    assert b.link.client.states()[-1]["state"] == "failed"  # the last outcome stays visible after boot
 
 
 def test_trigger_without_id_gets_content_id(env):
@@ -364,7 +364,7 @@ def test_trigger_without_id_gets_content_id(env):
     job_id = a.pending["id"]
     assert job_id.startswith("auto-")
     a.run_pending()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"], last["job"]) == ("ok", "same_version", job_id)
     deliver(a, seed)
     assert a.pending is None
@@ -373,7 +373,7 @@ def test_trigger_without_id_gets_content_id(env):
 def test_broker_drop_during_download_does_not_stop_it(env):
     def during(done):
         if done == 131072:
-            a.client.fail_next_io = True
+            a.link.client.fail_next_io = True
 
     up = Updater(during=during)
     a = env.make(up)
@@ -392,7 +392,7 @@ def test_policy_require_sha256(env):
     connected(a)
     deliver(a, {"type": "ota_trigger", "url": GOOD_URL, "id": "p1"})
     a.run_pending()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("failed", "sha256_required") and up.calls == []
 
 
@@ -402,7 +402,7 @@ def test_revert_to_valid_other_slot(env):
     a = env.make(ota={"allow_downgrade": True})  # the device policy allows going back to 0.9.0
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r1"})
-    client = a.client
+    client = a.link.client
     with pytest.raises(Reset):
         a.run_pending()
     assert env.esp.boot == "ota_1"
@@ -420,7 +420,7 @@ def test_unsigned_revert_to_an_older_firmware_is_a_downgrade(env):
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r-unsigned", "allow_downgrade": True})  # unsigned: ignored
     a.run_pending()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("failed", "downgrade")
     assert env.esp.boot == "ota_0" and env.esp.slots["ota_1"].set_boot_calls == 0
     # The operator's signed revert with allow_downgrade goes through.
@@ -438,7 +438,7 @@ def test_revert_to_another_product_is_refused(env):
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r-product"})
     a.run_pending()
-    assert a.client.states()[-1]["reason"] == "wrong_product" and env.esp.boot == "ota_0"
+    assert a.link.client.states()[-1]["reason"] == "wrong_product" and env.esp.boot == "ota_0"
 
 
 def test_revert_refused_without_image(env):
@@ -446,7 +446,7 @@ def test_revert_refused_without_image(env):
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r2"})
     a.run_pending()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("failed", "revert_no_image")
     assert env.esp.boot == "ota_0"
 
@@ -459,7 +459,7 @@ def test_revert_refused_when_set_boot_rejects(env):
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r3"})
     a.run_pending()
-    assert a.client.states()[-1]["reason"] == "revert_invalid_image"
+    assert a.link.client.states()[-1]["reason"] == "revert_invalid_image"
     assert jobs.Jobs(env.jobs_path).current["state"] == "failed"
 
 
@@ -476,7 +476,7 @@ def test_revert_refused_to_a_slot_whose_last_boot_failed(env, last):
     connected(a)
     deliver(a, {"type": "ota_revert", "id": "r4"})
     a.run_pending()
-    last_state = a.client.states()[-1]
+    last_state = a.link.client.states()[-1]
     assert (last_state["state"], last_state["reason"]) == ("failed", "revert_aborted_image")
     assert "ota_1" in last_state["detail"] and last in last_state["detail"]
     assert env.esp.boot == "ota_0" and env.esp.slots["ota_1"].set_boot_calls == 0
@@ -523,7 +523,7 @@ def _double_cut(env, before):
             to_slot="ota_1", to_otadata=before)
     a = env.make()
     connected(a)
-    return a.client.states()[-1]
+    return a.link.client.states()[-1]
 
 
 def test_double_power_cut_reported_rolled_back_boot_failed(env):
@@ -556,9 +556,9 @@ def test_health_gate_confirms(env, monkeypatch):
     a = env.make()
     assert a.gate is not None
     connected(a)
-    assert a.client.states()[-1]["state"] == "confirming"
+    assert a.link.client.states()[-1]["state"] == "confirming"
     a._confirm()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["version"], last["job"], last["slot"]) == ("ok", "1.1.0", "job-9", "ota_1")
     assert marks == [1] and a.gate is None
     assert jobs.Jobs(env.jobs_path).current["state"] == "ok"
@@ -571,13 +571,13 @@ def test_health_gate_selftest_fails_then_old_firmware_reports_rolled_back(env, m
     connected(a)
     with pytest.raises(Reset):
         a._confirm()
-    assert a.client.states()[-1]["reason"] == "selftest_failed"
+    assert a.link.client.states()[-1]["reason"] == "selftest_failed"
     record = jobs.Jobs(env.jobs_path).current
     assert (record["state"], record["reason"]) == ("rolling_back", "selftest_failed")
     env.esp.running = "ota_0"  # the bootloader rolled back
     old = env.make()
     connected(old)
-    last = old.client.states()[-1]
+    last = old.link.client.states()[-1]
     assert (last["state"], last["job"], last["reason"], last["slot"]) == \
         ("rolled_back", "job-9", "selftest_failed", "ota_0")
     assert jobs.Jobs(env.jobs_path).current["state"] == "rolled_back"
@@ -602,17 +602,17 @@ def test_new_image_that_set_the_config_aside_rolls_back_at_once(env, monkeypatch
     env.esp.running = "ota_0"  # the bootloader rolled back
     old = env.make()
     connected(old)
-    last = old.client.states()[-1]
+    last = old.link.client.states()[-1]
     assert (last["state"], last["job"], last["reason"], last["slot"]) == ("rolled_back", "job-9", "bad_config", "ota_0")
     assert last["detail"].startswith("the new image set config.json aside: bad_config: mqtt.port")
-    assert "s3cret-pw" not in json.dumps(old.client.states()) + capsys.readouterr().out
+    assert "s3cret-pw" not in json.dumps(old.link.client.states()) + capsys.readouterr().out
 
 
 def test_a_config_problem_outside_an_update_boot_keeps_the_device_running(env):
     # A device whose config.json is broken, booting normally: it runs on the defaults (no reset).
     a = env.make(config_problem="bad_config: wifi.password: too short")
     connected(a)
-    assert a.client.states()[-1]["state"] == "idle"
+    assert a.link.client.states()[-1]["state"] == "idle"
 
 
 def test_new_image_that_never_reports_is_boot_failed(env):
@@ -620,7 +620,7 @@ def test_new_image_that_never_reports_is_boot_failed(env):
     env.esp.running = "ota_0"  # new image crashed before its health gate; bootloader rolled back
     a = env.make()
     connected(a)
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("rolled_back", "boot_failed")
 
 
@@ -634,7 +634,7 @@ def test_rollback_unsupported_is_reported_not_fatal(env, monkeypatch):
     a = env.make()
     connected(a)
     a._confirm()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("ok", "rollback_unsupported")
 
 
@@ -654,7 +654,7 @@ def test_reset_during_download_reported_interrupted(env):
     j.start({"id": "job-5", "type": "ota_trigger", "url": GOOD_URL}, "downloading", from_slot="ota_0")
     a = env.make()
     connected(a)
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"], last["job"]) == ("failed", "interrupted", "job-5")
 
 
@@ -681,7 +681,7 @@ def test_loop_retries_connect_with_backoff(env, monkeypatch):
     pauses = [(attempt, s) for attempt, s, _ in sleeps if attempt < 3]
     assert pauses == [(1, 1)] * 2 + [(2, 1)] * 4, sleeps
     assert all(fed > i for i, (_, _, fed) in enumerate(sleeps[:6])), sleeps
-    assert a.client.states()[-1]["state"] == "idle"
+    assert a.link.client.states()[-1]["state"] == "idle"
 
 
 def test_bad_config_falls_back_to_defaults(tmp_path, capsys):
@@ -730,7 +730,7 @@ def test_signature_refusals_before_any_download(env, make_trigger, reason):
     connected(a)
     deliver(a, make_trigger())
     a.run_pending()
-    last = a.client.states()[-1]
+    last = a.link.client.states()[-1]
     assert (last["state"], last["reason"]) == ("failed", reason) and up.calls == []
 
 
@@ -754,11 +754,11 @@ def test_signed_downgrade_flag_reaches_the_updater_only_when_verified(env):
 def test_target_list_and_wrong_target_on_own_topic(env):
     a = env.make(Updater(), ota={"signing_pubkey": PUB})
     connected(a)
-    n = len(a.client.published)
+    n = len(a.link.client.published)
     deliver(a, signed(target="ffffffffffff", id="t0"))  # fleet topic, not for us: silence
-    assert a.pending is None and len(a.client.published) == n
+    assert a.pending is None and len(a.link.client.published) == n
     deliver(a, signed(target="ffffffffffff", id="t1"), topic=b"/switch/cmd/" + DEV.encode())
-    assert a.client.states()[-1]["reason"] == "wrong_target" and a.pending is None
+    assert a.link.client.states()[-1]["reason"] == "wrong_target" and a.pending is None
     deliver(a, signed(target="ffffffffffff," + DEV, id="t2"))  # a list naming us
     assert a.pending["id"] == "t2"
 
@@ -773,10 +773,10 @@ def test_replayed_signed_trigger_is_named_and_not_run(env):
         a.run_pending()
     b = env.make(up, ota={"signing_pubkey": PUB})  # after the reboot: r1's seq is the highest
     connected(b)
-    before = b.client.states()[-1]["state"]
+    before = b.link.client.states()[-1]["state"]
     deliver(b, trig)
     b.run_pending()
-    last = b.client.states()[-1]
+    last = b.link.client.states()[-1]
     assert (last["state"], last["reason"]) == (before, "replayed")  # the state stays, reason added
     assert len(up.calls) == 1
 
@@ -787,8 +787,8 @@ def test_plain_http_refused_before_downloading_unless_allowed(env):
     connected(a)
     deliver(a, {"type": "ota_trigger", "url": "http://fw.example.com/app.bin", "id": "h1"})
     a.run_pending()
-    states = [m["state"] for m in a.client.states()]
-    assert "downloading" not in states and a.client.states()[-1]["reason"] == "http_not_allowed"
+    states = [m["state"] for m in a.link.client.states()]
+    assert "downloading" not in states and a.link.client.states()[-1]["reason"] == "http_not_allowed"
     assert up.calls == []
     b = env.make(up, ota={"allow_http": True})
     connected(b)
@@ -801,10 +801,10 @@ def test_plain_http_refused_before_downloading_unless_allowed(env):
 def test_mqtt_port_follows_tls_unless_set(env):
     a = env.make(mqtt={"port": None})  # the default
     connected(a)
-    assert a.client.port == 0  # umqtt.simple: 0 means 1883, or 8883 with ssl
+    assert a.link.client.port == 0  # umqtt.simple: 0 means 1883, or 8883 with ssl
     b = env.make(mqtt={"port": 1999})
     connected(b)
-    assert b.client.port == 1999
+    assert b.link.client.port == 1999
 
 
 def test_a_forged_trigger_cannot_burn_the_job_id_of_the_real_one(env):
@@ -813,7 +813,7 @@ def test_a_forged_trigger_cannot_burn_the_job_id_of_the_real_one(env):
     connected(a)
     deliver(a, signed(key=OTHER_KEY, id="job-7"))  # forged: same id, wrong key
     a.run_pending()
-    assert a.client.states()[-1]["reason"] == "bad_signature"
+    assert a.link.client.states()[-1]["reason"] == "bad_signature"
     deliver(a, signed(id="job-7"))  # the operator's real one still runs
     assert a.pending is not None and a.pending["id"] == "job-7"
     with pytest.raises(Reset):
@@ -835,8 +835,8 @@ def test_an_ntp_reply_that_is_short_or_zero_neither_crashes_nor_sets_the_clock(e
 
     monkeypatch.setitem(sys.modules, "ntptime", types.SimpleNamespace(settime=settime))
     a = env.make()
-    a._set_clock()
-    assert a.clock_set is False  # asked again at the next connect
+    a.link.set_clock()
+    assert a.link.clock_set is False  # asked again at the next connect
 
 
 def test_a_broker_that_cuts_a_packet_short_is_a_lost_link_not_a_crash(env):
@@ -848,6 +848,6 @@ def test_a_broker_that_cuts_a_packet_short_is_a_lost_link_not_a_crash(env):
     def cut_short():
         raise IndexError("index out of range")
 
-    a.client.check_msg = cut_short
+    a.link.client.check_msg = cut_short
     with pytest.raises(OSError):
         a._serve()

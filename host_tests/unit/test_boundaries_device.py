@@ -16,6 +16,7 @@ from otactl import signing
 from ota.errors import OtaError as HostError
 from paths import MICROPYTHON
 from test_trigger import parse_on_micropython
+from test_writer import put
 
 SLOT = 0x40000
 URL = "https://fw.example/fw.bin"
@@ -180,11 +181,11 @@ def test_writer_takes_exactly_the_slot_and_not_a_byte_more():
     esp = fakes.make_device(small)
     data = fakes.pattern(small, 9)
     w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
-    assert w.write(memoryview(data)) == small and w.finish() == small
+    assert put(w, data) == small and w.finish() == small
     assert bytes(esp.slots["ota_1"].data) == data
     w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
-    w.write(memoryview(data[:-1]))
-    assert reason_of(w.write, memoryview(b"ab")) == "too_large"
+    put(w, data[:-1])
+    assert reason_of(put, w, b"ab") == "too_large"
 
 
 # ---------------------------------------------------------------- update: version policy

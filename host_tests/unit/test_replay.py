@@ -50,7 +50,7 @@ def _run(a, message):
         a.run_pending()
     except Reset:
         return "ran"
-    return a.client.states()[-1].get("reason")
+    return a.link.client.states()[-1].get("reason")
 
 
 def test_a_captured_trigger_never_runs_twice_after_any_number_of_bogus_ones(env, clock):

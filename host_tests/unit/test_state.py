@@ -4,7 +4,7 @@ import json
 from ota import state
 
 FIELDS = {"id", "version", "slot", "state", "progress", "bytes", "total", "job", "reason", "detail",
-          "heap", "uptime_s", "ts"}
+          "heap", "uptime_s", "ts", "t"}
 
 
 def test_message_fields():

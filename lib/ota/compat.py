@@ -1,6 +1,6 @@
 # Does an image belong on this device, and is it an update? Decided from the image's app descriptor
 # (image.check_header's info) before the first erase. ONE implementation for every place that asks:
-# the download (update.py), ota_revert (commands.py), and the host's `otactl image inspect` and
+# the download (update.py), ota_revert (jobrun.py), and the host's `otactl image inspect` and
 # `otactl release` (otactl/firmware_image.py imports this very file), so the host's verdict is the
 # device's.
 #

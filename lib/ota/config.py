@@ -24,9 +24,14 @@ DEFAULTS = {
             "allow_downgrade": False, "require_signature": False, "signing_pubkey": None,
             "health_timeout_s": 60, "chunk_size": 4096, "retries": 5, "retry_backoff_ms": 1000,
             "connect_timeout": 10, "read_timeout": 10, "token": None, "token_origin": None,
-            "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 16384,
+            "progress_bytes": 65536, "progress_interval_s": 5, "min_free": 6144,
             "selftest_min_heap": 32768, "chip_rev": None, "watchdog_ms": 60000,
             "max_restarts": 3, "download_deadline_s": 900},
+    # Home Assistant's MQTT update entity (ha.py): off unless asked for. prefix: HA's discovery prefix;
+    # state_topic: the entity's own state (installed/latest version, progress); release_topic: the
+    # retained release announcement (`otactl announce`) that the Install button installs.
+    "ha": {"discovery": False, "prefix": "homeassistant", "state_topic": "/switch/ha/{id}",
+           "release_topic": "/switch/release"},
 }
 
 SECRETS = ("wifi.password", "mqtt.password", "ota.token")
@@ -82,6 +87,10 @@ _SCHEMA = (
     ("ota.watchdog_ms", "int", 10000, 3600000),
     ("ota.max_restarts", "int", 0, 20),
     ("ota.download_deadline_s", "int", 10, 86400),
+    ("ha.discovery", "bool", 0, 0),
+    ("ha.prefix", "topic", 1, 64),
+    ("ha.state_topic", "topic", 1, 128),
+    ("ha.release_topic", "topic", 1, 128),
 )
 
 
@@ -177,9 +186,13 @@ def validate(cfg, complete=False):
         _bad("wifi.password", "WPA2 needs 8..63 characters (empty for an open network)")
     if _get(cfg, "ota.chunk_size") % _SECTOR:
         _bad("ota.chunk_size", "must be a multiple of %d, got %d" % (_SECTOR, _get(cfg, "ota.chunk_size")))
-    for field in ("topics.cmd_device", "topics.state"):
+    for field in ("topics.cmd_device", "topics.state", "ha.state_topic"):
         if "{id}" not in _get(cfg, field):
             _bad(field, "must contain {id} (one topic per device)")
+    # An announcement on a command topic would run as a trigger without anyone pressing Install.
+    release, head = _get(cfg, "ha.release_topic"), _get(cfg, "topics.cmd_device").split("{id}")[0]
+    if release == _get(cfg, "topics.cmd_root") or (head and release.startswith(head)):
+        _bad("ha.release_topic", "must not be (under) a command topic: an announcement is no trigger")
     # The watchdog must outlast the longest step that cannot feed it: a connect, then a TLS
     # handshake whose reads each wait up to read_timeout (two flights from the server).
     longest = 1000 * (_get(cfg, "ota.connect_timeout") + 2 * _get(cfg, "ota.read_timeout"))
@@ -239,13 +252,13 @@ def merge(overrides):
 # A missing file gives the defaults; a file that is too big, not UTF-8, not JSON (or nested too
 # deeply to parse), or holds a bad value raises OtaError('bad_config', ...), so the agent runs on
 # the defaults instead of dying at boot; other I/O errors stay OSError.
-def load(path="config.json", complete=False):
+def load(path="config.json"):
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_FILE + 1)
     except OSError as e:
         if e.args and e.args[0] == 2:  # ENOENT on both MicroPython and CPython
-            return validate(merge({}), complete)
+            return validate(merge({}))
         raise
     if len(data) > MAX_FILE:
         _bad(path, "larger than %d bytes" % MAX_FILE)
@@ -255,7 +268,7 @@ def load(path="config.json", complete=False):
         _bad(path, "not valid JSON (UTF-8)")
     except (RuntimeError, MemoryError):  # CPython's RecursionError; MicroPython's parser asks for a
         _bad(path, "not valid JSON (nested too deeply)")  # block per nesting level
-    return validate(merge(overrides), complete)
+    return validate(merge(overrides))
 
 
 def redacted(cfg):

@@ -22,6 +22,7 @@ except ImportError:  # CPython (host tests)
 
 from ota import heap
 from ota.errors import OtaError, from_oserror
+from ota.http_response import HEADER_LINE
 from ota.state import no_watchdog, ticks_diff, ticks_ms
 
 _HEAP_EVERY = const(65536)  # bytes between two heap checks during the stream (cheap, no collect)
@@ -42,7 +43,7 @@ class Download:
     # feed: the watchdog's feed, called for every chunk and through the backoff pauses (None: none).
     def __init__(self, url, size, cfg, https, esp32, progress, open_args, feed=None):
         self.url, self.size, self.cfg, self.https, self.esp32 = url, size, cfg, https, esp32
-        self.progress, self.open_args = progress, open_args
+        self.progress, self.open_args = progress, dict(open_args)
         self.feed = feed or no_watchdog
         self.total = size
         self._counters_from(0)
@@ -52,6 +53,8 @@ class Download:
         self.restarts = 0
         self.started = ticks_ms()
         self.deadline_ms = cfg["download_deadline_s"] * 1000
+        # The SSLContext for every connection of this download: update.run's, or the first one's.
+        self.tls_context = self.open_args.pop("tls_context", None)
 
     def _counters_from(self, received):
         self.next_report = received
@@ -65,7 +68,10 @@ class Download:
         while True:
             start = writer.received
             try:
-                resp = self.https.open(self.url, start=start, **self.open_args)
+                # The status and header lines go into the chunk buffer's free part: one buffer for
+                # the whole update (http_response.read_head).
+                resp = self.https.open(self.url, start=start, tls_context=self.tls_context,
+                                       line=writer.free_space(), **self.open_args)
             except OSError as e:  # https.py lets only ENOMEM through: never worth a retry
                 raise from_oserror(e)
             except OtaError as e:
@@ -73,6 +79,7 @@ class Download:
                     raise
                 error = e
             else:
+                self.tls_context = getattr(resp, "tls_context", None) or self.tls_context
                 # The handshake and the headers leave garbage behind; collect it once per
                 # connection, before the copy loop (never inside it), so the peak stays low.
                 gc.collect()
@@ -100,7 +107,10 @@ class Download:
                 raise error
             _pause(self.cfg["retry_backoff_ms"] << min(failures - 1, 5), self.feed)
             self._check_deadline()
-            heap.check(self.cfg["min_free"], esp32=self.esp32)  # a new TLS session needs its block
+            # A new TLS session needs its block; when the bytes kept in the buffer leave less than
+            # a header line free, the headers need a line buffer of their own (read_head).
+            extra = HEADER_LINE if len(writer.buf) - writer.fill < HEADER_LINE else 0
+            heap.check(self.cfg["min_free"] + extra, esp32=self.esp32)
 
     # Raises OtaError download_deadline once the job has downloaded for ota.download_deadline_s.
     # Checked between chunks and reconnects: a single 4 KiB read slower than the watchdog's timeout

@@ -5,6 +5,7 @@
 # the ESP-IDF heap where mbedTLS allocates its session. gc.collect() cannot free the second one, and a
 # TLS session needs one large contiguous block of it, so we check its largest free block.
 import gc
+import sys
 
 try:
     from micropython import const
@@ -33,30 +34,49 @@ def check_stream(required_bytes):
             raise OtaError("low_memory", "gc free %d < %d during the download" % (mem_free(), required_bytes))
 
 
-# Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's small list,
-# so it can run every few chunks of a stream with collect=False (no gc.collect() in the copy loop).
-# esp32: the module (tests inject a fake); None imports it, absent on the Unix port and CPython.
-def check(required_bytes, tls=True, collect=True, esp32=None):
-    if collect:
-        gc.collect()
+# Before a connection: collects, then checks the GC heap and the IDF heap's largest block for a TLS
+# session. Raises OtaError low_memory (detail: the numbers). Allocates only esp32.idf_heap_info's
+# small list. esp32: the module (tests inject a fake); None imports it, absent on the Unix port and
+# CPython. During the stream check_stream() is the check: no gc.collect() in the copy loop.
+# required_bytes: free GC heap the rest of the job needs (ota.min_free, docs/MEMORY.md). On the chip
+# gc.mem_free() is the GC heap's own free bytes plus the largest free IDF block, which the GC heap
+# may grow into (MP v1.28.0 py/modgc.c: info.free + info.max_new_split; ports/esp32/gccollect.c
+# gc_get_max_new_split = heap_caps_get_largest_free_block): the block the TLS session needs too. So
+# what the GC heap lacks must fit in that block beside the session, not be counted twice.
+def check(required_bytes, esp32=None):
+    gc.collect()
+    largest = _largest_idf_block(esp32)
     mem_free = getattr(gc, "mem_free", None)  # MicroPython only
     if mem_free is not None:
         free = mem_free()
-        if free < required_bytes:
-            raise OtaError("low_memory", "gc free %d < %d needed" % (free, required_bytes))
-    if not tls:
-        return
+        own = free - largest if _GROWS and largest is not None else free
+        if own < required_bytes:
+            if not _GROWS or largest is None:
+                raise OtaError("low_memory", "gc free %d < %d needed" % (free, required_bytes))
+            if largest - TLS_BYTES < required_bytes - own:
+                raise OtaError("low_memory", "gc free %d (%d of it the largest idf block) < %d needed + %d for TLS"
+                               % (free, largest, required_bytes, TLS_BYTES))
+    if largest is not None and largest < TLS_BYTES:
+        raise OtaError("low_memory", "largest idf block %d < %d for TLS" % (largest, TLS_BYTES))
+
+
+# The GC heap grows into the IDF heap on demand (MICROPY_GC_SPLIT_HEAP_AUTO: the esp32 port; the
+# simulator's fixed -X heapsize does not).
+_GROWS = sys.platform == "esp32"
+
+
+# The largest free block of the IDF data heap, None where there is none to ask about.
+def _largest_idf_block(esp32):
     if esp32 is None:
         try:
             import esp32
         except ImportError:  # CPython / Unix port: TLS comes from malloc
-            return
+            return None
     info = getattr(esp32, "idf_heap_info", None)
     if info is None:
-        return
+        return None
     largest = 0
     for region in info(esp32.HEAP_DATA):  # (total, free, largest_free_block, min_free)
         if region[2] > largest:
             largest = region[2]
-    if largest < TLS_BYTES:
-        raise OtaError("low_memory", "largest idf block %d < %d for TLS" % (largest, TLS_BYTES))
+    return largest

@@ -21,45 +21,65 @@ except ImportError:
 
 
 _HEADER_LINE = const(2048)  # longest header line: signed S3 / GitHub Location URLs run ~1 KB
+HEADER_LINE = _HEADER_LINE  # for fetch.py's heap check before a resume
 _MAX_HEADERS = const(64)
 _CHUNK_LINE = const(80)  # "1000;ext=..." chunk-size line
 
 
 # Status line and headers. Returns (status, {lower-case name: str value}) for the headers we use.
-def read_head(stream):
-    line = _readline(stream, _HEADER_LINE)
-    parts = line.split(None, 2)
+# line: where the lines are read, a writable buffer of at least _HEADER_LINE bytes (https.open passes
+# the free part of the download's chunk buffer: the body has not started, so nothing is there yet);
+# None or shorter: a buffer is made for this answer (the 2 KiB the head used to cost every time).
+def read_head(stream, line=None):
+    if line is None or len(line) < _HEADER_LINE:
+        line = bytearray(_HEADER_LINE)
+    one = bytearray(1)
+    n = _line_into(stream, line, one)
+    first = bytes(line[:n])  # the status line alone: short, unless a server is hostile (then garbage)
+    parts = first.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[1]) != 3:
-        raise OtaError("bad_response", "status line %r" % line[:40])
+        raise OtaError("bad_response", "status line %r" % first[:40])
     try:
         status = int(parts[1])
     except ValueError:
-        raise OtaError("bad_response", "status line %r" % line[:40])
-    return status, _read_fields(stream)
+        raise OtaError("bad_response", "status line %r" % first[:40])
+    return status, _read_fields(stream, line, one)
 
 
 _WANTED = (b"content-length", b"content-range", b"transfer-encoding", b"location")
+_LONGEST_WANTED = const(17)  # len("transfer-encoding")
 
 
 # Headers (and a chunked body's trailers, which come the same way). Names must be visible ASCII and
 # are compared as bytes; only the values we use are decoded: a server's bytes are not UTF-8 until
-# checked, and a UnicodeError escaping from here once killed the agent (issue 10).
-def _read_fields(stream):
+# checked, and a UnicodeError escaping from here once killed the agent (issue 10). Each line goes
+# into `line` (see read_head); only a name and a wanted value are copied out of it.
+def _read_fields(stream, line=None, one=None):
+    if line is None:
+        line, one = bytearray(_HEADER_LINE), bytearray(1)
     fields = {}
     for _ in range(_MAX_HEADERS + 1):  # the header lines, then the blank line that ends them
-        line = _readline(stream, _HEADER_LINE)
-        if line == b"\r\n" or line == b"\n":
+        n = _line_into(stream, line, one)
+        if line[0] == 10 or (n == 2 and line[0] == 13):  # "\n" or "\r\n": the end of the head
             return fields
-        colon = line.find(b":")
-        if colon <= 0:
-            raise OtaError("bad_response", "header line %r" % line[:40])
-        name = line[:colon].strip().lower()
-        for byte in name:  # a field name is an RFC 9110 token: visible ASCII
-            if byte <= 32 or byte >= 127:
-                raise OtaError("bad_response", "header name %r" % name[:40])
+        colon = 0
+        while colon < n and line[colon] != 58:  # ":"; a memoryview has no find()
+            colon += 1
+        if colon == 0 or colon == n:
+            raise OtaError("bad_response", "header line %r" % bytes(line[:min(n, 40)]))
+        start, end = 0, colon
+        while start < end and line[start] in b" \t":
+            start += 1
+        while end > start and line[end - 1] in b" \t":
+            end -= 1
+        for i in range(start, end):  # a field name is an RFC 9110 token: visible ASCII
+            if line[i] <= 32 or line[i] >= 127:
+                raise OtaError("bad_response", "header name %r" % bytes(line[start:min(end, start + 40)]))
+        # Copied out of the buffer only when it may be one we use (the longest is 17 bytes).
+        name = bytes(line[start:end]).lower() if end - start <= _LONGEST_WANTED else None
         if name in _WANTED:
             name = name.decode()  # one of _WANTED: ASCII
-            value = _text(line[colon + 1 :].strip(), name)
+            value = _text(bytes(line[colon + 1:n]).strip(), name)
             if name != "location":
                 value = value.lower()
             if name in fields and fields[name] != value:
@@ -90,6 +110,30 @@ def _readline(stream, limit):
     return line
 
 
+# One line of the head into buf, byte by byte through `one` (a socket has no unread: reading ahead
+# would swallow the start of the body); the socket's own readline(limit) would allocate a fresh
+# `limit`-byte buffer per line. Returns its length, line end included. Raises OtaError bad_response
+# (longer than buf), connection_lost (the answer ends first, or the socket fails; timeout for that).
+def _line_into(stream, buf, one):
+    n = 0
+    limit = len(buf) if len(buf) < _HEADER_LINE else _HEADER_LINE
+    while n < limit:
+        try:
+            got = stream.readinto(one, 1)
+        except OSError as e:
+            raise_io(e, "connection_lost", "reading headers")
+        if not got:
+            if n:
+                raise OtaError("connection_lost", "closed inside a header line")
+            raise OtaError("connection_lost", "closed where a header or chunk line was due")
+        byte = one[0]
+        buf[n] = byte
+        n += 1
+        if byte == 10:
+            return n
+    raise OtaError("bad_response", "header line longer than %d" % limit)
+
+
 class Response:
     # Reads the body of one answer. readinto() does no allocation for identity bodies (one socket
     # readinto per call); chunked bodies cost a small allocation per chunk-size line.
@@ -117,6 +161,7 @@ class Response:
         self._left = -1 if self.length is None else self.length
         self._chunk_left = 0
         self._done = False
+        self.tls_context = None  # https.open's, for the next connection of the same download
 
     def __enter__(self):
         return self

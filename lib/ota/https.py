@@ -29,6 +29,11 @@ from ota.http_stream import errno_of, message, raise_io, reason, wrap  # noqa: F
 _open_file = open  # the builtin, before this module's open() shadows it
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "micropython-ota/1"
+# Nagle's algorithm holds a small TLS record until the previous one is ACKed, and the server delays
+# that ACK (40 ms on Linux): every handshake and request paid it (issue 13: 56 -> 13 ms to open a
+# connection). The ESP32 port's socket has TCP_NODELAY since v1.23.0 (MP ports/esp32/modsocket.c,
+# IPPROTO_TCP level of setsockopt); the Unix port has not (the simulator adds it, sim/device/socket.py).
+_NODELAY = getattr(socket, "TCP_NODELAY", None)
 
 
 # Open url and read the status line and headers, following redirects. Returns a Response whose
@@ -38,12 +43,15 @@ _USER_AGENT = "micropython-ota/1"
 # ("https://fw.example.com:8443"; the default port of the scheme when it names none); without
 # token_origin it goes nowhere. Whatever the trigger's URL or a redirect names, another host, another
 # port of the same host or plain http never gets it. headers: extra {name: value} sent to every hop
-# (put no secrets there). Raises OtaError (reasons above) or OSError(ENOMEM).
+# (put no secrets there). tls_context: an SSLContext to reuse (None: made from ca_path at the first
+# https hop); the one used is resp.tls_context, so that a resume reuses it (fetch.py): the CA is
+# parsed once per update and no context is garbage per connection. line: a writable buffer for the
+# status and header lines, at least http_response's 2 KiB (fetch.py passes the chunk buffer's free
+# part; None: read_head makes one). Raises OtaError (reasons above) or OSError(ENOMEM).
 def open(url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_http=False,
-         connect_timeout=10, read_timeout=10, max_redirects=5, headers=None):
+         connect_timeout=10, read_timeout=10, max_redirects=5, headers=None, tls_context=None, line=None):
     scheme, host, port, path = urls.split(url)
     origin = urls.origin(token_origin) if token and token_origin else None
-    tls_context = None  # built at the first https hop, then reused: the CA is parsed once
     hops = 0
     while True:
         if scheme == "http" and not allow_http:
@@ -56,13 +64,14 @@ def open(url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_ht
                           tls_context if scheme == "https" else None)
         try:
             _send(stream, request)
-            status, fields = read_head(stream)
+            status, fields = read_head(stream, line)
             if status in _REDIRECTS:
                 location = fields.get("location")
                 if not location:
                     raise OtaError("bad_response", "%d without Location" % status)
             elif status == 200 or status == 206:
                 resp = Response(stream, status, fields, start, url)
+                resp.tls_context = tls_context
                 stream = None  # the Response owns it now
                 return resp
             else:
@@ -139,6 +148,11 @@ def _connect(host, port, connect_timeout, read_timeout, context):
         raise OtaError("dns_failed", "%s: %s" % (host, e))
     sock = socket.socket(info[0], socket.SOCK_STREAM)
     try:
+        if _NODELAY is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _NODELAY, 1)
+            except OSError:
+                pass  # a stack without it is slower to open a connection, not wrong
         sock.settimeout(connect_timeout)
         try:
             sock.connect(info[-1])
@@ -165,6 +179,8 @@ def _connect(host, port, connect_timeout, read_timeout, context):
             sock.close()
 
 
+# The whole request in one write (one TLS record, one segment): with TCP_NODELAY a request written
+# in pieces would go out as that many small segments.
 def _send(stream, request):
     try:
         stream.write(request)

@@ -20,29 +20,23 @@ _HASH_LEN = const(32)
 
 
 # XOR of all bytes of buf[start:end] folded into acc (one byte). The checksum of a 1.7 MB image is
-# a per-byte job: viper makes it machine code (no allocation); CPython folds one big int instead.
+# a per-byte job: on MicroPython viper makes it machine code (ota/xor_viper.py, no allocation);
+# CPython folds one big int instead.
+def _xor_bytecode(buf, start, end, acc):
+    # Where the firmware has no native emitter (docs/HARDWARE.md, "Native code"): plain bytecode, about
+    # 100x slower but still allocation-free (a `for ... in range()` loop makes no range object).
+    for i in range(start, end):
+        acc ^= buf[i]
+    return acc
+
+
 if sys.implementation.name == "micropython":
-    @micropython.viper  # noqa: F821 (MicroPython builtin)
-    def _xor(buf, start: int, end: int, acc: int) -> int:
-        p = ptr8(buf)  # noqa: F821 (viper builtin)
-        i = start
-        while i < end and ((int(p) + i) & 3):  # ptr32 must be aligned on RISC-V
-            acc ^= p[i]
-            i += 1
-        words = ptr32(int(p) + i)  # noqa: F821
-        n = (end - i) >> 2
-        x = 0
-        j = 0
-        while j < n:
-            x ^= words[j]
-            j += 1
-        i += n << 2
-        while i < end:
-            acc ^= p[i]
-            i += 1
-        x ^= x >> 16
-        x ^= x >> 8
-        return (acc ^ x) & 0xFF
+    # Chosen at run time: a port built without the RISC-V emitter cannot compile the viper source
+    # (SyntaxError) nor load its native .mpy (ValueError "native code in .mpy unsupported").
+    try:
+        from ota.xor_viper import xor as _xor
+    except (ImportError, SyntaxError, ValueError):
+        _xor = _xor_bytecode
 else:
     def _xor(buf, start, end, acc):
         n = end - start
@@ -54,6 +48,18 @@ else:
             x = (x & ((1 << (half * 8)) - 1)) ^ (x >> (half * 8))
             n = half
         return acc ^ x
+
+
+class _NoSha:
+    # Stands for the SHA-256 of a Verifier made with hashing=False.
+    def update(self, data):
+        pass
+
+    def digest(self):
+        return None
+
+
+_NO_SHA = _NoSha()
 
 
 # Verifier states: what the next bytes of the stream are.
@@ -70,10 +76,11 @@ class Verifier:
     # (almost every byte) goes to the hash and the checksum straight from the caller's chunk with
     # no allocation; only the small fields are copied, into one 32-byte buffer.
     # feed() raises OtaError not_app_image, bad_segments, too_large; finish() truncated,
-    # bad_checksum, bad_image_hash. slot_size None (host) means no size limit.
-    def __init__(self, slot_size):
+    # bad_checksum, bad_image_hash. slot_size None (host) means no size limit. hashing=False: the
+    # structure and the checksum only, no SHA-256 (update.py hashes the image on the read-back).
+    def __init__(self, slot_size, hashing=True):
         self._slot = slot_size
-        self._sha = hashlib.sha256()
+        self._sha = hashlib.sha256() if hashing else _NO_SHA
         self._field = bytearray(_HASH_LEN)
         self._view = memoryview(self._field)
         self._state = _HEADER
@@ -98,7 +105,8 @@ class Verifier:
             if take > n - pos:
                 take = n - pos
             if self._state == _DATA:
-                self._sha.update(chunk if take == n else chunk[pos:pos + take])
+                if self._sha is not _NO_SHA:
+                    self._sha.update(chunk if take == n else chunk[pos:pos + take])
                 self._xor = _xor(chunk, pos, pos + take, self._xor)
             else:
                 self._collect(chunk, pos, take)
@@ -167,6 +175,12 @@ class Verifier:
         else:  # zero padding + the checksum byte, ending a 16-byte block
             self._state, self._need = _TAIL, self.image_length - self.position - self._hash_len
 
+    # What the stream held, to compare with the same image read back from flash: (image length,
+    # checksum byte as calculated, the appended SHA-256 or checksum tail as received). Call after
+    # the whole image was fed.
+    def witness(self):
+        return self.image_length, self._xor, bytes(self._view[:self._filled])
+
     def finish(self):
         # Returns the image length. Raises OtaError truncated, bad_checksum, bad_image_hash.
         if self._state != _DONE:
@@ -176,7 +190,7 @@ class Verifier:
                 detail = "the image ends at byte %d, inside its segments" % self.position
             raise OtaError("truncated", detail)
         digest = self._sha.digest()
-        if self._hash_len:
+        if self._hash_len and digest is not None:
             self.hash_ok = digest == bytes(self._field)
         if not self.checksum_ok:
             raise OtaError("bad_checksum", "calculated 0x%02x, the image says 0x%02x"

@@ -23,9 +23,9 @@ _CERT_REQUIRED = 2  # ssl.CERT_REQUIRED on MicroPython and CPython
 
 
 class Tls:
-    # What both flavours call to wrap the connected socket: micropython-lib's umqtt calls
-    # wrap_socket(sock, server_hostname=its server), 1.3.4 through the ussl stand-in. The name
-    # checked is always ours (server_hostname, default the broker host).
+    # What 1.3.4 calls, through the ussl stand-in, to wrap the connected socket: the name checked is
+    # ours, the broker host, whatever its caller says. (micropython-lib's umqtt gets the context
+    # itself and passes its server, the same host, as server_hostname.)
     def __init__(self, context, server_hostname):
         self.context = context
         self.server_hostname = server_hostname
@@ -110,31 +110,28 @@ def _guard(MQTTClient):
 # max_payload: PUBLISH payloads above it are drained, not held (see _guard); a class that is not
 # umqtt's (no _recv_len, e.g. a unit-test fake) is used as it is.
 def client(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context=None,
-           server_hostname=None, max_payload=None, on_oversize=None):
+           max_payload=None, on_oversize=None):
     if max_payload is not None and hasattr(MQTTClient, "_recv_len"):
         MQTTClient = _guard(MQTTClient)
-    c = _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context,
-              server_hostname)
+    c = _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context)
     if max_payload is not None and hasattr(MQTTClient, "_recv_len"):
         c.max_payload = max_payload
         c.on_oversize = on_oversize
     return c
 
 
-def _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context, server_hostname):
+def _make(MQTTClient, client_id, host, port, user, password, keepalive, ssl_context):
     if ssl_context is None:
         return MQTTClient(client_id, host, port=port, user=user, password=password,
                           keepalive=keepalive)
     if getattr(ssl_context, "verify_mode", _CERT_REQUIRED) != _CERT_REQUIRED:
         raise ValueError("ota.mqtt: the SSL context must use CERT_REQUIRED")
-    name = server_hostname or host
-    # micropython-lib's umqtt passes its own server as server_hostname: hand it the context itself
-    # when that is the name to check, so nothing wraps it.
-    tls = ssl_context if name == host else Tls(ssl_context, name)
+    # micropython-lib's umqtt passes its own server (the broker host) as server_hostname: it takes
+    # the context itself.
     c = MQTTClient(client_id, host, port=port, user=user, password=password, keepalive=keepalive,
-                   ssl=tls)
+                   ssl=ssl_context)
     if hasattr(c, "ssl_params"):  # PyPI's 1.3.4: ssl=True + ssl_params + `import ussl`
         c.ssl = True
-        c.ssl_params = {"tls": Tls(ssl_context, name)}
+        c.ssl_params = {"tls": Tls(ssl_context, host)}
         sys.modules["ussl"] = Ussl
     return c

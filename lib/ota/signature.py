@@ -14,6 +14,10 @@
 #   type=<type>  url=<url>  sha256=<lowercase hex>  size=<int>  version=<str>  id=<str>
 #   target=<str>  expires=<int>  allow_downgrade=<1 or empty>  seq=<int>  project=<str>
 # one "name=value" line per field in exactly that order; an absent (None) field has an empty value.
+# A trigger with an "encoding" (compressed or delta artifact, docs/COMPRESSED.md) signs version 3:
+# first line "ota-trigger-v3", the same lines, then encoding, file_sha256, file_size, base_sha256,
+# fallback, fallback_encoding the same way; so everything it says about the artifact is signed, and
+# a trigger without one signs exactly the version 2 message it always did.
 # trigger.parse keeps only printable ASCII in these fields, so no value can contain "\n" and forge a
 # line; canonical() refuses one all the same. The trigger carries "signature": 128 hex characters,
 # the raw 64-byte Ed25519 signature (RFC 8032) of that message.
@@ -42,6 +46,8 @@ from ota.errors import OtaError
 FIELDS = ("type", "url", "sha256", "size", "version", "id", "target", "expires", "allow_downgrade",
           "seq", "project")
 PREFIX = "ota-trigger-v2"
+PREFIX_ENCODED = "ota-trigger-v3"
+ENCODED_FIELDS = ("encoding", "file_sha256", "file_size", "base_sha256", "fallback", "fallback_encoding")
 # Plain ints, not const(): 1704067200 is beyond a 32-bit port's small ints (31 bits).
 CLOCK_VALID_AFTER = 1704067200  # 2024-01-01: a clock before that has not been set by ntptime
 MAX_VALIDITY_S = 2678400  # 31 days
@@ -49,14 +55,15 @@ MAX_VALIDITY_S = 2678400  # 31 days
 
 def canonical(trigger):
     # The bytes that are signed. Raises OtaError bad_signature for a value holding a newline.
-    lines = [PREFIX]
-    for name in FIELDS:
+    encoded = trigger.get("encoding") is not None
+    lines = [PREFIX_ENCODED if encoded else PREFIX]
+    for name in FIELDS + ENCODED_FIELDS if encoded else FIELDS:
         value = trigger.get(name)
         if name == "allow_downgrade":
             value = "1" if value is True else ""  # absent and false sign the same: "no"
         elif value is None:
             value = ""
-        elif name == "sha256":
+        elif name in ("sha256", "file_sha256", "base_sha256"):
             value = value.lower()  # trigger.parse lowercases it: sign what the device will see
         else:
             value = str(value)
@@ -67,7 +74,7 @@ def canonical(trigger):
 
 
 # A trigger is good strictly before its `expires` (Unix seconds). The one rule for signed and
-# unsigned triggers alike (commands.py checks every trigger, check() the signed ones).
+# unsigned triggers alike (jobrun.py checks every trigger, check() the signed ones).
 def has_expired(expires, now):
     return expires <= now
 

@@ -3,7 +3,7 @@
 #
 #   {"id": "a0b1c2d3e4f5", "version": "1.2.0", "slot": "ota_0", "state": "downloading",
 #    "progress": 42, "bytes": 614400, "total": 1462272, "job": "job-42", "reason": null,
-#    "detail": null, "heap": 143872, "uptime_s": 37, "ts": 1767225600}
+#    "detail": null, "heap": 143872, "uptime_s": 37, "ts": 1767225600, "t": null}
 #
 # state: one of STATES, or "offline" (the last will, published by the broker when the device vanishes).
 # reason/detail: the stable reason code and a short human detail (failed, rolled_back, busy, ...).
@@ -57,7 +57,8 @@ class Reporter:
         self.started = ticks_ms()
         self.last_state = ("idle", {})  # the last message's arguments, rebuilt after a reconnect
 
-    def fields(self, state, progress=None, done=None, total=None, job=None, reason=None, detail=None):
+    def fields(self, state, progress=None, done=None, total=None, job=None, reason=None, detail=None,
+               t=None):
         if detail is not None:
             detail = str(detail)[:_MAX_DETAIL]
         return {
@@ -74,6 +75,7 @@ class Reporter:
             "heap": _heap(),
             "uptime_s": ticks_diff(ticks_ms(), self.started) // 1000,
             "ts": unix_time(),
+            "t": t,  # a final state's telemetry record (telemetry.py), else null
         }
 
     def message(self, state, **kwargs):

@@ -4,13 +4,17 @@
 #   {"type": "ota_trigger", "url": ..., "sha256": "<64 hex>", "size": 1234567, "version": "1.2.0",
 #    "id": "job-42", "signature": "<128 hex>", "expires": 1767225600, "target": "a0b1c2d3e4f5",
 #    "allow_downgrade": false, "seq": 1767225600123, "project": "micropython"}  (docs/SIGNING.md)
+#   {"type": "ota_trigger", "url": "https://host/fw.otaz", "sha256": <the image's>, "size": <the
+#    image's>, "encoding": "deflate", "file_sha256": <the container's>, "file_size": n}  compressed
+#   {..., "encoding": "delta", "base_sha256": <64 hex>, "fallback": "https://host/fw.bin",
+#    "fallback_encoding": "deflate"}           a patch against the running image (docs/COMPRESSED.md)
 #   {"type": "ota_revert", "id": "job-43"}                                      boot the other slot
 #
 # parse() returns a normalised dict, None for a message without a type or of an unknown type (ignored:
 # the switch application shares the cmd topics, and new types must not break old firmware), or raises OtaError with a stable reason:
 #   too_long, bad_json, not_object, missing_url, bad_url, bad_sha256_field, bad_size,
 #   bad_version, bad_job_id, bad_signature_field, bad_expires, bad_target, bad_allow_downgrade,
-#   bad_project, bad_seq
+#   bad_project, bad_seq, bad_encoding
 # Unknown extra fields are dropped. Runs unchanged under MicroPython and CPython (host_tests run both
 # on the same payloads): only ASCII is accepted in the fields we keep, so both give the same answers.
 import json
@@ -154,5 +158,20 @@ def parse(payload, max_len=MAX_PAYLOAD):
         if version is not None and not _short_string(version, _MAX_VERSION):
             raise OtaError("bad_version", "version must be 1..%d printable ASCII characters" % _MAX_VERSION)
         out["version"] = version
+        _encoding(msg, out)
     _optional(msg, out)
     return out
+
+
+
+# The artifact fields of a compressed or delta trigger (artifact.py, imported only for those).
+ENCODING_FIELDS = ("encoding", "file_sha256", "file_size", "base_sha256", "fallback", "fallback_encoding")
+
+
+def _encoding(msg, out):
+    for name in ENCODING_FIELDS:
+        if name in msg:
+            from ota import artifact
+
+            artifact.parse(msg, out)
+            return

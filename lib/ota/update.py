@@ -11,6 +11,17 @@
 #
 # The download and its resume loop are fetch.py's; this module is the sink of the bytes (header
 # check, the hashes, the image verifier, the writer) and the end checks.
+#
+# The passes over the data (docs/MEMORY.md, "Passes"). While streaming: the image's structure and its
+# XOR checksum (viper: cheap), so that a bad image is refused as it comes, before the slot fills; no
+# SHA-256 (in software it costs as much as the TLS download itself, and a hash tells nothing before
+# the last byte anyway). After the last flush, one read-back of the slot feeds both SHA-256: the
+# file's (the trigger's sha256, proven over what the flash really holds) and the image's appended one
+# (with the checksum and the structure again), as esp_image_verify will. The read-back image is
+# compared with the streamed one (length, checksum, appended hash as received): a difference is the
+# flash's fault (readback_mismatch), not the file's. 2 SHA-256 passes, both over the flash, where
+# there were 3 (the download, the image's, the read-back).
+
 import binascii
 import gc
 import hashlib
@@ -44,8 +55,7 @@ class _Update:
     def restart(self):
         if self.writer.received:
             self.writer.restart()  # counted in writer.restarts
-        self.sha = hashlib.sha256()  # the whole file, as the trigger's sha256
-        self.verifier = Verifier(self.writer.slot_size)
+        self.verifier = Verifier(self.writer.slot_size, hashing=False)  # the hashes: on the read-back
         self.info = self.new_version = None
 
     # Raises OtaError wrong_product, version_mismatch, downgrade, bad_version (compat.py), and
@@ -67,7 +77,6 @@ class _Update:
         if self.info is None and w.received + n >= image.HEADER_BYTES:
             if self.check_header(w.view[:w.fill + n]):
                 return True
-        self.sha.update(data)
         self.verifier.feed(data)
         w.commit(n)
         return False
@@ -82,14 +91,25 @@ class _Update:
         if self.size is not None and received != self.size:
             raise OtaError("truncated" if received < self.size else "size_mismatch",
                            "got %d bytes, expected %d" % (received, self.size))
-        digest = self.sha.digest()
-        got = binascii.hexlify(digest).decode()
+        self.verifier.finish()  # the download: whole image (truncated), checksum (bad_checksum)
+        w.finish()
+        sink = _ReadBack(self.writer.slot_size)
+        try:
+            w.readback(received, sink.update, feed)  # the one pass over what the slot holds
+        except OtaError as e:  # the structure that streamed fine does not read back
+            raise OtaError("readback_mismatch", "slot %s: %s" % (w.label, e.reason))
+        try:
+            sink.image.finish()
+            image_error = None
+        except OtaError as e:
+            image_error = e
+        if sink.image.witness() != self.verifier.witness():
+            raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
+        if image_error is not None:
+            raise image_error  # the flash holds what came: the file's own hash is wrong
+        got = binascii.hexlify(sink.file.digest()).decode()
         if self.expect and got != self.expect:
             raise OtaError("bad_sha256", "recv=%s expect=%s" % (got, self.expect))
-        self.verifier.finish()
-        w.finish()
-        if w.readback_sha256(received, feed) != digest:
-            raise OtaError("readback_mismatch", "slot %s does not read back what was written" % w.label)
         try:
             target.set_boot()  # esp_image_verify once more, then otadata: the very last step
         except OSError as e:
@@ -98,6 +118,18 @@ class _Update:
             raise
         return {"result": "ok", "version": self.new_version, "bytes": received, "slot": w.label,
                 "sha256": got, "restarts": w.restarts}
+
+
+class _ReadBack:
+    # The read-back's sink: the file's SHA-256 and the image check (structure, checksum, appended
+    # SHA-256) over the same bytes from flash, in one pass.
+    def __init__(self, slot_size):
+        self.file = hashlib.sha256()
+        self.image = Verifier(slot_size)
+
+    def update(self, data):
+        self.file.update(data)
+        self.image.feed(data)
 
 
 # The running slot's app descriptor: (version, project_name); ("", None) when unreadable (stock
@@ -122,9 +154,11 @@ def _running_identity(partition):
 # trigger's "project" (compat.check). target: the slot to write (None: get_next_update(); the
 # agent passes the one it took at start-up). progress(bytes, total): rate-limited by progress_bytes.
 # feed(): the watchdog's, called for every chunk downloaded or read back (None: no watchdog).
+# artifact: the trigger's encoding fields (None or no "encoding": url is the image itself, as before;
+# else url is an OTAZ container, docs/COMPRESSED.md); sha256 and size stay the image's.
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
         https=None, esp32=None, running=None, target=None, running_project=None, project=None,
-        feed=None):
+        feed=None, artifact=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -145,13 +179,27 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     gc.collect()
     try:
         # The one buffer of the update (received data, padding, read-back); chunk_size % 4096 == 0.
-        job.writer = SlotWriter(target, bytearray(cfg["chunk_size"]), current.info())
+        buf = bytearray(cfg["chunk_size"])
+        # The update's one SSLContext (3 KB in one piece on the GC heap), made with the buffer right
+        # after the collect, while the heap's top is still in one piece: later, the small objects
+        # of the update fill the holes and a block that size may no longer be found
+        # (docs/MEMORY.md). fetch.py passes it to every connection. Fakes without context(): None.
+        make_context = getattr(https, "context", None)
+        if make_context is not None and url.startswith("https:"):
+            open_args["tls_context"] = make_context(cfg["ca_path"])
+        job.writer = SlotWriter(target, buf, current.info())
         job.restart()
         if size is not None and size > job.writer.slot_size:
             raise OtaError("too_large", "%d bytes, the slot holds %d" % (size, job.writer.slot_size))
         heap.check(cfg["min_free"], esp32=esp32)
         feed = feed or no_watchdog
-        if not Download(url, size, cfg, https, esp32, progress, open_args, feed).run(job.writer, job):
+        if artifact and artifact.get("encoding"):  # a compressed image or a patch (inflate.py)
+            from ota.inflate import Loader
+
+            loader = Loader(url, artifact, size, sha256, cfg, https, esp32, progress, open_args, feed)
+        else:
+            loader = Download(url, size, cfg, https, esp32, progress, open_args, feed)
+        if not loader.run(job.writer, job):
             return job.verify_and_commit(target, feed)
         if job.writer.sectors_erased:  # the file changed under a 200 restart: drop what was written
             job.writer.invalidate()

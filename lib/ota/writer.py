@@ -6,9 +6,8 @@
 # 3-argument form (no erase) is never used.
 #
 # One caller-owned buffer (length a multiple of 4096) serves the whole update: received bytes, the
-# 0xFF padding of the last block and the read-back. Two ways to fill it:
-#   w.write(chunk)                 copies (allocation-free when chunks line up with the buffer)
-#   free = w.free_space()          zero copy: the caller reads straight into the buffer ...
+# 0xFF padding of the last block and the read-back. The caller reads straight into it:
+#   free = w.free_space()          zero copy: the writable rest of the buffer ...
 #   n = stream.readinto(free)
 #   w.commit(n)                    ... and says how much arrived; full buffers are flushed here
 # free_space() returns a memoryview made once at construction while the buffer is empty, so a stream
@@ -36,18 +35,14 @@ _IOCTL_ERASE = const(6)
 
 class SlotWriter:
     # partition: an esp32.Partition (block size 4096) of the inactive slot.
-    # buf: bytearray, len a multiple of 4096. running_info: Partition(RUNNING).info(); looked up when
-    # None (tests pass it). Raises OtaError running_slot, ValueError for a bad buffer or block size.
-    def __init__(self, partition, buf, running_info=None):
+    # buf: bytearray, len a multiple of 4096. running_info: Partition(RUNNING).info() (update.py
+    # looks it up once). Raises OtaError running_slot, ValueError for a bad buffer or block size.
+    def __init__(self, partition, buf, running_info):
         if not buf or len(buf) % SECTOR:
             raise ValueError("buffer must be a multiple of 4096 bytes")
         if partition.ioctl(_IOCTL_BLOCK_SIZE, None) != SECTOR:
             raise ValueError("partition block size must be 4096")
         info = partition.info()
-        if running_info is None:
-            import esp32
-
-            running_info = esp32.Partition(esp32.Partition.RUNNING).info()
         # Partition objects are new at each lookup: compare the flash address, not identity.
         if info[2] == running_info[2]:
             raise OtaError("running_slot", "refusing to write the running slot " + info[4])
@@ -85,20 +80,6 @@ class SlotWriter:
                 raise OtaError("too_large", "more than the slot's %d bytes" % self.slot_size)
             self._flush(self.fill)
 
-    # Copying alternative to free_space()/commit(). Raises as commit().
-    def write(self, chunk):
-        size = len(chunk)
-        if self.received + size > self.slot_size:
-            raise OtaError("too_large", "more than the slot's %d bytes" % self.slot_size)
-        done = 0
-        while done < size:
-            n = min(size - done, self._limit - self.fill)
-            # Slicing the source allocates in MicroPython: only when the chunk must be split.
-            self.view[self.fill:self.fill + n] = chunk if n == size else memoryview(chunk)[done:done + n]
-            done += n
-            self.commit(n)
-        return size
-
     def _flush(self, length):
         # length: a multiple of 4096 inside the slot. writeblocks erases, then programs.
         part = self.view if length == len(self.buf) else self.view[:length]
@@ -125,9 +106,16 @@ class SlotWriter:
     # (its contents are lost: call after finish()). feed: the watchdog's, once per buffer read.
     # Raises OSError from the flash.
     def readback_sha256(self, length, feed=None):
+        digest = hashlib.sha256()
+        self.readback(length, digest.update, feed)
+        return digest.digest()
+
+    # The first `length` bytes of the slot, read back through the buffer and handed to sink(view)
+    # piece by piece (call after finish(): the buffer's contents are lost). Raises OSError from the
+    # flash, ValueError past the slot.
+    def readback(self, length, sink, feed=None):
         if length > self.slot_size:
             raise ValueError("read-back past the slot")
-        digest = hashlib.sha256()
         size = len(self.buf)
         block = 0
         while length > 0:
@@ -136,10 +124,9 @@ class SlotWriter:
             if feed is not None:
                 feed()
             self.partition.readblocks(block, part)
-            digest.update(part if length >= len(part) else part[:length])
+            sink(part if length >= len(part) else part[:length])
             length -= len(part)
             block += len(part) // SECTOR
-        return digest.digest()
 
     # Erases the first sector: no magic byte, so neither set_boot() nor the bootloader accepts the
     # half-written slot. Raises OSError from the flash.

@@ -81,7 +81,13 @@ class _WLAN:
 
     def status(self, param=None):
         if param == "rssi":
-            return -55
+            # sim.json "rssi": a number, or a list the readings walk through (the last one stays), so
+            # the telemetry's lowest RSSI has something to find.
+            rssi = simdev.config.get("rssi", -55)
+            if isinstance(rssi, list):
+                self._rssi_reads = getattr(self, "_rssi_reads", 0) + 1
+                rssi = rssi[min(self._rssi_reads, len(rssi)) - 1]
+            return rssi
         if not self._active or self._ssid is None:
             return STAT_IDLE
         if not self._associating():

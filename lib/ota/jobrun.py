@@ -1,16 +1,16 @@
-# Running one queued command to its end, for the agent (agent.py queues it from the MQTT callback and
-# calls Runner.run from its loop): the policy checks, then the update job or ota_revert, then the
-# outcome: a reset into the new slot (does not return), or a published "ok"/"failed".
+# Running one job to its end: the policy checks, then the update or ota_revert, then the outcome: a
+# reset into the new slot (does not return), or a published "ok"/"failed". A job is a trigger that
+# intake.py took (trigger.parse's dict); the agent's loop hands it over once the PUBACK is out.
 #
-# MQTT during the download (README "MQTT during the download"): over TLS the agent publishes
+#   runner = Runner(link, jobs, replay, slots, cfg["ota"], updater=None, feed=watchdog.feed)
+#   runner.run(job)     # never raises for a failed job; resets the board for a good one
+#
+# MQTT during the download (README "MQTT during the download"): over TLS the runner publishes
 # "downloading", DISCONNECTs (a clean disconnect: the broker keeps the retained "downloading", no last
 # will) and reconnects after the download: two mbedTLS sessions at once do not fit a C3 (docs/CHIP.md §5).
-# Over plain MQTT it stays connected: progress is published (rate-limited), the socket is polled
-# between chunks (keepalive, and a second trigger is answered "busy"), and a broker that drops
-# mid-download does not stop the download: the result is published after the reconnect.
-#
-# The Runner is the agent's job half, split out to keep each file readable: it works on the agent's
-# state (jobs, busy, other slot) and connection (agent.publish, _mqtt, _drop, _disconnect).
+# Over plain MQTT it stays connected: progress is published (rate-limited), the link is polled between
+# chunks (keepalive, and a second trigger is answered "busy" by the agent's intake), and a broker that
+# drops mid-download does not stop the download: the result is published after the reconnect.
 import machine
 
 from ota import otadata, signature, state
@@ -18,21 +18,35 @@ from ota.errors import OtaError, from_oserror, unexpected
 
 
 class Runner:
-    def __init__(self, agent):
-        self.agent = agent
+    # link: link.Link (publish, poll, drop, reconnect); jobs: jobs.Jobs, the job records; replay:
+    # replay.Replay (signature.check); slots: slots.Slots (running slot and version, the other
+    # slot); ota: the "ota" config section. updater: update.run's signature (unit tests pass a fake);
+    # feed: the watchdog's, for the download. network_module: for the Wi-Fi RSSI the telemetry samples
+    # (telemetry.py; None imports network).
+    def __init__(self, link, jobs, replay, slots, ota, updater=None, feed=None, network_module=None):
+        self.link = link
+        self.jobs = jobs
+        self.replay = replay
+        self.slots = slots
+        self.ota = ota
+        self.updater = updater
+        self.feed = feed or state.no_watchdog
+        self.network = network_module
+        self.job = None  # the job being run
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
+        self.meter = None  # the update job's telemetry.Meter
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.
-        agent = self.agent
-        self.started = None
+        self.job = job
+        self.started = self.meter = None
         # The clock again if NTP failed when the link came up (the RTC starts at 2000-01-01): the
         # download's certificate check and a signed trigger's expiry need it. A no-op once it is set.
-        agent._set_clock()
+        self.link.set_clock()
         try:
             self._check_policy(job)
-            if agent.other is None:
+            if self.slots.other is None:
                 raise OtaError("no_ota_slot", "this build has no second OTA slot")
             if job["type"] == "ota_revert":
                 self._revert(job)
@@ -40,7 +54,7 @@ class Runner:
                 self._update(job)
         except OtaError as e:
             if e.reason == "replayed":  # the operator's own trigger again: its outcome stays as it is
-                agent.intake.refuse(e.reason, e.detail, keep_state=True)
+                self.link.refuse(e.reason, e.detail, keep_state=True)
             else:
                 self._finish(job, "failed", e.reason, e.detail)
         except OSError as e:  # update.run maps I/O to reasons; this is the job file or the flash
@@ -54,33 +68,33 @@ class Runner:
             error = unexpected(e)
             self._finish(job, "failed", error.reason, error.detail)
         finally:
-            agent.busy = None
+            self.job = None
 
     def _try_publish(self, state_name, **fields):
         # For the job path: a broker gone mid-job must not fail the job. The loop reconnects later
         # and publishes the latest state again.
         try:
-            self.agent.publish(state_name, **fields)
+            self.link.publish(state_name, **fields)
         except OSError as e:
             print("agent: MQTT lost during the job:", e)
-            self.agent._drop()
+            self.link.drop()
 
     def _finish(self, job, final, reason=None, detail=None):
-        agent = self.agent
         if self.started is job:  # its own record, written when it started
-            agent.jobs.update(state=final, reason=reason, detail=detail)
+            cost = self.meter.fields() if self.meter is not None else {}
+            self.jobs.update(state=final, reason=reason, detail=detail, **cost)
         else:  # refused before it started: remembered, so a retained trigger is not refused again
             # ...but only an unsigned one (its id is all there is) or one whose signature verified.
             # A signed trigger refused before or by the signature check proves nothing: remembering
             # its id would let anyone who guesses a job id block the operator's real trigger.
-            agent.jobs.start(job, final, remember=job["signature"] is None or bool(job.get("verified")),
-                             reason=reason, detail=detail, from_slot=agent.slot,
-                             from_version=agent.version)
+            self.jobs.start(job, final, remember=job["signature"] is None or bool(job.get("verified")),
+                            reason=reason, detail=detail, from_slot=self.slots.running,
+                            from_version=self.slots.version)
         self._try_publish(final, job=job["id"], reason=reason, detail=detail)
 
     def _check_policy(self, job):
         # Raises OtaError sha256_required, expired, and the signature reasons below.
-        agent, ota = self.agent, self.agent.ota
+        ota = self.ota
         if job["type"] == "ota_trigger" and job["sha256"] is None and ota.get("require_sha256"):
             raise OtaError("sha256_required", "policy ota.require_sha256: the trigger has no sha256")
         if job["type"] == "ota_trigger" and job["url"][:7].lower() == "http://" and not ota.get("allow_http"):
@@ -93,62 +107,71 @@ class Runner:
         # bad_signature, missing_id, missing_expires, missing_seq, clock_not_set, expired,
         # expires_too_far, wrong_target, replayed. With a verified signature the trigger's sha256 is
         # the operator's word (the web server is untrusted storage), and its seq is persisted.
-        job["verified"] = signature.check(job, ota, agent.device_id, now, agent.replay,
+        job["verified"] = signature.check(job, ota, self.link.device_id, now, self.replay,
                                           signature.public_keys(ota))
 
     def _update(self, job):
-        agent = self.agent
-        updater = agent.updater
+        updater = self.updater
+        slots, ota = self.slots, self.ota
+        self.meter = meter = _meter(job, self.network)
+        target, https = slots.other, None  # an injected updater (tests) gets them as they are
         if updater is None:
-            from ota import update
+            from ota import https, update
 
             updater = update.run
-        to_slot = agent.other.info()[4]
+            # What the update costs, timed from outside the data path (telemetry.py).
+            target, https = meter.partition(target), meter.https(https)
+        to_slot = slots.other.info()[4]
         # to_otadata: the target's otadata state before this job, so that after a double power cut an
         # ABORTED entry can be told apart from one an earlier job left there (health.classify).
-        agent.jobs.start(job, "downloading", from_version=agent.version, from_slot=agent.slot,
-                         to_slot=to_slot, to_otadata=otadata.read().get(to_slot),
-                         started=state.unix_time())
+        self.jobs.start(job, "downloading", from_version=slots.version, from_slot=slots.running,
+                        to_slot=to_slot, to_otadata=otadata.read().get(to_slot),
+                        started=state.unix_time())
         self.started = job
-        agent.busy = job
-        self.throttle = state.Throttle(agent.ota["progress_interval_s"] * 1000, 5)
+        self.throttle = state.Throttle(ota["progress_interval_s"] * 1000, 5)
         self._try_publish("downloading", job=job["id"], progress=0 if job["size"] else None, done=0,
                           total=job["size"])
-        if agent.tls:
-            agent._disconnect()  # one TLS session at a time on a C3 (docs/CHIP.md §5)
-        policy = agent.ota
-        downgrade = signature.allow_downgrade(job, agent.ota, job.get("verified"))
-        if downgrade != bool(agent.ota.get("allow_downgrade")):
-            policy = dict(agent.ota)
+        if self.link.tls:
+            self.link.disconnect()  # one TLS session at a time on a C3 (docs/CHIP.md §5)
+        policy = ota
+        downgrade = signature.allow_downgrade(job, ota, job.get("verified"))
+        if downgrade != bool(ota.get("allow_downgrade")):
+            policy = dict(ota)
             policy["allow_downgrade"] = downgrade  # only a verified trigger can say so
+        kwargs = _artifact(job)
+        if https is not None:
+            kwargs["https"] = https
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
-                         token=agent.ota.get("token"), config=policy, progress=self._progress,
-                         running=agent.version, target=agent.other,  # known since start-up
-                         running_project=agent.project, project=job.get("project"),
-                         feed=agent.feed)
+                         token=ota.get("token"), config=policy, progress=self._progress,
+                         running=slots.version, target=target,  # known since start-up
+                         running_project=slots.project, project=job.get("project"),
+                         feed=self.feed, **kwargs)
         if result["result"] == "same_version":
             self._finish(job, "ok", "same_version", "already running %s" % result.get("version"))
             return
-        agent.jobs.update(state="rebooting", to_slot=result.get("slot"),
-                          to_version=result.get("version"))
+        meter.to = result.get("version") or meter.to  # the image's own, when the trigger named none
+        self.jobs.update(state="rebooting", to_slot=result.get("slot"), to_version=result.get("version"),
+                         **meter.fields())
         self._reboot(job, done=result.get("bytes"), total=result.get("bytes"), progress=100)
 
     def _progress(self, done, total):
         # update.run's callback, every ota.progress_bytes. Polls MQTT (keepalive, triggers -> busy)
         # and publishes rate-limited progress. Never raises: the download matters more than MQTT.
-        agent = self.agent
-        if agent.client is None:
+        link = self.link
+        if self.meter is not None:
+            self.meter.sample()  # lowest heap and RSSI while the download runs
+        if not link.connected:
             return
         try:
-            agent.client.check_msg()
+            link.check()
             if total and done >= total:
-                agent.publish("verifying", job=agent.busy["id"], progress=100, done=done, total=total)
+                link.publish("verifying", job=self.job["id"], progress=100, done=done, total=total)
             elif self.throttle.due(done, total):
-                agent.publish("downloading", job=agent.busy["id"], progress=state.percent(done, total),
-                              done=done, total=total)
+                link.publish("downloading", job=self.job["id"], progress=state.percent(done, total),
+                             done=done, total=total)
         except OSError as e:
             print("agent: MQTT lost during the download:", e)
-            agent._drop()
+            link.drop()
 
     def _revert(self, job):
         # ota_revert: boot the other slot, if it holds an app image of this product that did not fail
@@ -157,8 +180,8 @@ class Runner:
         # from the flash reads.
         from ota import image
 
-        agent = self.agent
-        other = agent.other
+        slots = self.slots
+        other = slots.other
         part = other.info()
         label, size = part[4], part[3]
         first = bytearray(image.HEADER_BYTES)
@@ -172,15 +195,15 @@ class Runner:
         # refuses. Raises wrong_product, bad_version, downgrade.
         from ota import compat
 
-        compat.check(info, agent.project, agent.version, None, job.get("project"),
-                     signature.allow_downgrade(job, agent.ota, job.get("verified")))
+        compat.check(info, slots.project, slots.version, None, job.get("project"),
+                     signature.allow_downgrade(job, self.ota, job.get("verified")))
         # ABORTED: the image booted in PENDING_VERIFY and reset before it confirmed (health gate failed,
         # crashed, power cut); INVALID: it was declared bad. Booting it again would only roll back.
         last = otadata.read().get(label)
         if last in ("ABORTED", "INVALID"):
             raise OtaError("revert_aborted_image", "%s: its last boot ended %s" % (label, last))
-        agent.jobs.start(job, "rebooting", from_version=agent.version, from_slot=agent.slot,
-                         to_slot=label, to_version=info.get("version"), started=state.unix_time())
+        self.jobs.start(job, "rebooting", from_version=slots.version, from_slot=slots.running,
+                        to_slot=label, to_version=info.get("version"), started=state.unix_time())
         self.started = job
         try:
             other.set_boot()  # validates the whole image (esp_image_verify)
@@ -193,12 +216,43 @@ class Runner:
         # while saying so (even a MemoryError), the reset must happen, or the next unrelated reset
         # would boot the new image with no one watching its health gate.
         try:
-            if self.agent.client is None:
+            if not self.link.connected:
                 try:  # one attempt to say "rebooting"; the new image reports the outcome in any case
-                    self.agent._mqtt()
+                    self.link.open()
                 except OSError as e:
                     print("agent: no MQTT before reboot:", e)
             self._try_publish("rebooting", job=job["id"], **fields)
-            self.agent._disconnect()  # clean: no "offline" last will over the "rebooting" state
+            self.link.disconnect()  # clean: no "offline" last will over the "rebooting" state
         finally:
             machine.reset()
+
+
+# update.run's artifact argument for a compressed or delta trigger; nothing at all for a plain one.
+def _artifact(job):
+    if not job.get("encoding"):
+        return {}
+    from ota import artifact
+
+    found = artifact.of(job)
+    return {"artifact": found} if found else {}
+
+
+def _meter(job, network):
+    # The job's telemetry.Meter: RSSI from the station interface, IDF heap from esp32 (absent on the
+    # host: not sampled). network: the link's network module (None imports it).
+    from ota import telemetry
+
+    try:
+        import esp32
+    except ImportError:
+        esp32 = None
+    if network is None:
+        try:
+            import network
+        except ImportError:
+            network = None
+    try:
+        wlan = network.WLAN(network.STA_IF) if network is not None else None
+    except (AttributeError, OSError):  # a network module without a station interface (tests)
+        wlan = None
+    return telemetry.Meter(job.get("version"), esp32, wlan, job.get("encoding") or "full")

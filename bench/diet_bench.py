@@ -1,0 +1,216 @@
+"""Issue 13, the data path on a diet, measured on the simulated ESP32-C3 (`make bench`; never a test).
+
+One run, side by side: the same `micropython` binary, the same nginx over TLS with the test CA, the same
+1.7 MB image, the simulator's TLS accounting on (docs/CHIP.md §5). Only byte counts and ratios are
+judged, never absolute times (the host is not a C3):
+
+  heap needed       the smallest free GC heap above the post-import baseline with which a whole update
+                    completes: the device runs bench/diet_driver.py at a shrinking `-X heapsize` (bytes,
+                    bisected to 256), which reports its baseline (gc.mem_alloc() after importing the
+                    device code and collecting) and gc.mem_alloc() + gc.mem_free(); needed = that total
+                    at the smallest heapsize that completes, minus the baseline. Once with the
+                    admission check as configured (ota.min_free: the margin included) and once with
+                    ota.min_free 0 (what the data path itself needs)
+  heap pieces       live bytes and allocation of each piece of an update (diet_driver job "heap")
+  timeline          a connection step by step, TCP_NODELAY off and on (median of the repetitions), and
+                    the real https.open against TCP connect + TLS handshake
+  streaming         interleaved: a raw TLS download of the file (https.open + 4 KiB readinto, bytes
+                    discarded) and ota.update.run of it; streaming = open returned -> body ended
+"""
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
+RESOLUTION = 256
+GOAL_HEAP = 12 * 1024
+REPS = 5
+
+
+def _device(root, name, image, pki, jobs, heapsize):
+    from sim.runner import Device
+
+    fs = {"diet.json": json.dumps(jobs)}
+    for target, source in (("main.py", os.path.join(REPO, "bench", "diet_driver.py")),
+                           ("boot.py", os.path.join(REPO, "boot.py")), ("ca.der", pki.ca_der)):
+        with open(source, "rb") as f:
+            fs[target] = f.read()
+    device = Device(os.path.join(root, name), heapsize=heapsize, max_boots=1)
+    device.create(image, fs_files=fs, tls_accounting=True)
+    return device
+
+
+def _rows(device):
+    out = {}
+    for line in device.lines():
+        if line.startswith("DIET "):
+            row = json.loads(line[5:])
+            out[row["name"]] = row
+    return out
+
+
+def _one(root, image, pki, job, heapsize):
+    device = _device(root, "heap-%s" % heapsize, image, pki, [job], heapsize)
+    device.run(timeout=300)
+    row = _rows(device).get(job["name"], {"result": "no answer"})
+    shutil.rmtree(device.devdir, ignore_errors=True)
+    return row
+
+
+def smallest_heap(root, image, pki, job):
+    """-> (bytes needed above the baseline, the smallest heapsize, the row there, the first failure)."""
+    top = 1024 * 1024
+    row = _one(root, image, pki, job, str(top))
+    if row.get("result") != "ok":
+        return None, None, row, None
+    overhead = top - row["heap_total"]  # the GC's own tables: heapsize - (alloc + free)
+    low, high = row["baseline"] + overhead, row["baseline"] + overhead + 96 * 1024
+    best, fail = None, None
+    while high - low > RESOLUTION:
+        mid = (low + high) // 2 // 64 * 64
+        got = _one(root, image, pki, job, str(mid))
+        if got.get("result") == "ok":
+            high, best = mid, got
+        else:
+            low, fail = mid, got
+    if best is None:
+        best = _one(root, image, pki, job, str(high))
+    return best["heap_total"] - best["baseline"], high, best, fail
+
+
+def measure(root):
+    from devkit import simfleet
+    from devkit.nginx import Nginx
+    from devkit.tls import make_pki
+
+    pki = make_pki(os.path.join(root, "pki"))
+    www = os.path.join(root, "www")
+    os.makedirs(www)
+    v100, full = simfleet.firmware("1.0.0"), simfleet.firmware("1.0.1", size=FULL)
+    with open(os.path.join(www, "full.bin"), "wb") as f:
+        f.write(full)
+    sha = hashlib.sha256(full).hexdigest()
+    out = {}
+    with Nginx(www, pki.server_cert, pki.server_key) as web:
+        url = web.url("full.bin")
+        jobs = [{"name": "heap", "kind": "heap", "url": url},
+                {"name": "timeline", "kind": "timeline", "url": url, "reps": REPS},
+                {"name": "stream", "kind": "stream", "url": url, "sha256": sha, "reps": REPS}]
+        device = _device(root, "main", v100, pki, jobs, simfleet.FLEET_HEAP)
+        out["outcome"] = device.run(timeout=900)
+        out.update(_rows(device))
+        out["console"] = device.console()
+        from ota.config import DEFAULTS
+
+        out["min_free"] = DEFAULTS["ota"]["min_free"]
+        for name, ota, idle in (("idle", {}, True), ("needed_margin", {}, False),
+                                ("needed_bare", {"min_free": 0}, False)):
+            job = {"name": name, "kind": "update", "url": url, "sha256": sha, "ota": ota, "idle": idle}
+            out[name] = smallest_heap(root, v100, pki, job)
+    return out
+
+
+def _ms(us):
+    return "%.1f ms" % (us / 1000)
+
+
+def report(data):
+    rows = []
+
+    def row(metric, measured, goal="", met=None):
+        rows.append((metric, measured, goal, met))
+
+    idle = data["idle"][1]
+    row("smallest -X heapsize for the baseline alone (imports, target slot, no update)",
+        "%s B" % idle if idle else "failed: %s" % (data["idle"][2],))
+    for name, label in (("needed_margin", "admission margin included (ota.min_free %d)" % data["min_free"]),
+                        ("needed_bare", "ota.min_free 0: the data path alone")):
+        needed, heapsize, best, fail = data[name]
+        if needed is None:
+            row("heap needed, " + label, "update failed: %s" % best, "", False)
+            continue
+        goal = name == "needed_margin"
+        extra = heapsize - idle if idle else None
+        row("heap needed by a 1.7 MB update above the baseline's own, " + label,
+            "%d B (%.1f KiB)" % (extra, extra / 1024) if extra is not None else "?",
+            "<= 12 KiB" if goal else "", (extra is not None and extra <= GOAL_HEAP) if goal else None)
+        row("  smallest -X heapsize that completes", "%d B (%.1fwK)" % (heapsize, heapsize / 8192))
+        row("  free GC heap above the post-import baseline there (holes included)",
+            "%d B (%.1f KiB)" % (needed, needed / 1024))
+        if fail:
+            row("  %d B less fails with" % RESOLUTION, "%s %s" % (fail.get("result"), fail.get("detail", "")[:60]))
+    heap = data.get("heap", {})
+    for label, live, allocated in heap.get("rows", []):
+        row("  live: " + label, "%d B (allocated %d)" % (live, allocated))
+    if "error" in heap:
+        row("heap pieces", heap["error"], "", False)
+    timeline = data.get("timeline", {})
+    if "nagle" in timeline:
+        names = ("DNS", "TCP connect", "TLS handshake", "request write", "head read (read_head, byte by byte)",
+                 "open to first body byte")
+        for i, name in enumerate(names):
+            row("  timeline: " + name, "%s -> %s with TCP_NODELAY" % (
+                _ms(statistics.median(r[i] for r in timeline["nagle"])),
+                _ms(statistics.median(r[i] for r in timeline["nodelay"]))))
+        base = statistics.median(r[1] + r[2] for r in timeline["nodelay"])
+        head = statistics.median(r[4] for r in timeline["nodelay"])
+        opened = statistics.median(timeline["https_open"])
+        row("connection open (https.open, to the headers) vs TCP connect + TLS handshake (+ head read)",
+            "%s vs %s (+ %s)" % (_ms(opened), _ms(base), _ms(head)), "no 40 ms stall",
+            opened < base + head + 10000)
+        row("  TCP_NODELAY in this socket module", str(timeline["nodelay_supported"]))
+    elif "error" in timeline:
+        row("timeline", timeline["error"], "", False)
+    stream = data.get("stream", {})
+    runs = stream.get("runs") or []
+    if runs:
+        ratio = statistics.median(r["raw"]["stream_us"] / r["update"]["stream_us"] for r in runs)
+        no_flash = statistics.median(r["raw"]["stream_us"] / (r["update"]["stream_us"] - r["update"]["flash_stream_us"])
+                                     for r in runs)
+        whole = statistics.median(r["raw"]["all_us"] / r["update"]["all_us"] for r in runs)
+        row("streaming: raw TLS download / update, simulated flash time taken out (median of %d)" % len(runs),
+            "%.2f" % no_flash, ">= 0.90", no_flash >= 0.9)
+        row("  streaming with the simulated flash's Python time in", "%.2f" % ratio)
+        row("  whole update (open, stream, read-back, set_boot) vs raw download", "%.2f" % whole)
+        for part in ("open_us", "stream_us", "after_us", "flash_us"):
+            row("  update %s (raw %s)" % (part[:-3], _ms(statistics.median(r["raw"].get(part, 0) for r in runs))),
+                _ms(statistics.median(r["update"][part] for r in runs)))
+    elif "error" in stream:
+        row("streaming", stream["error"], "", False)
+    return rows
+
+
+def print_table(rows):
+    width = max(len(r[0]) for r in rows)
+    mwidth = max(len(str(r[1])) for r in rows)
+    print("%-*s  %-*s  %-14s  %s" % (width, "metric", mwidth, "measured", "goal", "met?"))
+    print("-" * (width + mwidth + 26))
+    for metric, measured, goal, met in rows:
+        mark = "" if met is None else ("yes" if met else "NO")
+        print("%-*s  %-*s  %-14s  %s" % (width, metric, mwidth, measured, goal, mark))
+
+
+def main():
+    print("== OTA data path on a diet (bench/diet_bench.py, issue 13) ==")
+    root = tempfile.mkdtemp(prefix="ota-diet-")
+    try:
+        data = measure(root)
+        print_table(report(data))
+        if "Traceback" in data["console"]:
+            print("note: the device printed a traceback:\n" + data["console"][-3000:])
+        print("Host ratios and 64-bit object sizes, not C3 numbers (docs/MEMORY.md). Load average %.1f."
+              % os.getloadavg()[0])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
