@@ -269,6 +269,25 @@ def test_meter_counts_bytes_resumes_restarts_and_lowest_values():
     assert set(t) == set(telemetry.KEYS)
 
 
+def test_meter_gives_no_byte_count_when_the_inflater_reads_the_socket_itself():
+    # inflate.py's direct decode reads the raw socket (resp._stream), past the meter's readinto: the
+    # count would be a few header bytes, so the record says "not measured" (null) instead.
+    class Raw(FakeResp):
+        _stream = object()
+
+    meter = telemetry.Meter("1.1.0")
+    https = meter.https(FakeHttps())
+    resp = https.open("https://x/fw.otaz")
+    assert getattr(resp, "_stream", None) is None and meter.fields()["t_fetched"] == 0  # no socket: counted
+    https.module.answers.insert(0, Raw(200, 4096))
+    resp = https.open("https://x/fw.otaz")
+    assert resp._stream is Raw._stream and meter.fields()["t_fetched"] is None
+    from otactl import devstate
+
+    record = telemetry.record(meter.fields())
+    assert devstate._telemetry("dev-1", record)["fetched"] is None  # the fleet tool takes the null
+
+
 def test_final_state_with_telemetry_fits_the_message_budget():
     # The biggest final message: every field at its longest, the detail cut at 160 characters.
     worst = {k: -2 ** 31 if k.startswith("rssi") else 2 ** 32 - 1 for k in telemetry.KEYS}

@@ -351,8 +351,10 @@ class Loader:
     # less CPU than through Source, measured on the Unix port: docs/COMPRESSED.md). Else None. Any
     # bytes before the wanted offset (a 200 to a Range request) are read and dropped first.
     def _raw(self, resp):
-        raw = getattr(resp, "_stream", None)
-        if raw is None or resp.chunked or self.artifact.get("file_sha256") is not None:
+        if resp.chunked or self.artifact.get("file_sha256") is not None:
+            return None
+        raw = getattr(resp, "_stream", None)  # asked last: telemetry's wrapper notes the direct read
+        if raw is None:
             return None
         src = self.src
         while src.want > src.offset:
