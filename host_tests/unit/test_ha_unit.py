@@ -13,8 +13,9 @@ from ota import config, ha, state, telemetry
 from ota.errors import OtaError
 from paths import DRIVERS
 from test_agent_unit import DEV, STATE_TOPIC, Updater, connected, deliver
-from test_agent_unit import env as agent_env  # noqa: F401  the fixture `env`, used by name below
+import test_agent_unit
 
+agent_env = test_agent_unit.env  # test_agent_unit's fixture, registered here as `agent_env`
 CMD = "/switch/cmd/" + DEV
 RELEASE = {"type": "ota_trigger", "url": "https://fw.example.com/firmware-v1.1.0.bin", "sha256": "ab" * 32,
            "size": 300000, "version": "1.1.0", "id": "v1.1.0-announce",
@@ -132,9 +133,9 @@ def last_state(client):
     return ha_messages(client, STATE_TOPIC)[-1]
 
 
-def test_agent_publishes_discovery_and_entity_and_installs_the_announcement(env):
+def test_agent_publishes_discovery_and_entity_and_installs_the_announcement(agent_env):
     up = Updater()
-    a = env.make(up, ha={"discovery": True})
+    a = agent_env.make(up, ha={"discovery": True})
     client = connected(a)
     assert (b"/switch/release", 1) in client.subscribed
     disc = ha_messages(client, "homeassistant/update/%s/firmware/config" % DEV)
@@ -153,17 +154,17 @@ def test_agent_publishes_discovery_and_entity_and_installs_the_announcement(env)
     assert entity[0] == (False, None) and (True, 0) in entity and entity[-1] == (True, 100), entity
 
 
-def test_install_without_announcement_or_under_require_signature(env):
-    a = env.make(Updater(), ha={"discovery": True})
+def test_install_without_announcement_or_under_require_signature(agent_env):
+    a = agent_env.make(Updater(), ha={"discovery": True})
     connected(a)
     deliver(a, ha.INSTALL, topic=CMD.encode())
     msg = last_state(a.link.client)
     assert (msg["state"], msg["reason"]) == ("failed", "no_release") and a.pending is None
 
 
-def test_unsigned_announcement_refused_under_require_signature(env):
+def test_unsigned_announcement_refused_under_require_signature(agent_env):
     up = Updater()
-    a = env.make(up, ha={"discovery": True}, ota={"require_signature": True, "signing_pubkey": "11" * 32})
+    a = agent_env.make(up, ha={"discovery": True}, ota={"require_signature": True, "signing_pubkey": "11" * 32})
     connected(a)
     deliver(a, json.dumps(RELEASE).encode(), topic=b"/switch/release")
     deliver(a, ha.INSTALL, topic=CMD.encode())
@@ -172,8 +173,8 @@ def test_unsigned_announcement_refused_under_require_signature(env):
     assert (msg["state"], msg["reason"]) == ("failed", "unsigned") and up.calls == []
 
 
-def test_ha_off_costs_nothing_on_the_wire(env):
-    a = env.make(Updater())
+def test_ha_off_costs_nothing_on_the_wire(agent_env):
+    a = agent_env.make(Updater())
     client = connected(a)
     assert all(not t.startswith(b"homeassistant/") and t != b"/switch/ha/" + DEV.encode()
                for t, m, retain, qos in client.published)
@@ -329,11 +330,11 @@ def test_payloads_pass_home_assistants_own_schemas():
     assert verdicts[-1].startswith("invalid")
 
 
-def test_install_of_a_job_that_already_ran_says_so(env):
+def test_install_of_a_job_that_already_ran_says_so(agent_env):
     # A failed install pressed again: the job id was run (the seen list stops a retained trigger from
     # looping); HA's press gets an answer, not silence. A new announcement (new id) runs again.
     up = Updater(error=OtaError("bad_sha256", "simulated"))
-    a = env.make(up, ha={"discovery": True})
+    a = agent_env.make(up, ha={"discovery": True})
     connected(a)
     deliver(a, json.dumps(RELEASE).encode(), topic=b"/switch/release")
     deliver(a, ha.INSTALL, topic=CMD.encode())

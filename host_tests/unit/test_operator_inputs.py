@@ -23,7 +23,9 @@ def test_release_refuses_versions_the_device_compares_equal(tmp_path, capsys):
         assert cli.main(["release", image(tmp_path, version, seed=3), "--dir", out]) == 1
         err = capsys.readouterr().err
         assert err.startswith("otactl: version_exists: version %s is 1.0.0 to the device" % version), err
-    assert sorted(os.listdir(out)) == ["firmware-v1.0.0.bin", "firmware-v1.0.0.json", "latest.json"]
+    # the first release (its compressed copy beside it), and nothing from the refused ones
+    assert sorted(os.listdir(out)) == ["firmware-v1.0.0.bin", "firmware-v1.0.0.json", "firmware-v1.0.0.otaz",
+                                       "latest.json"]
     assert cli.main(["release", image(tmp_path, "1.0.1"), "--dir", out]) == 0
 
 
