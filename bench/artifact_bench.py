@@ -14,48 +14,28 @@ x86-64), the payload our frozen device code; 1.0.1 changes one frozen module; 1.
 """
 import hashlib
 import os
-import random
-import shutil
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
+from bench.common import scratch, tls_www  # noqa: E402
+
 FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 LINK = 512 * 1024  # bytes/s: the simulated link
-
-
-def recompiled(code, seed=5):
-    rng = random.Random(seed)
-    out = bytearray(code[:20_000] + rng.randbytes(6_000) + code[20_000:])
-    for i in range(0, len(out) - 4, 200):
-        out[i:i + 4] = rng.randbytes(4)
-    return bytes(out)
 
 
 def measure(root):
     from bench.ota_bench import _device, _results
     from devkit import simfleet
     from devkit.nginx import Nginx
-    from devkit.tls import make_pki
     from otactl import zimage
-    from devkit import firmware_bytes
 
-    code = firmware_bytes.code_bytes()
-    v100 = simfleet.firmware("1.0.0", size=FULL, fill=code)
-    v101 = simfleet.firmware("1.0.1", size=FULL, fill=code,
-                             append={"ota/selftest.py": b"\n# 1.0.1: one frozen module changed\nRELEASE = 101\n"})
-    v110 = simfleet.firmware("1.1.0", size=FULL, fill=recompiled(code))
+    _, v100, v101, v110 = simfleet.releases(FULL, b"\n# 1.0.1: one frozen module changed\nRELEASE = 101\n")
     files = {"v101.bin": v101, "v101.otaz": zimage.pack_image(v101), "v100-v101.otaz": zimage.pack_patch(v100, v101),
              "v110.otaz": zimage.pack_image(v110), "v100-v110.otaz": zimage.pack_patch(v100, v110)}
-    pki = make_pki(os.path.join(root, "pki"))
-    www = os.path.join(root, "www")
-    os.makedirs(www)
-    for name, blob in files.items():
-        with open(os.path.join(www, name), "wb") as f:
-            f.write(blob)
+    pki, www = tls_www(root, files)
 
     def sha(blob):
         return hashlib.sha256(blob).hexdigest()
@@ -89,11 +69,8 @@ def measure(root):
 
 
 def main():
-    root = tempfile.mkdtemp(prefix="artifact-bench-")
-    try:
+    with scratch("artifact-bench-") as root:
         data = measure(root)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     results = data["results"]
     print("Image: %d bytes (real-sized C3 app); filler: MicroPython Unix port code (devkit/firmware_bytes.py)" % FULL)
     print("Link: nginx limit_rate %d B/s over TLS; one simulated device, runs one after the other" % LINK)

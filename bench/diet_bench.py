@@ -18,16 +18,16 @@ judged, never absolute times (the host is not a C3):
                     discarded) and ota.update.run of it; streaming = open returned -> body ended
 """
 import hashlib
-import json
 import os
 import shutil
 import statistics
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+from bench.common import driver_device, print_table, rows_of, scratch, tls_www  # noqa: E402
 
 FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 RESOLUTION = 256
@@ -36,25 +36,12 @@ REPS = 5
 
 
 def _device(root, name, image, pki, jobs, heapsize):
-    from sim.runner import Device
-
-    fs = {"diet.json": json.dumps(jobs)}
-    for target, source in (("main.py", os.path.join(REPO, "bench", "diet_driver.py")),
-                           ("boot.py", os.path.join(REPO, "boot.py")), ("ca.der", pki.ca_der)):
-        with open(source, "rb") as f:
-            fs[target] = f.read()
-    device = Device(os.path.join(root, name), heapsize=heapsize, max_boots=1)
-    device.create(image, fs_files=fs, tls_accounting=True)
-    return device
+    return driver_device(root, name, image, pki, "diet_driver.py", "diet.json", jobs, heapsize,
+                         tls_accounting=True)
 
 
 def _rows(device):
-    out = {}
-    for line in device.lines():
-        if line.startswith("DIET "):
-            row = json.loads(line[5:])
-            out[row["name"]] = row
-    return out
+    return rows_of(device, "DIET")
 
 
 def _one(root, image, pki, job, heapsize):
@@ -89,14 +76,9 @@ def smallest_heap(root, image, pki, job):
 def measure(root):
     from devkit import simfleet
     from devkit.nginx import Nginx
-    from devkit.tls import make_pki
 
-    pki = make_pki(os.path.join(root, "pki"))
-    www = os.path.join(root, "www")
-    os.makedirs(www)
     v100, full = simfleet.firmware("1.0.0"), simfleet.firmware("1.0.1", size=FULL)
-    with open(os.path.join(www, "full.bin"), "wb") as f:
-        f.write(full)
+    pki, www = tls_www(root, {"full.bin": full})
     sha = hashlib.sha256(full).hexdigest()
     out = {}
     with Nginx(www, pki.server_cert, pki.server_key) as web:
@@ -188,28 +170,15 @@ def report(data):
     return rows
 
 
-def print_table(rows):
-    width = max(len(r[0]) for r in rows)
-    mwidth = max(len(str(r[1])) for r in rows)
-    print("%-*s  %-*s  %-14s  %s" % (width, "metric", mwidth, "measured", "goal", "met?"))
-    print("-" * (width + mwidth + 26))
-    for metric, measured, goal, met in rows:
-        mark = "" if met is None else ("yes" if met else "NO")
-        print("%-*s  %-*s  %-14s  %s" % (width, metric, mwidth, measured, goal, mark))
-
-
 def main():
     print("== OTA data path on a diet (bench/diet_bench.py, issue 13) ==")
-    root = tempfile.mkdtemp(prefix="ota-diet-")
-    try:
+    with scratch("ota-diet-") as root:
         data = measure(root)
-        print_table(report(data))
+        print_table(report(data), 14)
         if "Traceback" in data["console"]:
             print("note: the device printed a traceback:\n" + data["console"][-3000:])
         print("Host ratios and 64-bit object sizes, not C3 numbers (docs/MEMORY.md). Load average %.1f."
               % os.getloadavg()[0])
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

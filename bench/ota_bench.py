@@ -19,17 +19,16 @@ absolute times (the host is not a C3):
 The device runs bench/ota_driver.py as its main.py (not the agent).
 """
 import hashlib
-import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
+
+from bench.common import driver_device, print_table, rows_of, scratch, tls_www  # noqa: E402
 
 FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
 HALF = 512 * 1024
@@ -38,28 +37,11 @@ SMALL_HEAP = "64wK"
 
 
 def _device(root, name, image, pki, jobs, heapsize):
-    from sim.runner import Device
-
-    files = {"main.py": os.path.join(REPO, "bench", "ota_driver.py"),
-             "boot.py": os.path.join(REPO, "boot.py"),
-             "ca.der": pki.ca_der}
-    fs = {}
-    for target, source in files.items():
-        with open(source, "rb") as f:
-            fs[target] = f.read()
-    fs["bench.json"] = json.dumps(jobs)
-    device = Device(os.path.join(root, name), heapsize=heapsize, max_boots=1)
-    device.create(image, fs_files=fs)
-    return device
+    return driver_device(root, name, image, pki, "ota_driver.py", "bench.json", jobs, heapsize)
 
 
 def _results(device):
-    out = {}
-    for line in device.lines():
-        if line.startswith("BENCH "):
-            row = json.loads(line[6:])
-            out[row["name"]] = row
-    return out
+    return rows_of(device, "BENCH")
 
 
 def _runtime(micropython):
@@ -74,16 +56,10 @@ def _runtime(micropython):
 def measure(root):
     from devkit import simfleet
     from devkit.nginx import Nginx
-    from devkit.tls import make_pki
 
-    pki = make_pki(os.path.join(root, "pki"))
-    www = os.path.join(root, "www")
-    os.makedirs(www)
     images = {"v100": simfleet.firmware("1.0.0"), "full": simfleet.firmware("1.0.1", size=FULL),
               "half": simfleet.firmware("1.0.2", size=HALF)}
-    for name in ("full", "half"):
-        with open(os.path.join(www, name + ".bin"), "wb") as f:
-            f.write(images[name])
+    pki, www = tls_www(root, {name + ".bin": images[name] for name in ("full", "half")})
     sha = {name: hashlib.sha256(blob).hexdigest() for name, blob in images.items()}
     ota = {"retry_backoff_ms": 10}
     with Nginx(www, pki.server_cert, pki.server_key) as web:
@@ -195,24 +171,13 @@ def report(data, images):
     return rows
 
 
-def print_table(rows):
-    width = max(len(r[0]) for r in rows)
-    mwidth = max(len(str(r[1])) for r in rows)
-    print("%-*s  %-*s  %-10s  %s" % (width, "metric", mwidth, "measured", "goal", "met?"))
-    print("-" * (width + mwidth + 22))
-    for metric, measured, goal, met in rows:
-        mark = "" if met is None else ("yes" if met else "NO")
-        print("%-*s  %-*s  %-10s  %s" % (width, metric, mwidth, measured, goal, mark))
-
-
 def main():
     print("== OTA data path (bench/ota_bench.py) ==")
-    root = tempfile.mkdtemp(prefix="ota-bench-")
-    try:
+    with scratch("ota-bench-") as root:
         data = measure(root)
         print("runtime: %s; simulated ESP32-C3, GC heap %s (and %s); nginx over TLS on 127.0.0.1; "
               "images %d and %d bytes" % (data["runtime"], data["heap"], SMALL_HEAP, FULL, HALF))
-        print_table(report(data, data["images"]))
+        print_table(report(data, data["images"]), 10)
         print("Host ratios, not C3 times: on a board the flash erase dominates (about 17 ms per 4 KiB "
               "sector, docs/CHIP.md §4). Time ratios are noisy on a busy host (load average now %.1f)."
               % os.getloadavg()[0])
@@ -224,8 +189,6 @@ def main():
                   % (SMALL_HEAP, data["outcome"]["small"], where, lines[-1].strip()))
         if "Traceback" in data["fleet_console"]:
             print("note: the %s device printed a traceback:\n%s" % (data["heap"], data["fleet_console"]))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

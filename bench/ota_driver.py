@@ -58,16 +58,22 @@ class _Clock:
     flash_alloc = 0  # GC bytes the simulated flash allocated (its Python code; C on a board)
 
 
-class _CountingPartition:
-    # The real partition, with the GC bytes allocated inside each flash call added to
-    # _Clock.flash_alloc, so that the device code's own allocation can be told apart. Tiny methods:
-    # a frame over 11 words would itself be allocated on the heap at every call.
+class _Wrapped:
+    # The real partition inside; what a wrapper does not change goes straight to it.
     def __init__(self, real):
         self._real = real
 
     def info(self):
         return self._real.info()
 
+    def get_next_update(self):
+        return type(self)(self._real.get_next_update())
+
+
+class _CountingPartition(_Wrapped):
+    # The real partition, with the GC bytes allocated inside each flash call added to
+    # _Clock.flash_alloc, so that the device code's own allocation can be told apart. Tiny methods:
+    # a frame over 11 words would itself be allocated on the heap at every call.
     def ioctl(self, cmd, arg):
         return self._real.ioctl(cmd, arg)  # block size; one erase on failure only
 
@@ -81,21 +87,12 @@ class _CountingPartition:
         self._real.readblocks(block, buf, offset)
         _Clock.flash_alloc += micropython.mem_total() - before
 
-    def get_next_update(self):
-        return _CountingPartition(self._real.get_next_update())
-
     def set_boot(self):
         self._real.set_boot()
 
 
-class _TimedPartition:
+class _TimedPartition(_Wrapped):
     # The real partition, with the time spent inside each flash call added to _Clock.flash_us.
-    def __init__(self, real):
-        self._real = real
-
-    def info(self):
-        return self._real.info()
-
     def ioctl(self, cmd, arg):
         start = time.ticks_us()
         try:
@@ -115,9 +112,6 @@ class _TimedPartition:
         start = time.ticks_us()
         self._real.readblocks(block, buf, offset)
         _Clock.flash_us += time.ticks_diff(time.ticks_us(), start)
-
-    def get_next_update(self):
-        return _TimedPartition(self._real.get_next_update())
 
     def set_boot(self):
         start = time.ticks_us()

@@ -45,6 +45,18 @@ def firmware(version, size=None, failing_selftest=False, append=None, **image_op
                                       **image_options)
 
 
+def releases(size, note):
+    """Real-sized images whose filler is compiled MicroPython (devkit/firmware_bytes.py), for compressed
+    and delta updates: -> (that code, 1.0.0, 1.0.1 = 1.0.0 with one frozen module changed, `note` appended
+    to ota/selftest.py, 1.1.0 = the firmware bytes recompiled too)."""
+    from devkit import firmware_bytes
+
+    code = firmware_bytes.code_bytes()
+    return (code, firmware("1.0.0", size=size, fill=code),
+            firmware("1.0.1", size=size, fill=code, append={"ota/selftest.py": note}),
+            firmware("1.1.0", size=size, fill=firmware_bytes.recompiled(code)))
+
+
 def device_config(broker_host, broker_port, ota=None, mqtt=None, device_id=None):
     cfg = {"wifi": {"ssid": "lab", "password": "password1"},
            "mqtt": dict({"host": broker_host, "port": broker_port, "keepalive_s": 30}, **(mqtt or {})),
@@ -55,18 +67,34 @@ def device_config(broker_host, broker_port, ota=None, mqtt=None, device_id=None)
 
 
 def new_device(devdir, image, broker_host, broker_port, ca_der=None, unique_id="a0b1c2d3e4f5",
-               ota=None, mqtt=None, heapsize=None, **sim_settings):
-    """Create (not start) a simulated device: factory `image`, our boot.py/main.py, config.json, CA."""
+               ota=None, mqtt=None, heapsize=None, ha=None, **sim_settings):
+    """Create (not start) a simulated device: factory `image`, our boot.py/main.py, config.json (with
+    `ha`, Home Assistant's settings, when given), CA."""
     fs = {}
     for name in ("boot.py", "main.py"):
         with open(os.path.join(REPO, name), "rb") as f:
             fs[name] = f.read()
-    fs["config.json"] = json.dumps(device_config(broker_host, broker_port, ota, mqtt))
+    cfg = device_config(broker_host, broker_port, ota, mqtt)
+    if ha is not None:
+        cfg["ha"] = ha
+    fs["config.json"] = json.dumps(cfg)
     if ca_der:
         with open(ca_der, "rb") as f:
             fs["ca.der"] = f.read()
     device = Device(devdir, heapsize=heapsize or FLEET_HEAP)
     device.create(image, fs_files=fs, unique_id=unique_id, **sim_settings)
+    return device
+
+
+def driver_device(devdir, image, driver, ca_der, files=None, heapsize=None, max_boots=20, **sim_settings):
+    """Create (not start) a simulated device that runs a driver script as its main.py instead of the
+    agent (the e2e tests' and benchmarks' drivers): factory `image`, our boot.py, the CA, `files`."""
+    fs = dict(files or {})
+    for target, source in (("main.py", driver), ("boot.py", os.path.join(REPO, "boot.py")), ("ca.der", ca_der)):
+        with open(source, "rb") as f:
+            fs[target] = f.read()
+    device = Device(devdir, heapsize=heapsize or FLEET_HEAP, max_boots=max_boots)
+    device.create(image, fs_files=fs, **sim_settings)
     return device
 
 

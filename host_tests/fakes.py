@@ -5,6 +5,7 @@
 import binascii
 import errno
 import hashlib
+import os
 import struct
 
 
@@ -371,3 +372,15 @@ class FakeServer:
             resp.drop = plan.get("drop", OtaError("connection_lost", "peer closed"))
         self.responses.append(resp)
         return resp
+
+
+def fat_rename(monkeypatch, os_module):
+    # os_module.rename (the os a device module imported) refusing an existing target, as FAT's does.
+    real_rename = os.rename
+
+    def rename(src, dst):
+        if os.path.exists(dst):
+            raise OSError(17, "EEXIST")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os_module, "rename", rename)

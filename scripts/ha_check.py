@@ -192,13 +192,8 @@ def main():
             devdir = os.path.join(work, "device")
             device = simfleet.new_device(devdir, simfleet.firmware("1.0.0"), broker.host, broker.port,
                                          ca_der=pki.ca_der, unique_id=DEVICE,
-                                         ota={"progress_interval_s": 1, "progress_bytes": 32768})
-            config_path = os.path.join(devdir, "fs", "config.json")
-            with open(config_path) as f:
-                cfg = json.load(f)
-            cfg["ha"] = {"discovery": True}
-            with open(config_path, "w") as f:
-                json.dump(cfg, f)
+                                         ota={"progress_interval_s": 1, "progress_bytes": 32768},
+                                         ha={"discovery": True})
             watch = Watcher(broker.host, broker.port, topics=("/switch/state/" + DEVICE,))
             device.start()
             watch.wait_for(lambda m: m.state == "idle", 60)

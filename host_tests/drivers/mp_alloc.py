@@ -10,62 +10,18 @@ import hashlib
 import sys
 
 import micropython
+from fileflash import SLOT, Esp32, FilePartition
 
 sys.path.insert(0, sys.argv[1])
 from ota.writer import SlotWriter
 
 IMAGE, SLOTFILE, MODE = sys.argv[2], sys.argv[3], sys.argv[4]
 SHA256 = sys.argv[5] if len(sys.argv) > 5 else None
-SLOT = 0x1D0000
 marks = [0] * 1024  # mem_total() before each read; preallocated so recording allocates nothing
 count = 0
 
 
-class FilePartition:
-    # Just enough of esp32.Partition, over a file; no allocation per call.
-    def __init__(self, label, address):
-        self.label, self.address = label, address
-        self.f = open(SLOTFILE, "r+b") if label == "ota_1" else None
-
-    def info(self):
-        return (0, 0x10, self.address, SLOT, self.label, False)
-
-    def ioctl(self, cmd, arg):
-        if cmd == 5:
-            return 4096
-        if cmd == 6:
-            self.f.seek(arg * 4096)
-            self.f.write(b"\xff" * 4096)
-            return 0
-
-    def writeblocks(self, block, buf, offset=None):
-        self.f.seek(block * 4096)
-        self.f.write(buf)
-
-    def readblocks(self, block, buf, offset=0):
-        self.f.seek(block * 4096 + offset)
-        self.f.readinto(buf)
-
-    def get_next_update(self):
-        return FilePartition("ota_1", 0x1E0000)
-
-    def set_boot(self):
-        self.booted = True
-
-
-class Esp32:
-    HEAP_DATA = 4
-
-    class Partition(FilePartition):
-        BOOT = 0
-        RUNNING = 1
-
-        def __init__(self, id, block_size=4096):
-            FilePartition.__init__(self, "ota_0", 0x10000)
-
-    @staticmethod
-    def idf_heap_info(caps):
-        return [(245760, 191872, 180224, 176128)]
+FilePartition.path = SLOTFILE  # ota_1 at its start; ota_0 has no file
 
 
 class Response:

@@ -10,6 +10,7 @@ import gc
 import sys
 
 import micropython
+from fileflash import SLOT, Esp32, FilePartition
 
 sys.path.insert(0, sys.argv[1])
 CONTAINER, SLOTFILE, ENCODING, SHA, SIZE = sys.argv[2:7]
@@ -17,7 +18,6 @@ DROPS = [int(x) for x in sys.argv[7].split(",")] if len(sys.argv) > 7 and sys.ar
 BASESHA = sys.argv[8] if len(sys.argv) > 8 and sys.argv[8] != "-" else None
 DIRECT = len(sys.argv) > 9 and sys.argv[9] == "direct"  # the file object as the response's socket
 FILESHA = sys.argv[10] if len(sys.argv) > 10 else None  # the trigger's file_sha256
-SLOT = 0x1D0000
 marks = [0] * 4096  # mem_total() at each socket read; preallocated so recording allocates nothing
 count = 0
 peak = [0]
@@ -25,51 +25,9 @@ idle = [0]
 wire = [0]
 
 
-class FilePartition:
-    def __init__(self, label, address):
-        self.label, self.address = label, address
-        self.base = 0 if label == "ota_0" else SLOT
-        self.f = open(SLOTFILE, "r+b")
-
-    def info(self):
-        return (0, 0x10, self.address, SLOT, self.label, False)
-
-    def ioctl(self, cmd, arg):
-        if cmd == 5:
-            return 4096
-        if cmd == 6:
-            self.f.seek(self.base + arg * 4096)
-            self.f.write(b"\xff" * 4096)
-            return 0
-
-    def writeblocks(self, block, buf, offset=None):
-        self.f.seek(self.base + block * 4096)
-        self.f.write(buf)
-
-    def readblocks(self, block, buf, offset=0):
-        self.f.seek(self.base + block * 4096 + offset)
-        self.f.readinto(buf)
-
-    def get_next_update(self):
-        return FilePartition("ota_1", 0x1E0000)
-
-    def set_boot(self):
-        print("set_boot", self.label)
-
-
-class Esp32:
-    HEAP_DATA = 4
-
-    class Partition(FilePartition):
-        BOOT = 0
-        RUNNING = 1
-
-        def __init__(self, id, block_size=4096):
-            FilePartition.__init__(self, "ota_0", 0x10000)
-
-    @staticmethod
-    def idf_heap_info(caps):
-        return [(245760, 191872, 180224, 176128)]
+FilePartition.path = SLOTFILE
+FilePartition.bases = {"ota_0": 0, "ota_1": SLOT}
+FilePartition.announce = True
 
 
 class Response:

@@ -4,32 +4,21 @@
 # Each success ends with the same flash contents as the plain image; drops resume with Range at a
 # piece boundary; a corrupt stream or a container of another image is refused with a reason code and
 # the boot slot stays.
-import hashlib
-import json
-import os
 import random
 
 import pytest
 
 from devkit import simfleet
-from devkit.devserver import DevServer
-from devkit.nginx import Nginx, find_nginx
-from devkit.tls import make_pki
+from devkit.nginx import find_nginx
 from otactl import zimage
 from devkit import firmware_bytes
-from paths import DRIVERS as HERE
-from paths import ROOT as REPO
-from sim.runner import Device
+from e2e_helpers import (assert_landed, assert_old_firmware_boots, assert_refused, dev_servers, piece_starts, run_jobs,
+                         serving, sha)
 
 pytestmark = pytest.mark.skipif(find_nginx() is None, reason="needs nginx")
 
 FULL = 1_713_728  # the official MicroPython v1.24.1 ESP32_GENERIC_C3 app (docs/CHIP.md §3)
-SECTOR = 4096
 OTA = {"retry_backoff_ms": 10, "retries": 8}
-
-
-def sha(blob):
-    return hashlib.sha256(blob).hexdigest()
 
 
 def _corrupt(blob):
@@ -42,11 +31,7 @@ def _corrupt(blob):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e-compressed")
-    pki = make_pki(str(root / "pki"))
-    www = root / "www"
-    www.mkdir()
+def world(tls_site):
     full = simfleet.firmware("1.0.1", size=FULL, fill=firmware_bytes.code_bytes())
     other = simfleet.firmware("1.0.2", size=FULL, fill=firmware_bytes.code_bytes()[::-1])
     packed = zimage.pack_image(full)
@@ -59,44 +44,19 @@ def world(tmp_path_factory):
         "wide.otaz": zimage.pack_image(full, wbits=15),
         "other.otaz": zimage.pack_image(other),
     }
-    for name, blob in files.items():
-        (www / name).write_bytes(blob)
-    servers = {}
-    for name in ("drop1", "drop2", "drop3", "resets", "restart", "restart2"):
-        servers[name] = DevServer(str(www), pki.server_cert, pki.server_key).start()
+    root, pki, www = tls_site("e2e-compressed", files)
     # One cut at a random offset each (a different one per server). Not every answer cut, as
     # test_e2e_update's "drops" does: a resume downloads the piece again from its start, so a server
     # that cuts every answer at random before its end never lets the last piece through.
+    restart = {"drop_after": 300_000, "ignore_range": True}
+    servers = dev_servers(www, pki, {"drop1": {"drop_after": "random"}, "drop2": {"drop_after": "random"},
+                                     "drop3": {"drop_after": "random"},
+                                     "resets": {"drop_after": "random", "drop_reset": True},
+                                     "restart": restart, "restart2": restart})
     for seed, name in enumerate(("drop1", "drop2", "drop3")):
         servers[name].rng = random.Random(seed)
-        servers[name].faults.drop_after = "random"
-    servers["resets"].faults.drop_after = "random"
-    servers["resets"].faults.drop_reset = True
-    servers["restart"].faults.drop_after = 300_000
-    servers["restart"].faults.ignore_range = True
-    servers["restart2"].faults.drop_after = 300_000
-    servers["restart2"].faults.ignore_range = True
-    web = Nginx(str(www), pki.server_cert, pki.server_key, target="full.bin").start()
-    try:
+    with serving(www, pki, servers, target="full.bin") as web:
         yield {"root": root, "pki": pki, "files": files, "web": web, "servers": servers}
-    finally:
-        web.stop()
-        for server in servers.values():
-            server.stop()
-
-
-def _device(world, name, jobs):
-    fs = {}
-    for target, source in (("main.py", os.path.join(HERE, "e2e_driver.py")),
-                           ("boot.py", os.path.join(REPO, "boot.py")), ("ca.der", world["pki"].ca_der)):
-        with open(source, "rb") as f:
-            fs[target] = f.read()
-    for job in jobs:
-        job["ota"] = dict(OTA, **job.get("ota", {}))
-    fs["jobs.json"] = json.dumps(jobs)
-    device = Device(str(world["root"] / name), heapsize=simfleet.FLEET_HEAP)
-    device.create(world["files"]["v100.bin"], fs_files=fs)
-    return device
 
 
 def _artifact(blob, **fields):
@@ -149,24 +109,11 @@ def _negative_jobs(world):
     ]
 
 
-def _jobs_of(device):
-    out = {}
-    for line in device.lines():
-        if line.startswith("JOB "):
-            job = json.loads(line[4:])
-            out[job["name"]] = job
-    return out
-
-
 @pytest.fixture(scope="module")
 def runs(world):
     negative = _negative_jobs(world)
-    devices = {"batch": _device(world, "batch", [dict(job) for job, _, _ in negative])}
-    for name, job in _success_jobs(world).items():
-        devices[name] = _device(world, name, [dict(job, name=name)])
-    for device in devices.values():
-        device.start(max_boots=3)
-    results = {name: device.wait(timeout=900) for name, device in devices.items()}  # slow under load
+    devices, results = run_jobs(world, negative, _success_jobs(world), world["files"]["v100.bin"], OTA,
+                                timeout=900)  # slow under load
     return {"devices": devices, "results": results, "negative": negative}
 
 
@@ -174,18 +121,9 @@ def runs(world):
                                   "random_drop3", "random_resets", "restart_200", "restart_200_direct",
                                   "no_file_fields"])
 def test_compressed_update_lands_the_same_image(runs, world, name):
-    device = runs["devices"][name]
-    full = world["files"]["full.bin"]
-    assert runs["results"][name] == "exit", device.console()
-    got = _jobs_of(device)[name]
-    assert got.get("result") == "ok", got
-    assert got["bytes"] == FULL and got["sha256"] == sha(full) and got["boot_label"] == "ota_1"
-    assert [(b["slot"], b["version"]) for b in device.boots()] == [("ota_0", "1.0.0"), ("ota_1", "1.0.1")]
-    ota_1 = device.partition("ota_1")
-    assert device.read_flash(ota_1.offset, FULL) == full  # what the plain image leaves, byte for byte
-    counters = device.boot_counters(0)
-    # Resumes never go back in the image: each sector of it erased exactly once, even after drops.
-    assert counters["erases_by_partition"]["ota_1"] == (FULL + SECTOR - 1) // SECTOR
+    # What the plain image leaves, byte for byte. Resumes never go back in the image: each sector of it
+    # erased exactly once, even after drops.
+    device, _, counters = assert_landed(runs, name, world["files"]["full.bin"], FULL, version="1.0.1")
     assert counters["dirty_programs"] == 0
     assert "Traceback" not in device.console()
 
@@ -199,7 +137,7 @@ def test_drops_resume_at_a_piece_boundary(runs, world, name):
     requests = world["servers"][name].requests
     assert len(requests) == 2, requests
     assert "range" not in requests[0]["headers"]
-    index = [offset for offset, _ in zimage.parse_header(world["files"]["full.otaz"])["index"]]
+    index = piece_starts(world["files"]["full.otaz"])
     start = int(requests[1]["headers"]["range"][6:-1])
     assert start in index, (start, index)  # only ever at a piece's first byte
 
@@ -208,7 +146,7 @@ def test_drops_resume_at_a_piece_boundary(runs, world, name):
 def test_200_restart_skips_to_the_piece(runs, world, server):
     requests = world["servers"][server].requests
     assert len(requests) == 2 and "range" not in requests[0]["headers"]
-    index = [offset for offset, _ in zimage.parse_header(world["files"]["full.otaz"])["index"]]
+    index = piece_starts(world["files"]["full.otaz"])
     start = int(requests[1]["headers"]["range"][6:-1])
     assert start in index and start <= 300_000 and 300_000 - start <= 64 * 1024
 
@@ -216,17 +154,8 @@ def test_200_restart_skips_to_the_piece(runs, world, server):
 @pytest.mark.parametrize("case", range(9))
 def test_bad_compressed_update_is_refused_and_the_old_slot_stays(runs, case):
     job, reason, erases = runs["negative"][case]
-    device = runs["devices"]["batch"]
-    got = _jobs_of(device).get(job["name"])
-    assert got is not None, device.console()
-    assert got.get("reason") == reason, got
-    assert got["boot_label"] == "ota_0" and got["other_blank"] is True, got
-    if erases is not None:
-        assert got["erases"] == erases, got
+    assert_refused(runs["devices"]["batch"], job["name"], reason, erases)
 
 
 def test_batch_device_boots_its_old_firmware(runs):
-    device = runs["devices"]["batch"]
-    assert runs["results"]["batch"] == "exit", device.console()
-    assert [(b["slot"], b["version"]) for b in device.boots()] == [("ota_0", "1.0.0"), ("ota_0", "1.0.0")]
-    assert "Traceback" not in device.console()
+    assert_old_firmware_boots(runs)

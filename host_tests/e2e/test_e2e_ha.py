@@ -65,18 +65,10 @@ def lab(tmp_path_factory):
 
 
 def make_device(lab, device_id, ota=None, rssi=None):
-    devdir = str(lab["root"] / device_id)
-    device = simfleet.new_device(devdir, simfleet.firmware("1.0.0"), lab["broker"].host, lab["broker"].port,
-                                 ca_der=lab["pki"].ca_der, unique_id=device_id,
-                                 ota=dict({"progress_interval_s": 1, "progress_bytes": 32768}, **(ota or {})),
-                                 **({"rssi": rssi} if rssi is not None else {}))
-    path = os.path.join(devdir, "fs", "config.json")
-    with open(path) as f:
-        cfg = json.load(f)
-    cfg["ha"] = {"discovery": True}
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return device
+    return simfleet.new_device(str(lab["root"] / device_id), simfleet.firmware("1.0.0"), lab["broker"].host,
+                               lab["broker"].port, ca_der=lab["pki"].ca_der, unique_id=device_id,
+                               ota=dict({"progress_interval_s": 1, "progress_bytes": 32768}, **(ota or {})),
+                               ha={"discovery": True}, **({"rssi": rssi} if rssi is not None else {}))
 
 
 def downloads(lab):
@@ -101,6 +93,17 @@ def install(watch, device_id):
     # What HA's update.install does: payload_install on the discovery config's command_topic.
     disc = [m for m in watch.messages if m.topic == topics_of(device_id)[0]][-1].json
     watch.publish(disc["command_topic"], disc["payload_install"], qos=0)
+
+
+def offer_and_install(lab, watch, device_id, manifest, job):
+    # `otactl announce` of lab/manifest as job; once HA's entity offers 1.0.1, Install. -> where the
+    # messages after Install start
+    entity_topic = topics_of(device_id)[1]
+    otactl(lab["env"], "announce", "--manifest", str(lab["root"] / manifest), "--job", job)
+    watch.wait_for(lambda m: m.topic == entity_topic and m.json["latest_version"] == "1.0.1", 10)
+    mark = len(watch.messages)
+    install(watch, device_id)
+    return mark
 
 
 def test_entity_install_progress_and_telemetry(lab):
@@ -162,10 +165,7 @@ def test_failed_install_is_reported_with_reason_and_cost(lab):
     device.start()
     try:
         watch.wait_for(on(config_topic), 30)
-        otactl(lab["env"], "announce", "--manifest", str(lab["root"] / "bad.json"), "--job", "bad-2")
-        watch.wait_for(lambda m: m.topic == entity_topic and m.json["latest_version"] == "1.0.1", 10)
-        mark = len(watch.messages)
-        install(watch, device_id)
+        mark = offer_and_install(lab, watch, device_id, "bad.json", "bad-2")
         failed = watch.wait_for(lambda m: m.topic == state_topic and m.state in ("ok", "failed"), 60, mark)
         assert (failed.state, failed.get("reason")) == ("failed", "bad_sha256"), failed
         t = failed.get("t")
@@ -185,10 +185,7 @@ def test_install_under_require_signature(lab):
     try:
         watch.wait_for(on(config_topic), 30)
         requests_before = downloads(lab)
-        otactl(lab["env"], "announce", "--manifest", str(lab["root"] / "release.json"), "--job", "unsigned-1")
-        watch.wait_for(lambda m: m.topic == entity_topic and m.json["latest_version"] == "1.0.1", 10)
-        mark = len(watch.messages)
-        install(watch, SIGNING)
+        mark = offer_and_install(lab, watch, SIGNING, "release.json", "unsigned-1")
         refused = watch.wait_for(lambda m: m.topic == state_topic and m.state in ("ok", "failed"), 30, mark)
         assert (refused.state, refused.get("reason")) == ("failed", "unsigned"), refused
         assert refused.get("t") is None  # refused before anything started: no cost to report

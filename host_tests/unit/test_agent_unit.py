@@ -430,23 +430,26 @@ def test_unsigned_revert_to_an_older_firmware_is_a_downgrade(env):
     assert env.esp.boot == "ota_1"
 
 
+def refused_revert(env, revert_id, **options):
+    # A fresh agent (env.make's options), connected, handed an ota_revert it does not reset for.
+    # -> the last state it published
+    a = env.make(**options)
+    connected(a)
+    deliver(a, {"type": "ota_revert", "id": revert_id})
+    a.run_pending()
+    return a.link.client.states()[-1]
+
+
 def test_revert_to_another_product_is_refused(env):
     image = fakes.build_image("1.1.0")
     image = image.replace(b"ota-test".ljust(32, b"\0"), b"thermostat".ljust(32, b"\0"), 1)
     env.esp.slots["ota_1"].data[:len(image)] = image
-    a = env.make(ota={"allow_downgrade": True})
-    connected(a)
-    deliver(a, {"type": "ota_revert", "id": "r-product"})
-    a.run_pending()
-    assert a.link.client.states()[-1]["reason"] == "wrong_product" and env.esp.boot == "ota_0"
+    assert refused_revert(env, "r-product", ota={"allow_downgrade": True})["reason"] == "wrong_product"
+    assert env.esp.boot == "ota_0"
 
 
 def test_revert_refused_without_image(env):
-    a = env.make()
-    connected(a)
-    deliver(a, {"type": "ota_revert", "id": "r2"})
-    a.run_pending()
-    last = a.link.client.states()[-1]
+    last = refused_revert(env, "r2")
     assert (last["state"], last["reason"]) == ("failed", "revert_no_image")
     assert env.esp.boot == "ota_0"
 
@@ -455,11 +458,7 @@ def test_revert_refused_when_set_boot_rejects(env):
     image = bytearray(fakes.build_image("1.1.0"))
     image[-1] ^= 0xFF  # header fine, SHA-256 broken: set_boot's full validation refuses it
     env.esp.slots["ota_1"].data[:len(image)] = image
-    a = env.make()
-    connected(a)
-    deliver(a, {"type": "ota_revert", "id": "r3"})
-    a.run_pending()
-    assert a.link.client.states()[-1]["reason"] == "revert_invalid_image"
+    assert refused_revert(env, "r3")["reason"] == "revert_invalid_image"
     assert jobs.Jobs(env.jobs_path).current["state"] == "failed"
 
 
@@ -472,11 +471,7 @@ def test_revert_refused_to_a_slot_whose_last_boot_failed(env, last):
     fakes.write_otadata(env.esp, 1, 2, last)
     image = fakes.build_image("1.1.0")
     env.esp.slots["ota_1"].data[:len(image)] = image
-    a = env.make()
-    connected(a)
-    deliver(a, {"type": "ota_revert", "id": "r4"})
-    a.run_pending()
-    last_state = a.link.client.states()[-1]
+    last_state = refused_revert(env, "r4")
     assert (last_state["state"], last_state["reason"]) == ("failed", "revert_aborted_image")
     assert "ota_1" in last_state["detail"] and last in last_state["detail"]
     assert env.esp.boot == "ota_0" and env.esp.slots["ota_1"].set_boot_calls == 0

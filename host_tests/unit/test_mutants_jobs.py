@@ -3,7 +3,7 @@ after `make mutate`: the agent tests reach this code but do not look at the file
 import json
 import os
 
-import fakes  # noqa: F401  (puts lib/ on sys.path)
+import fakes  # (also puts lib/ on sys.path)
 from ota import jobs
 from ota.jobs import MAX_SEEN, Jobs
 
@@ -104,13 +104,6 @@ def test_save_on_fat_removes_the_old_file_then_renames(tmp_path, monkeypatch):
     path = str(tmp_path / "ota_job.json")
     j = Jobs(path)
     j.start(TRIGGER, "downloading")
-    real_rename = os.rename
-
-    def fat_rename(src, dst):
-        if os.path.exists(dst):
-            raise OSError(17, "EEXIST")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(jobs.os, "rename", fat_rename)
+    fakes.fat_rename(monkeypatch, jobs.os)
     j.update(state="ok")
     assert _file(path)["current"]["state"] == "ok" and not os.path.exists(path + ".tmp")

@@ -3,7 +3,7 @@ two copies merge, the FAT way of replacing the file. CPython on a temporary dire
 import json
 import os
 
-import fakes  # noqa: F401  (puts lib/ on sys.path)
+import fakes  # (also puts lib/ on sys.path)
 from ota import replay
 from ota.replay import Replay
 
@@ -64,14 +64,7 @@ def test_accept_on_fat_removes_then_renames(tmp_path, monkeypatch):
     path = str(tmp_path / "ota_seq.json")
     store = Replay(path)
     store.accept("a", 1)
-    real_rename = os.rename
-
-    def fat_rename(src, dst):
-        if os.path.exists(dst):
-            raise OSError(17, "EEXIST")
-        real_rename(src, dst)
-
-    monkeypatch.setattr(replay.os, "rename", fat_rename)
+    fakes.fat_rename(monkeypatch, replay.os)
     store.accept("a", 2)
     assert os.listdir(str(tmp_path)) == ["ota_seq.json"]
     with open(path) as f:

@@ -3,20 +3,10 @@
 # (MP v1.28.0 ports/esp32/modsocket.c: socket_setsockopt's "level: IPPROTO_TCP" case hands
 # TCP_NODELAY to lwip_setsockopt). lwIP's values (6, 0x01) are Linux's too, so the Unix port's
 # setsockopt, which passes level and option through to the kernel, does the same thing here.
-import sys
+from simport import port_module
 
-_me = sys.modules.pop("socket")  # ourselves: import the port's built-in under the same name
-_path = sys.path[:]
-sys.path[:] = []
-try:
-    import socket as _port
-finally:
-    sys.path[:] = _path
-    sys.modules["socket"] = _me
-for _name in dir(_port):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_port, _name)
-del _path, _me, _name, _port
+port_module("socket", [], globals())  # the port's built-in, under the same name
+del port_module
 
 IPPROTO_TCP = 6
 TCP_NODELAY = 1

@@ -3,19 +3,8 @@
 # and, when sim.json says "tls_accounting": true, the TLS sessions counted against the simulated IDF
 # heap (see simssl.py). Kept tiny: the port's module is frozen (no GC heap),
 # this one is not, and the simulated devices' heap budget is measured (host_tests/sim/test_sim_heap.py).
-import sys
+from simport import port_module
 
-_path = sys.path[:]
-_me = sys.modules.pop("ssl")  # ourselves: import the frozen one under the same name
-sys.path[:] = [".frozen"]
-try:
-    import ssl as _port
-finally:
-    sys.path[:] = _path
-    sys.modules["ssl"] = _me
-for _name in dir(_port):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_port, _name)
-
+port_module("ssl", [".frozen"], globals())  # the frozen one, under the same name
 from simssl import SSLContext, wrap_socket  # noqa: E402,F401
-del _path, _me, _name, _port
+del port_module

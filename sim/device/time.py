@@ -2,20 +2,10 @@
 # epoch is 2000-01-01 (time.gmtime(0) -> 2000) and after power-on the RTC starts there: time.time() counts
 # from 0 until ntptime.settime() sets it (docs/CHIP.md). Everything else (sleep, ticks_*) is the port's.
 # ntptime.py calls set_clock(); ssl.py asks clock_is_set() before verifying a certificate.
-import sys
+from simport import port_module
 
-_me = sys.modules.pop("time")  # ourselves: import the port's built-in under the same name
-_path = sys.path[:]
-sys.path[:] = []
-try:
-    import time as _port
-finally:
-    sys.path[:] = _path
-    sys.modules["time"] = _me
-for _name in dir(_port):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_port, _name)
-del _path, _me, _name
+_port = port_module("time", [], globals())  # the port's built-in, under the same name
+del port_module
 
 _EPOCH_2000 = 946684800  # Unix seconds at 2000-01-01T00:00:00Z
 _boot_ms = _port.ticks_ms()
