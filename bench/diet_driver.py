@@ -145,7 +145,9 @@ def job_heap(job, cfg):
     # The pieces of one update in the order update.run and fetch.Download make them, each measured
     # as [name, live bytes it added, bytes allocated while making it (live + garbage)].
     rows = []
-    target = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+    running = esp32.Partition(esp32.Partition.RUNNING)
+    target = running.get_next_update()
+    running_info = running.info()  # update.run reads it before the buffer too
     gc.collect()
     base = gc.mem_alloc()
     m = lambda: (gc.mem_alloc(), micropython.mem_total())  # noqa: E731
@@ -153,7 +155,7 @@ def job_heap(job, cfg):
     buf = bytearray(cfg["chunk_size"])
     _live("chunk buffer (bytearray %d)" % cfg["chunk_size"], rows, a, t)
     a, t = m()
-    w = writer.SlotWriter(target, buf)
+    w = writer.SlotWriter(target, buf, running_info)
     _live("SlotWriter (+ its memoryview)", rows, a, t)
     a, t = m()
     a, t = m()
