@@ -166,7 +166,11 @@ def test_faults_hostile_payloads_in_every_state(tmp_path):
                 stream.running.set()
                 watch.wait_for(lambda m: m.state == "ok" and m.get("job") == "revert-under-fire"
                                and m.get("version") == "1.0.0", timeout=120, start=mark)
-                time.sleep(2)  # and idle under fire
+                # And idle under fire: until payloads have landed on the device's "ok" (a fixed 2 s
+                # here missed them when the revert's reconnect came late on a loaded machine).
+                deadline = time.monotonic() + 60
+                while stream.sent.count("ok") < 5 and time.monotonic() < deadline:
+                    time.sleep(0.2)
                 stream.stop()
                 _wait_quiet(watch)
                 # The next valid update.
