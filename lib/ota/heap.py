@@ -45,7 +45,7 @@ def check_stream(required_bytes):
 # what the GC heap lacks must fit in that block beside the session, not be counted twice.
 def check(required_bytes, esp32=None):
     gc.collect()
-    largest = _largest_idf_block(esp32)
+    largest = largest_idf_block(esp32)
     mem_free = getattr(gc, "mem_free", None)  # MicroPython only
     if mem_free is not None:
         free = mem_free()
@@ -65,8 +65,9 @@ def check(required_bytes, esp32=None):
 _GROWS = sys.platform == "esp32"
 
 
-# The largest free block of the IDF data heap, None where there is none to ask about.
-def _largest_idf_block(esp32):
+# The largest free block of the IDF data heap, None where there is none to ask about (also the
+# telemetry's lowest-block sample, telemetry.py).
+def largest_idf_block(esp32):
     if esp32 is None:
         try:
             import esp32

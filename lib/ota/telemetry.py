@@ -22,7 +22,7 @@
 # record (jobs.py, scalar fields "t_...") so that they survive the reboot into the new image.
 import gc
 
-from ota import state
+from ota import heap, state
 from ota.state import ticks_diff, ticks_ms
 
 _RESETS = {1: "PWRON_RESET", 2: "HARD_RESET", 3: "WDT_RESET", 4: "DEEPSLEEP_RESET", 5: "SOFT_RESET"}
@@ -58,13 +58,8 @@ class Meter:
         free = getattr(gc, "mem_free", None)
         if free is not None:
             self.heap_min = _low(self.heap_min, free())
-        info = getattr(self.esp32, "idf_heap_info", None)
-        if info is not None:
-            largest = 0
-            for region in info(self.esp32.HEAP_DATA):
-                if region[2] > largest:
-                    largest = region[2]
-            self.idf_min = _low(self.idf_min, largest)
+        if self.esp32 is not None:  # None: not sampled (heap.largest_idf_block would import esp32)
+            self.idf_min = _low(self.idf_min, heap.largest_idf_block(self.esp32))
         self.rssi_min = _low(self.rssi_min, self._rssi())
 
     def https(self, module):
