@@ -35,7 +35,7 @@ fi
 find "$STAGE" -name __pycache__ -prune -exec rm -rf {} +
 cd "$STAGE"
 set +e -f  # -f: the globs of MUTATE_ONLY are mutmut's, not the shell's
-"$ROOT/.venv/bin/mutmut" run --max-children "${MUTATE_JOBS:-2}" $MUTATE_ONLY
+"$ROOT/.venv/bin/mutmut" run --max-children "${MUTATE_JOBS:-2}" ${MUTATE_ONLY:-}
 status=$?
 set -e +f
 "$ROOT/$PY" "$ROOT/scripts/mutate_score.py" .
