@@ -162,7 +162,10 @@ class Device:
             lines = []
         table = None
         for line in lines:
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:  # torn: the process was killed while writing it (simflash.save_counters)
+                continue
             counts = bytes.fromhex(record.pop("erase_counts", ""))
             if counts and table is None:
                 table = self.partitions()
@@ -376,7 +379,7 @@ class Device:
     def _append_counters(self, record):
         record["boot"] = len(self.counters()["boots"]) + 1
         with open(self.path("counters.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write("\n" + json.dumps(record) + "\n")  # on a fresh line, after a torn record too
 
     def _annotate_last_boot(self, marker):
         boots = self.boots()

@@ -67,13 +67,15 @@ def init(folder):
     _faults = faults if isinstance(faults, list) else [faults]
     _point_counts.clear()
     _start_ms = time.ticks_ms() if IS_MICROPYTHON else int(time.monotonic() * 1000)
-    boot_number = _count_lines("counters.jsonl") + 1
+    boot_number = _count_records("counters.jsonl") + 1
 
 
-def _count_lines(name):
+def _count_records(name):
+    # Whole records only: a record is one line ending in its only "}"; a process killed while writing
+    # its record leaves a torn line, which sim.runner's reader skips too (the boot numbers agree).
     try:
         with open(path(name)) as f:
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if line.rstrip().endswith("}"))
     except OSError:
         return 0
 
