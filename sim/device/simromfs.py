@@ -89,3 +89,9 @@ def build(folder, path, buf):
         out.write(_HEADER + size_field)
         _write_dir(out, folder, buf)
     return len(_HEADER) + len(size_field) + content
+
+
+if __name__ == "__main__":  # micropython simromfs.py FOLDER IMAGE (simstart runs it as a process)
+    import sys
+
+    build(sys.argv[1], sys.argv[2], memoryview(bytearray(4096)))
