@@ -172,12 +172,15 @@ def report(data):
         if fail:
             row("  %d B less fails with" % RESOLUTION, "%s %s" % (fail.get("result"), fail.get("detail", "")[:60]))
     for min_free, points in sorted((data.get("sweep") or {}).items()):
-        bad = [(h, f, r) for h, f, r in points if r not in ("ok", "refused")]
+        # Failed before the check: the buffer or the TLS context (made first, while the heap's top is
+        # in one piece) did not fit; no admission threshold can prevent that.
+        early = [(h, f, r) for h, f, r in points if r not in ("ok", "refused") and f is None]
+        bad = [(h, f, r) for h, f, r in points if r not in ("ok", "refused") and f is not None]
         good = [(h, f, r) for h, f, r in points if r == "ok"]
-        row("ota.min_free %d: heapsizes %d-%d B, step 512: ok / refused at admission / admitted but failed"
-            % (min_free, points[0][0], points[-1][0]),
-            "%d / %d / %d" % (len(good), sum(1 for p in points if p[2] == "refused"), len(bad)),
-            "0 failed" if min_free else "", not bad if min_free else None)
+        row("ota.min_free %d: heapsizes %d-%d B, step 512: ok / failed before the check / refused by it / "
+            "admitted but failed" % (min_free, points[0][0], points[-1][0]),
+            "%d / %d / %d / %d" % (len(good), len(early), sum(1 for p in points if p[2] == "refused"), len(bad)),
+            "0 admitted but failed" if min_free else "", not bad if min_free else None)
         if bad:
             row("  admitted and failed: free GC heap at the check, reason",
                 ", ".join("%s %s" % (f, r) for h, f, r in bad[-4:]))
