@@ -78,3 +78,25 @@ def test_heap_bytes_reads_heapsize_as_the_unix_port():
     assert heap_bytes("1M") == 1 << 20
     with pytest.raises(ValueError):
         heap_bytes("64kw")
+
+
+def test_a_payload_met_before_comes_from_the_cache_unchanged(tmp_path):
+    image = simfleet.firmware("1.0.0")
+    images = []
+    for name in ("first", "second"):
+        device = Device(str(tmp_path / name))
+        device.create(image, fs_files={"main.py": b"import ota.update\nprint('imported', ota.update.__file__)\n"})
+        assert device.run(timeout=60) == "exit", device.console()
+        assert "imported /rom/ota/update.mpy" in device.console()
+        with open(device.path("frozen.romfs"), "rb") as f:
+            images.append(f.read())
+        assert os.path.exists(os.path.join(device.devdir, "frozen", "ota", "update.mpy"))
+    assert images[0] == images[1]
+    cache = os.path.join(ROOT, "build", "frozen-cache")
+    cached = []
+    for entry in os.listdir(cache):
+        path = os.path.join(cache, entry, "frozen.romfs")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                cached.append(f.read())
+    assert images[0] in cached
