@@ -12,6 +12,7 @@
 #   {"kind": "timeline", "url", "reps"}          one connection, step by step, with TCP_NODELAY off and
 #                                                on: DNS, TCP connect, TLS handshake, request, first
 #                                                body byte; and the real https.open, timed whole
+#   {"kind": "profile", "url", "sha256", "reps"} the update's streaming time split per chunk (job_profile)
 #   {"kind": "stream", "url", "sha256", "reps"}  a raw TLS download (https.open + readinto into a 4 KiB
 #                                                buffer, discarded) and ota.update.run of the same file,
 #                                                interleaved: connection-open time, streaming time (open
@@ -117,22 +118,43 @@ class _Esp32:
         return esp32.idf_heap_info(capabilities)
 
 
+def _rom_reserved():
+    try:
+        import simdev
+
+        return simdev.rom_reserved
+    except (ImportError, AttributeError):
+        return 0
+
+
 def job_update(job, cfg):
     # The target slot is taken first, as the agent does at start-up (get_next_update allocates 4 KiB,
     # MP #8382: best before the heap fragments), so it is part of the baseline.
     target = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
     gc.collect()
-    base = gc.mem_alloc()
-    out = {"baseline": base, "heap_total": base + gc.mem_free()}
+    # The room simboot holds for the frozen modules' ROMFS image is flash on the board, and the
+    # runner adds it to -X heapsize: it is neither baseline nor heap.
+    base = gc.mem_alloc() - _rom_reserved()
+    out = {"baseline": base, "heap_total": base + gc.mem_free(), "rom": _rom_reserved()}
+    if job.get("map"):  # where the free heap above the baseline lies (holes), for docs/MEMORY.md
+        micropython.mem_info(1)
     if job.get("idle"):  # the same process without the update: the heap the baseline itself needs
         out["result"] = "ok"
         return out
+    check = heap.check
+    if job.get("admission"):  # what heap.check saw: the free GC heap after its collect (ota.min_free's bisection)
+        def recording(required, esp32=None):
+            gc.collect()
+            out["free_at_check"] = gc.mem_free()
+            return check(required, esp32=esp32)
+        heap.check = recording
     try:
         result = update.run(job["url"], sha256=job["sha256"], config=cfg, target=target)
         out["result"] = result["result"]
     except Exception as e:  # OtaError: its reason; anything else by name
         out["result"] = getattr(e, "reason", type(e).__name__)
         out["detail"] = str(e)
+    heap.check = check
     return out
 
 
@@ -233,23 +255,29 @@ def job_timeline(job, cfg):
     return out
 
 
+def _raw_download(url, cfg, buf):
+    # https.open + readinto into buf until the end, bytes discarded.
+    gc.collect()
+    _Clock.open_us = 0
+    start = time.ticks_us()
+    resp = _TimedHttps.open(url, ca_path=cfg["ca_path"])
+    total = 0
+    while True:
+        n = resp.readinto(buf)
+        if n == 0:
+            break
+        total += n
+    resp.close()
+    return {"open_us": _Clock.open_us, "stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened),
+            "all_us": time.ticks_diff(time.ticks_us(), start), "bytes": total}
+
+
 def job_stream(job, cfg):
+    # Interleaved per repetition: a raw download, then the update.
     runs = []
     buf = bytearray(_CHUNK)
     for _ in range(job.get("reps", 3)):
-        gc.collect()
-        _Clock.open_us = 0
-        start = time.ticks_us()
-        resp = _TimedHttps.open(job["url"], ca_path=cfg["ca_path"])
-        total = 0
-        while True:
-            n = resp.readinto(buf)
-            if n == 0:
-                break
-            total += n
-        resp.close()
-        raw = {"open_us": _Clock.open_us, "stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened),
-               "all_us": time.ticks_diff(time.ticks_us(), start), "bytes": total}
+        raw = _raw_download(job["url"], cfg, buf)
         gc.collect()
         _Clock.open_us = _Clock.flash_us = 0
         start = time.ticks_us()
@@ -260,6 +288,48 @@ def job_stream(job, cfg):
                "flash_stream_us": _Clock.flash_at_end, "after_us": time.ticks_diff(end, _Clock.t_end),
                "bytes": result["bytes"]}
         runs.append({"raw": raw, "update": upd})
+    return {"runs": runs}
+
+
+class _Prof:
+    read_us = 0
+    feed_us = 0
+    commit_us = 0
+    chunks = 0
+
+
+def _timed(fn, field):
+    # fn wrapped: its time added to _Prof.<field>. Two ticks_us calls per call, about 1 us each here.
+    def wrapper(*args):
+        start = time.ticks_us()
+        out = fn(*args)
+        setattr(_Prof, field, getattr(_Prof, field) + time.ticks_diff(time.ticks_us(), start))
+        return out
+    return wrapper
+
+
+def job_profile(job, cfg):
+    # Where the update's streaming time goes beyond the raw download's, per 4 KiB chunk: the
+    # response's readinto, update._Update.feed (the image check + SlotWriter.commit, which flushes
+    # to the flash), SlotWriter.commit alone, the simulated flash alone (writeblocks); the rest of
+    # the stream time is fetch.Download._stream's own loop (watchdog feed, deadline, heap check,
+    # progress). Separate runs from "stream": the wrappers cost a little time themselves.
+    runs = []
+    feed, commit, readinto = update._Update.feed, writer.SlotWriter.commit, _TimedResponse.readinto
+    update._Update.feed = _timed(feed, "feed_us")
+    writer.SlotWriter.commit = _timed(commit, "commit_us")
+    _TimedResponse.readinto = _timed(readinto, "read_us")
+    try:
+        for _ in range(job.get("reps", 3)):
+            gc.collect()
+            _Prof.read_us = _Prof.feed_us = _Prof.commit_us = 0
+            _Clock.open_us = _Clock.flash_us = 0
+            result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32())
+            runs.append({"stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened), "read_us": _Prof.read_us,
+                         "feed_us": _Prof.feed_us, "commit_us": _Prof.commit_us,
+                         "flash_stream_us": _Clock.flash_at_end, "chunks": (result["bytes"] + _CHUNK - 1) // _CHUNK})
+    finally:
+        update._Update.feed, writer.SlotWriter.commit, _TimedResponse.readinto = feed, commit, readinto
     return {"runs": runs}
 
 

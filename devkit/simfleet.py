@@ -11,15 +11,18 @@ from sim.runner import Device
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The GC heap of a simulated fleet device, measured (host_tests/sim/test_sim_heap.py keeps it honest):
-# before main.py the simulator's own esp32/machine/network/socket modules hold about 31 KB (C code on
-# the board), and importing the agent with the whole data path takes about 132 KB more, mostly
-# bytecode, which a board keeps in flash (frozen). 136wK (272 KB on a 64-bit host) leaves about 110 KB
-# of 64-bit objects, roughly 55 KB of 32-bit ones, for what the device code allocates at run time:
-# about the C3's starting GC heap, which the real chip can still grow from the IDF heap (docs/CHIP.md
-# 5). It was 128wK until the agent's objects, Home Assistant's hooks and the compressed/delta stages
-# added about 11 KB of bytecode (2026-11, issues 11-14): the heap grew with the code, not the data.
-# The bare data path without the agent is measured at 64wK by `make bench`.
-FLEET_HEAP = "136wK"
+# before main.py the simulator's own esp32/machine/network/socket modules hold about 22 KB of
+# objects (C code on the board). Code is not in this number: the device package is frozen, and the
+# simulator runs its bytecode, and its own modules' bytecode, in place from ROMFS images in a room
+# added to -X heapsize (sim/device/simboot.py, sim.runner.ROM_ROOM), as the board runs them from
+# flash; importing the agent with the whole data path still makes about 75 KB of function, class
+# and module objects and tables. 104wK (208 KB on a 64-bit host) leaves about 110 KB of 64-bit
+# objects, roughly 55 KB of 32-bit ones, for what the device code allocates at run time: about the
+# C3's starting GC heap, which the real chip can still grow from the IDF heap (docs/CHIP.md 5). It
+# was 136wK while the simulator loaded that bytecode into the heap (about 67 KB of it; issue 13):
+# the same free heap after the imports either way.
+# The bare data path without the agent is measured by `make bench`.
+FLEET_HEAP = "104wK"
 
 FAILING_SELFTEST = b'''# A broken release: its self-test fails, so the health gate never confirms it.
 def run(cfg):

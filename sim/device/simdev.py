@@ -27,6 +27,7 @@ reset_cause = 1       # machine.PWRON_RESET until simboot says otherwise
 boot_number = 0       # 1 for the first boot of this device folder
 wdt_ms = 0            # the watchdog's timeout once machine.WDT armed it (0: not armed)
 soft_reset_requested = False  # machine.soft_reset() raised SystemExit: simboot soft-reboots
+rom_reserved = 0      # GC heap bytes simboot holds for the ROMFS image of the frozen modules (flash)
 idf_taken = 0         # IDF heap bytes held by open TLS sessions (simssl), gone from idf_heap_info
 _faults = []
 _point_counts = {}
@@ -67,13 +68,15 @@ def init(folder):
     _faults = faults if isinstance(faults, list) else [faults]
     _point_counts.clear()
     _start_ms = time.ticks_ms() if IS_MICROPYTHON else int(time.monotonic() * 1000)
-    boot_number = _count_lines("counters.jsonl") + 1
+    boot_number = _count_records("counters.jsonl") + 1
 
 
-def _count_lines(name):
+def _count_records(name):
+    # Whole records only: a record is one line ending in its only "}"; a process killed while writing
+    # its record leaves a torn line, which sim.runner's reader skips too (the boot numbers agree).
     try:
         with open(path(name)) as f:
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if line.rstrip().endswith("}"))
     except OSError:
         return 0
 

