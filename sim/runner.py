@@ -70,7 +70,9 @@ def sim_rom_image(micropython, mpy_cross=None):
         for name in sources:
             subprocess.run([mpy_cross, "-march=x64", "-o", os.path.join(tmp, name[:-3] + ".mpy"), name],
                            cwd=device, check=True)
-        part = "%s.%d" % (out, os.getpid())  # devices boot in parallel: each writes its own, then renames
+        # Devices boot in parallel, in threads of one process as well as in processes: each build
+        # writes its own file, then renames it over the image (the last rename wins, all are equal).
+        part = "%s.%d.%d" % (out, os.getpid(), threading.get_ident())
         script = ("import sys; sys.path.insert(0, %r); import simromfs; "
                   "simromfs.build(%r, %r, memoryview(bytearray(4096)))" % (device, tmp, part))
         subprocess.run([micropython, "-c", script], check=True)
