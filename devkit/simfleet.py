@@ -11,7 +11,7 @@ from sim.runner import Device
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The GC heap of a simulated fleet device, measured (host_tests/sim/test_sim_heap.py keeps it honest):
-# before main.py the simulator's own esp32/machine/network/socket modules hold about 22 KB of
+# before main.py the simulator's own esp32/machine/network/socket modules hold about 24 KB of
 # objects (C code on the board). Code is not in this number: the device package is frozen, and the
 # simulator runs its bytecode, and its own modules' bytecode, in place from ROMFS images in a room
 # added to -X heapsize (sim/device/simboot.py, sim.runner.ROM_ROOM), as the board runs them from
