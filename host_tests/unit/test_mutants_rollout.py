@@ -543,3 +543,40 @@ def test_count_text_and_check_version():
     with pytest.raises(OtaError) as e:
         rollout.check_version("1.x.3")
     assert e.value.reason == "bad_version"
+
+
+def test_signed_triggers_name_their_device(tmp_path):
+    from otactl import signing
+
+    key = signing.generate_key()
+    fleet = devices(2)
+    engine, summary, conn, records = run(tmp_path, fleet, rollout.Options((1.0,)), sign_key=key)
+    assert summary["outcomes"] == {"ok": 2}
+    for device, message, _ in conn.sent:
+        assert message["target"] == device and message["id"] == JOB and message["url"] == MANIFEST["url"]
+        assert signing.verify_trigger(message, key.public_key())
+
+
+def test_since_first_start_counts_from_the_first_run(tmp_path, monkeypatch):
+    fleet = devices(2)
+    log, _ = interrupted(tmp_path, fleet, rollout.Options((1.0,), max_concurrent=1), at=1)
+    first_start = read_log(log)[0]["t"]
+
+    class Clock:  # the engine's clock: 1,000 s after the first run's start, monotonic as it is
+        monotonic = staticmethod(rollout.time.monotonic)
+
+        @staticmethod
+        def time():
+            return first_start + 1000.0
+
+    monkeypatch.setattr(rollout, "time", Clock)
+    engine = rollout.Rollout.resume(FakeConn(fleet), log, MANIFEST)
+    first = rollout._order(JOB, [d.id for d in fleet])[0]
+    later = threading.Timer(0.1, lambda: engine.conn.say(first, state="ok", job=JOB, version="1.0.1"))
+    later.start()
+    try:
+        summary = engine.run()
+    finally:
+        later.cancel()
+    assert summary["since_first_start_s"] == 1000.0
+    assert summary["outcomes"] == {"ok": 2}
