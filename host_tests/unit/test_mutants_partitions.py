@@ -306,8 +306,17 @@ def test_from_binary_stops_at_the_end_marker_and_checks_md5():
     assert rows(partitions.from_binary(body + md5 + b"\xff" * 32)) == [("nvs", 1, 2, 0x9000, 0x3000, 0)]
     two = body + entry(1, 1, 0xC000, 0x1000, b"phy", 0)
     bad_md5 = b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(body).digest()  # of the first entry only
-    with pytest.raises(OtaError, match="MD5"):
+    with pytest.raises(OtaError) as e:
         partitions.from_binary(two + bad_md5 + b"\xff" * 32)
+    assert e.value.reason == "bad_partition_table" and "MD5" in e.value.detail
+
+
+def test_flags_are_unsigned_32_bit():
+    # gen_esp32part packs and unpacks the flags word as '<L'
+    high = Partition("x", 1, 0x81, 0x10000, 0x1000, flags=0x80000002)
+    blob = partitions.to_binary([high])
+    assert blob[28:32] == b"\x02\x00\x00\x80"
+    assert partitions.from_binary(blob)[0].flags == 0x80000002
 
 
 @pytest.mark.parametrize("blob,words", [
