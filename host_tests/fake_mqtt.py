@@ -18,8 +18,10 @@ class Info:
     def __init__(self, error=None, published=True):
         self.error = error
         self.published = published
+        self.waited = []  # the timeouts wait_for_publish was given
 
     def wait_for_publish(self, timeout):
+        self.waited.append(timeout)
         if self.error is not None:
             raise self.error
 

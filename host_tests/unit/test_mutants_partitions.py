@@ -4,6 +4,7 @@
 # of the module's own stricter rules named in its docstring; the numbers of the binary form are the
 # 32-byte entry '<2sBBLL16sL' with magic AA 50, the MD5 entry EB EB + 14 x FF + MD5, 0xC00 bytes.
 import hashlib
+import re
 import struct
 
 import pytest
@@ -19,10 +20,12 @@ def parse(text, **kw):
     return partitions.parse_csv(text, **kw)
 
 
-def refused(text, **kw):
+def refused(text, whole_table=False, **kw):
     with pytest.raises(OtaError) as e:
         partitions.parse_csv(text, **kw)
     assert e.value.reason == "bad_partition_table"
+    # a refusal names the line it is about, except the rules of the whole table (empty, too long)
+    assert bool(re.match(r"line [1-9][0-9]*: ", e.value.detail)) != whole_table, e.value.detail
     return e.value.detail
 
 
@@ -199,7 +202,7 @@ def test_nvs_size_bound():
 
 # --- the whole table ----------------------------------------------------------------------------------
 def test_an_empty_table():
-    assert refused("# only a comment\n") == "the table is empty"
+    assert refused("# only a comment\n", whole_table=True) == "the table is empty"
 
 
 def test_table_end_at_the_flash_size_exactly():
@@ -245,7 +248,7 @@ def table_of(n):
 def test_at_most_94_entries_with_the_md5_entry_below_0xc00():
     # gen_esp32part's to_binary: entries + the MD5 entry must stay below MAX_PARTITION_LENGTH (0xC00)
     assert len(parse(table_of(94))) == 94
-    assert refused(table_of(95)) == "too many partitions for a 0xc00-byte table"
+    assert refused(table_of(95), whole_table=True) == "too many partitions for a 0xc00-byte table"
 
 
 def test_the_table_checks_alone():
@@ -338,3 +341,18 @@ def test_from_binary_reads_a_bytearray_and_the_whole_label():
     blob = bytearray(entry(1, 0x81, 0x10000, 0x1000, b"x" * 16, 3) + b"\xff" * 32)
     assert rows(partitions.from_binary(blob)) == [("x" * 16, 1, 0x81, 0x10000, 0x1000, 3)]
     assert partitions.from_binary(entry(1, 0x81, 0x10000, 0x1000, b"ab\0cd", 0) + b"\xff" * 32)[0].label == "ab"
+
+
+def test_a_name_starting_with_a_letter_is_a_name_not_a_number():
+    assert "unknown type 'x1'" in refused("a, x1, 0, 0x10000, 0x1000\n")
+    assert "unknown subtype 'n1' for type 1" in refused("a, data, n1, 0x10000, 0x1000\n")
+
+
+def test_only_a_bom_is_stripped_from_the_start():
+    assert one("XA, data, fat, 0x10000, 0x1000\n").label == "XA"
+    assert one("\ufeffXA, data, fat, 0x10000, 0x1000\n").label == "XA"
+
+
+def test_an_empty_offset_after_an_odd_end_rounds_up():
+    table = parse("a, data, fat, 0x10000, 1\nb, data, fat, , 0x1000\nc, app, factory, , 0x10000\n")
+    assert [p.offset for p in table] == [0x10000, 0x11000, 0x20000]

@@ -291,3 +291,75 @@ def test_timeout_outcome_says_what_was_last_seen(clock):
     # the new image failed its health gate and no rolled_back followed: the failure is the outcome
     t.last["idle"] = {"state": "failed", "reason": "selftest_failed", "detail": "d"}
     assert t.timeout_outcome("idle") == ("failed", "selftest_failed", "d")
+
+
+def test_settled_judges_against_the_wanted_version(clock):
+    t, conn = tracker([Device("a", "1.0.0")])
+    t.drain_snapshot()
+    t.watch("a")
+    conn.say("a", state="ok", job=JOB, version="1.0.0")
+    assert t.settled("1.0.1", 0) == [("a", ("wrong_version", "wrong_version", "reports 1.0.0, expected 1.0.1"))]
+
+
+def test_recovered_counts_only_the_devices_the_reread_settled(clock):
+    t, conn = tracker([Device(d, "1.0.0") for d in ("a", "b", "c", "q")])
+    t.drain_snapshot()
+    for d in ("a", "b", "c", "q"):
+        t.watch(d)
+    clock.now += tracking.QUIET_S
+    conn.say("a", state="ok", job=JOB, version="1.0.1")  # heard live this round
+    conn.say("b", deliver=False, state="ok", job=JOB, version="1.0.1")  # lost live, retained
+    assert sorted(d for d, _ in t.settled("1.0.1", 0)) == ["a", "b"]
+    assert t.recovered == 1
+    for d in ("a", "b"):
+        t.forget(d)
+    # q stays quiet: re-read again only after another QUIET_S, from the time of its last re-read
+    assert t.heard["q"] == clock.now
+    clock.now += tracking.QUIET_S - 0.5
+    conn.say("c", deliver=False, state="ok", job=JOB, version="1.0.1")
+    assert t.settled("1.0.1", 0) == []
+    clock.now += 0.5
+    assert [d for d, _ in t.settled("1.0.1", 0)] == ["c"]
+    assert t.recovered == 2
+    assert conn.rereads[-1] == [mqtt.STATE_PREFIX + "c", mqtt.STATE_PREFIX + "q"]
+
+
+def test_the_reread_states_are_taken_without_waiting(clock):
+    # reread() returns once the broker sent them: the tracker takes what is queued, never waits again
+    t, conn = tracker([Device("a", "1.0.0")])
+    t.drain_snapshot()
+    t.watch("a")
+    waits = []
+
+    class Q(queue.Queue):
+        def get(self, block=True, timeout=None):
+            if block:
+                waits.append(timeout)
+            return super().get(block, timeout)
+
+    t.events = Q()
+    clock.now += tracking.QUIET_S
+    del conn.retained[mqtt.STATE_PREFIX + "a"]  # nothing comes back
+    assert t.settled("1.0.1", 0.25) == []
+    assert waits == [0.25, 0.0]
+
+
+def test_send_waits_for_each_puback_with_a_deadline():
+    infos = []
+
+    def info(device):
+        infos.append(Info())
+        return infos[-1]
+
+    t = tracking.Tracker(FakeConn(info=info), JOB, 60)
+    t.send(["a", "b"], lambda d: b"{}")
+    assert [i.waited for i in infos] == [[30], [30]]  # a broker that never answers is an error, not a hang
+
+
+def test_a_batch_shares_one_trigger_time(monkeypatch):
+    ticks = iter(range(100, 200))
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: float(next(ticks)))
+    t, conn = tracker(timeout=10)
+    t.launch(["a", "b", "c"], 3, lambda d: b"{}")
+    assert len({deadline for deadline, _ in t.in_flight.values()}) == 1
+    assert len(set(t.heard.values())) == 1
