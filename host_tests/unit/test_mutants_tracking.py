@@ -363,3 +363,16 @@ def test_a_batch_shares_one_trigger_time(monkeypatch):
     t.launch(["a", "b", "c"], 3, lambda d: b"{}")
     assert len({deadline for deadline, _ in t.in_flight.values()}) == 1
     assert len(set(t.heard.values())) == 1
+
+
+def test_a_state_outside_a_job_ranks_lowest(clock):
+    # "idle" is never sent with a job id (lib/ota/agent.py): one carrying ours ranks below every job
+    # state, so after the job began it is a step back
+    t, conn = tracker([Device("a", "1.0.0")])
+    conn.say("a", state="idle", job=JOB, version="1.0.0")
+    conn.say("a", state="idle", job=JOB, version="1.0.0")
+    assert t.suspects == {}
+    conn.say("a", state="downloading", job=JOB, version="1.0.0")
+    assert t.suspects == {}
+    conn.say("a", state="idle", job=JOB, version="1.0.0")
+    assert t.suspects == {"a": "duplicate_id"}
