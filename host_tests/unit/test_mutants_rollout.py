@@ -232,6 +232,24 @@ def test_only_below_picks_the_targets(tmp_path):
     assert records[0]["skipped"] == {"mid00": "not_below_0.9", "mid01": "not_below_0.9"}
 
 
+def fsynced(monkeypatch, tmp_path):
+    """The event of the log's last record at each fsync of the log (a durable record is the last one
+    when it is fsynced)."""
+    out = []
+    real = os.fsync
+    path = str(tmp_path / "rollout.jsonl")
+
+    def fsync(fd):
+        if os.path.exists(path):
+            records = read_log(path)
+            if records:
+                out.append(records[-1]["event"])
+        real(fd)
+
+    monkeypatch.setattr(decisionlog.os, "fsync", fsync)
+    return out
+
+
 # --- thresholds -------------------------------------------------------------------------------------
 def one_failing(n, at, reason="bad_sha256", job=JOB):
     fleet = devices(n)
@@ -247,7 +265,8 @@ def one_failing(n, at, reason="bad_sha256", job=JOB):
     (0.19, 0.8, "aborted", "failure_rate"),
     (1.0, 0.81, "aborted", "below_success_threshold"),
 ])
-def test_thresholds_exactly_at_the_bound(tmp_path, abort_rate, threshold, result, reason):
+def test_thresholds_exactly_at_the_bound(tmp_path, monkeypatch, abort_rate, threshold, result, reason):
+    durable = fsynced(monkeypatch, tmp_path)
     fleet, bad = one_failing(5, 2)
     opts = rollout.Options((1.0,), max_concurrent=5, success_threshold=threshold, abort_failure_rate=abort_rate)
     engine, summary, conn, records = run(tmp_path, fleet, opts)
@@ -260,6 +279,8 @@ def test_thresholds_exactly_at_the_bound(tmp_path, abort_rate, threshold, result
         assert summary["stages_advanced"] == 1
         return
     assert stage["decision"] == "abort" and stage["failure_rate"] == 0.2 and stage["devices"] == 5
+    assert stage["stage"] == 0
+    assert {"stage", "abort", "done"} <= set(durable)  # each fsynced as it was written
     [abort] = events(records, "abort")
     assert abort["stage"] == 0 and abort["reason"] == reason
     assert abort["detail"] == ("failure rate 1/5 > 0.19" if reason == "failure_rate" else "success rate 4/5 < 0.81")
@@ -580,3 +601,12 @@ def test_since_first_start_counts_from_the_first_run(tmp_path, monkeypatch):
         later.cancel()
     assert summary["since_first_start_s"] == 1000.0
     assert summary["outcomes"] == {"ok": 2}
+
+
+def test_abort_rates_are_rounded_to_four_places(tmp_path):
+    fleet, bad = one_failing(3, 0)
+    opts = rollout.Options((1.0,), max_concurrent=3, abort_failure_rate=0.3)
+    engine, summary, conn, records = run(tmp_path, fleet, opts)
+    [stage] = events(records, "stage")
+    assert (stage["success_rate"], stage["failure_rate"]) == (0.6667, 0.3333)
+    assert events(records, "abort")[0]["detail"] == "failure rate 1/3 > 0.3"
