@@ -356,3 +356,9 @@ def test_only_a_bom_is_stripped_from_the_start():
 def test_an_empty_offset_after_an_odd_end_rounds_up():
     table = parse("a, data, fat, 0x10000, 1\nb, data, fat, , 0x1000\nc, app, factory, , 0x10000\n")
     assert [p.offset for p in table] == [0x10000, 0x11000, 0x20000]
+
+
+def test_the_table_offset_moves_the_first_free_sector_both_ways():
+    # CONFIG_PARTITION_TABLE_OFFSET: the first partition may start in the sector after the table
+    assert one("nvs, data, nvs, 0x7000, 0x3000\n", table_offset=0x6000).offset == 0x7000
+    assert "use 0x7000" in refused("nvs, data, nvs, 0x6000, 0x3000\n", table_offset=0x6000)
