@@ -342,6 +342,11 @@ def test_the_reread_states_are_taken_without_waiting(clock):
     del conn.retained[mqtt.STATE_PREFIX + "a"]  # nothing comes back
     assert t.settled("1.0.1", 0.25) == []
     assert waits == [0.25, 0.0]
+    # a device with no retained state to re-read counts as heard at the re-read: not re-read again
+    # before another QUIET_S
+    assert t.heard["a"] == clock.now
+    clock.now += 1
+    assert t.settled("1.0.1", 0) == [] and len(conn.rereads) == 1
 
 
 def test_send_waits_for_each_puback_with_a_deadline():
