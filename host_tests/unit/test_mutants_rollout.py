@@ -610,3 +610,37 @@ def test_abort_rates_are_rounded_to_four_places(tmp_path):
     [stage] = events(records, "stage")
     assert (stage["success_rate"], stage["failure_rate"]) == (0.6667, 0.3333)
     assert events(records, "abort")[0]["detail"] == "failure rate 1/3 > 0.3"
+
+
+def test_resume_keeps_the_logged_options_and_the_callers_settings(tmp_path):
+    from otactl import signing
+
+    key = signing.generate_key()
+    fleet = devices(3)
+    opts = rollout.Options((1.0,), max_concurrent=1, device_timeout=42, success_threshold=0.5)
+    log, _ = interrupted(tmp_path, fleet, opts, at=1)
+    conn = FakeConn(fleet)
+    engine = rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25, sign_key=key)
+    assert engine.options.as_dict() == opts.as_dict()
+    assert engine.snapshot_timeout == 0.25
+    # the defaults of a resume are those of a fresh start
+    fresh = rollout.Rollout(FakeConn(), MANIFEST)
+    assert rollout.Rollout.resume(FakeConn(), log, MANIFEST).snapshot_timeout == fresh.snapshot_timeout
+    first = rollout._order(JOB, [d.id for d in fleet])[0]
+    later = threading.Timer(0.1, lambda: conn.say(first, state="ok", job=JOB, version="1.0.1"))
+    later.start()
+    try:
+        engine.run()
+    finally:
+        later.cancel()
+    assert conn.synced == [0.25]
+    assert len(conn.sent) == 2
+    for device, message, _ in conn.sent:  # signed with the key the resume was given (no key is logged)
+        assert message["target"] == device and signing.verify_trigger(message, key.public_key())
+
+
+def test_a_finished_rollout_names_its_log(tmp_path):
+    log = finished_log(tmp_path)
+    with pytest.raises(OtaError) as e:
+        rollout.Rollout.resume(FakeConn(), log, MANIFEST)
+    assert log in e.value.detail
