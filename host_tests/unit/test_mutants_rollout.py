@@ -644,3 +644,23 @@ def test_a_finished_rollout_names_its_log(tmp_path):
     with pytest.raises(OtaError) as e:
         rollout.Rollout.resume(FakeConn(), log, MANIFEST)
     assert log in e.value.detail
+
+
+def test_an_ok_with_a_reason_is_no_reason_to_report(tmp_path):
+    def ok_with_reason(device, message):
+        return [dict(state="ok", job=message["id"], version="1.0.1", reason="applied")]
+
+    engine, summary, conn, records = run(tmp_path, devices(2, answer=ok_with_reason), rollout.Options((1.0,)))
+    assert summary["outcomes"] == {"ok": 2} and summary["reasons"] == {}
+
+
+def test_resume_counts_a_logged_outcome_in_the_stage_of_its_device(tmp_path):
+    fleet = devices(4)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    log, _ = interrupted(tmp_path, fleet, rollout.Options((0.5, 1.0), max_concurrent=1), at=3)
+    with open(log, "a") as f:  # order[2]'s outcome, logged with a stage that is not its own
+        f.write(json.dumps({"event": "outcome", "rollout": JOB, "device": order[2], "outcome": "ok",
+                            "stage": 7}) + "\n")
+    engine = rollout.Rollout.resume(FakeConn(fleet), log, MANIFEST)
+    assert engine.stage_counts == {0: {"ok": 2, "failed": 0}, 1: {"ok": 1, "failed": 0}}
+    assert engine.outcomes[order[2]]["stage"] == 1
