@@ -583,12 +583,17 @@ def test_since_first_start_counts_from_the_first_run(tmp_path, monkeypatch):
     log, _ = interrupted(tmp_path, fleet, rollout.Options((1.0,), max_concurrent=1), at=1)
     first_start = read_log(log)[0]["t"]
 
-    class Clock:  # the engine's clock: 1,000 s after the first run's start, monotonic as it is
-        monotonic = staticmethod(rollout.time.monotonic)
+    calls = []
+
+    class Clock:  # the engine's clock: 1,000.12366 s after the first run's start; its own run 12.345678 s
+        @staticmethod
+        def monotonic():
+            calls.append(1)
+            return 100.0 if len(calls) == 1 else 112.345678
 
         @staticmethod
         def time():
-            return first_start + 1000.0
+            return first_start + 1000.12366
 
     monkeypatch.setattr(rollout, "time", Clock)
     engine = rollout.Rollout.resume(FakeConn(fleet), log, MANIFEST)
@@ -599,7 +604,8 @@ def test_since_first_start_counts_from_the_first_run(tmp_path, monkeypatch):
         summary = engine.run()
     finally:
         later.cancel()
-    assert summary["since_first_start_s"] == 1000.0
+    assert summary["since_first_start_s"] == 1000.124  # rounded to the millisecond
+    assert summary["duration_s"] == 12.346  # since this engine was made
     assert summary["outcomes"] == {"ok": 2}
 
 
