@@ -670,3 +670,43 @@ def test_resume_counts_a_logged_outcome_in_the_stage_of_its_device(tmp_path):
     engine = rollout.Rollout.resume(FakeConn(fleet), log, MANIFEST)
     assert engine.stage_counts == {0: {"ok": 2, "failed": 0}, 1: {"ok": 1, "failed": 0}}
     assert engine.outcomes[order[2]]["stage"] == 1
+
+
+def test_a_stage_that_has_heard_nothing_yet_goes_on_waiting(tmp_path):
+    # the first rounds of the stage settle nobody: no outcome counted yet is neither a failure nor an
+    # abort; the device answers later, from another thread
+    fleet = devices(1, answer=fake_mqtt.silent)
+    conn = FakeConn(fleet)
+    conn.on_send = lambda device: threading.Timer(
+        0.3, lambda: conn.say(device, state="ok", job=JOB, version="1.0.1")).start()
+    engine = rollout.Rollout(conn, MANIFEST, rollout.Options((1.0,), abort_failure_rate=0.0),
+                             str(tmp_path / "rollout.jsonl"), job=JOB, snapshot_timeout=0.25)
+    summary = engine.run()
+    assert summary["result"] == "completed" and summary["outcomes"] == {"ok": 1}
+
+
+def test_a_target_gone_from_the_fleet_gets_the_full_image(tmp_path):
+    # its state was refused (a bad message) after the targets were chosen: no version to pick a delta
+    # for, so the full image
+    manifest = dict(MANIFEST, deltas=[{"from": "1.0.0", "url": "https://fw.example/d.bin", "size": 1000,
+                                       "base_sha256": "cd" * 32}])
+    fleet = devices(2)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    conn = FakeConn(fleet)
+    conn.on_send = lambda device: conn.say(order[1], state="exploded") if device == order[0] else None
+    engine = rollout.Rollout(conn, manifest, rollout.Options((1.0,), max_concurrent=1),
+                             str(tmp_path / "rollout.jsonl"), job=JOB, snapshot_timeout=0.25)
+    summary = engine.run()
+    sent = {d: m for d, m, _ in conn.sent}
+    assert sent[order[0]]["encoding"] == "delta"
+    assert sent[order[1]]["url"] == MANIFEST["url"] and "encoding" not in sent[order[1]]
+    assert summary["outcomes"] == {"ok": 2}
+
+
+def test_an_outcome_keeps_the_devices_reason_and_detail(tmp_path):
+    fleet, bad = one_failing(2, 0, reason="http_404")
+    engine, summary, conn, records = run(tmp_path, fleet, rollout.Options((1.0,), abort_failure_rate=1.0,
+                                                                         success_threshold=0.5))
+    [outcome] = [r for r in events(records, "outcome") if r["device"] == bad]
+    assert (outcome["outcome"], outcome["reason"], outcome["detail"], outcome["version"]) == (
+        "failed", "http_404", "it broke", "1.0.0")
