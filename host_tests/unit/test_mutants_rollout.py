@@ -281,6 +281,7 @@ def test_thresholds_exactly_at_the_bound(tmp_path, monkeypatch, abort_rate, thre
     assert stage["decision"] == "abort" and stage["failure_rate"] == 0.2 and stage["devices"] == 5
     assert stage["stage"] == 0
     assert {"stage", "abort", "done"} <= set(durable)  # each fsynced as it was written
+    assert "outcome" not in durable  # outcomes are only flushed (read back from the devices on resume)
     [abort] = events(records, "abort")
     assert abort["stage"] == 0 and abort["reason"] == reason
     assert abort["detail"] == ("failure rate 1/5 > 0.19" if reason == "failure_rate" else "success rate 4/5 < 0.81")
