@@ -711,3 +711,12 @@ def test_an_outcome_keeps_the_devices_reason_and_detail(tmp_path):
     [outcome] = [r for r in events(records, "outcome") if r["device"] == bad]
     assert (outcome["outcome"], outcome["reason"], outcome["detail"], outcome["version"]) == (
         "failed", "http_404", "it broke", "1.0.0")
+
+
+def test_an_ok_at_another_version_is_a_wrong_version(tmp_path):
+    fleet = devices(2)
+    fleet[0].answer = fake_mqtt.ok("1.0.0")  # says ok, still runs the old image
+    engine, summary, conn, records = run(tmp_path, fleet, rollout.Options((1.0,), abort_failure_rate=1.0,
+                                                                         success_threshold=0.5))
+    assert summary["outcomes"] == {"ok": 1, "wrong_version": 1}
+    assert summary["reasons"] == {"wrong_version": 1}
