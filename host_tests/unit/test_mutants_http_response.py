@@ -216,7 +216,11 @@ def test_a_buffer_of_exactly_the_bytes_left():
     resp = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n01234567")
     buf = bytearray(8)
     assert resp.readinto(buf) == 8 and buf == b"01234567"
+    assert resp._stream.asked == [None]  # the hot path: the socket fills the caller's whole buffer
     assert resp.readinto(buf) == 0
+    resp = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\naEXTRA")
+    assert resp.readinto(buf) == 1 and buf[:1] == b"a"
+    assert resp.readinto(buf) == 0 and resp.readinto(buf) == 0
     resp = answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nX")
     assert (resp.length, resp.total, resp.readinto(bytearray(4))) == (0, 0, 0)
 
