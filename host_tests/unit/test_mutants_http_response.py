@@ -340,3 +340,31 @@ def test_socket_errors_inside_chunk_framing_are_reason_codes():
     resp = answer(head + b"2\r\ncd\r\n0\r\n\r\n", fail=OSError(errno.ETIMEDOUT), fail_at=len(head))
     assert resp.readinto(bytearray(64)) == 2
     assert reason(resp.readinto, bytearray(64)) == "timeout"
+
+
+# ---------------------------------------------------------------- header names, one blank or byte off
+
+@pytest.mark.parametrize("line", [b"X\n", b"::x\r\n", b"A" * (HEADER_LINE - 1) + b"\n"])
+def test_header_lines_without_a_name_and_colon(line):
+    # a 2-byte line is not the end of the head unless it is "\r\n"; a colon first is no name; a line
+    # as long as the buffer without a colon (nothing of an earlier line may be read past its end)
+    assert reason(read_head, Stream(b"HTTP/1.1 200 OK\r\n" + line + b"\r\n")) == "bad_response"
+
+
+def test_one_blank_before_or_after_a_name():
+    assert read_head(Stream(b"HTTP/1.1 200 OK\r\n Content-Length: 5\r\n\r\n"))[1] == {"content-length": "5"}
+    assert read_head(Stream(b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n"))[1] == {"content-length": "5"}
+    assert read_head(Stream(b"HTTP/1.1 200 OK\r\n\tTransfer-Encoding: chunked\r\n\r\n"))[1] == \
+        {"transfer-encoding": "chunked"}
+
+
+def test_a_name_that_only_starts_like_a_wanted_one():
+    raw = b"HTTP/1.1 302 Found\r\nLocationX: /evil\r\nLocation: /good\r\n\r\n"
+    assert read_head(Stream(raw)) == (302, {"location": "/good"})
+    assert read_head(Stream(b"HTTP/1.1 200 OK\r\nXContent-Length: 9\r\n\r\n"))[1] == {}
+
+
+def test_junk_after_a_chunk_up_to_the_end():
+    # no CRLF after the chunk but 100 more bytes and the end of the answer: bad_response (a line
+    # longer than the chunk-size bound), whatever the connection does next
+    assert reason(body_of, answer(CHUNKED + b"2\r\nab" + b"x" * 100)) == "bad_response"
