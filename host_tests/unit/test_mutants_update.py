@@ -1,0 +1,225 @@
+"""ota.update.run: which reason each end check gives and what the target slot holds after it (pinned
+after `make mutate`, issue 15). CPython with the scripted server and the fake NOR flash of
+host_tests/fakes.py, images from fakes.build_image (small: this file runs once per mutant)."""
+import hashlib
+import struct
+
+import pytest
+
+import fakes
+from ota import image_verify, update
+from ota.errors import OtaError
+
+SLOT = 16 * 4096
+URL = "https://fw.example/fw.bin"
+FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
+IMG = fakes.build_image("1.1.0", payload_size=20000)
+
+
+def run(server, esp=None, config=None, url=URL, **kw):
+    esp = esp or fakes.make_device(SLOT)
+    cfg = dict(FAST)
+    cfg.update(config or {})
+    kw.setdefault("running", "1.0.0")
+    kw.setdefault("running_project", "ota-test")
+    return update.run(url, config=cfg, https=server, esp32=esp, **kw), esp
+
+
+def reason(esp, server, **kw):
+    with pytest.raises(OtaError) as e:
+        run(server, esp=esp, **kw)
+    return e.value.reason
+
+
+def never_bootable(esp):
+    assert esp.boot == "ota_0" and esp.slots["ota_1"].set_boot_calls == 0
+    assert esp.slots["ota_1"].data[:4096] == b"\xff" * 4096
+
+
+def test_ok_result():
+    result, esp = run(fakes.FakeServer(IMG), sha256=hashlib.sha256(IMG).hexdigest().upper(), size=len(IMG))
+    assert result == {"result": "ok", "version": "1.1.0", "bytes": len(IMG), "slot": "ota_1",
+                      "sha256": hashlib.sha256(IMG).hexdigest(), "restarts": 0}
+    assert esp.boot == "ota_1"
+
+
+def test_no_sha256_given_still_reports_it():
+    result, _ = run(fakes.FakeServer(IMG))
+    assert result["sha256"] == hashlib.sha256(IMG).hexdigest()
+
+
+def test_a_trigger_size_of_exactly_the_slot_is_not_too_large():
+    # size == slot: allowed by the size check before the download (the server's answer then
+    # disagrees with it: size_mismatch); one byte more is too_large before any connection
+    esp = fakes.make_device(SLOT)
+    server = fakes.FakeServer(IMG)
+    assert reason(esp, server, size=SLOT) == "size_mismatch" and len(server.opens) == 1
+    server = fakes.FakeServer(IMG)
+    assert reason(esp, server, size=SLOT + 1) == "too_large" and server.opens == []
+
+
+def test_an_image_too_big_for_the_slot_without_a_content_length():
+    # no total from the server: the streaming verifier finds it at the last segment header,
+    # long before the slot would fill
+    big = fakes.build_image("1.1.0", payload_size=SLOT)
+    esp = fakes.make_device(SLOT)
+    server = fakes.FakeServer(big, plans=[{"total": None}])
+    assert reason(esp, server) == "too_large"
+    assert esp.slots["ota_1"].total_erases == 0  # refused inside the first buffer
+    assert esp.boot == "ota_0"
+
+
+def test_short_and_long_downloads_against_the_trigger_size():
+    # a server that never says its size (chunked): the byte count is checked at the end
+    server = fakes.FakeServer(IMG, plans=[{"total": None}] * 10)
+    esp = fakes.make_device(SLOT)
+    assert reason(esp, server, size=len(IMG) + 1, config={"retries": 1}) == "truncated"
+    never_bootable(esp)
+    padded = IMG + b"\xff" * 16  # more bytes than the trigger said (the image itself is whole)
+    esp = fakes.make_device(SLOT)
+    assert reason(esp, fakes.FakeServer(padded, plans=[{"total": None}] * 10), size=len(IMG)) == "size_mismatch"
+    never_bootable(esp)
+
+
+def test_only_the_appended_hash_wrong_is_bad_image_hash():
+    # The checksum is right, the appended SHA-256 is not: the flash holds what came, so it is the
+    # file's fault (bad_image_hash), not the flash's (readback_mismatch)
+    bad = IMG[:-1] + bytes([IMG[-1] ^ 1])
+    esp = fakes.make_device(SLOT)
+    assert reason(esp, fakes.FakeServer(bad)) == "bad_image_hash"
+    never_bootable(esp)
+
+
+def test_a_flash_that_reads_back_another_structure(monkeypatch):
+    # the segment count changes between the write and the read-back: the read-back's verifier
+    # raises, and that is the flash's fault
+    esp = fakes.make_device(SLOT)
+    part_cls = esp.Partition
+    real_read = part_cls.readblocks
+
+    def readblocks(self, block, buf, offset=0):
+        real_read(self, block, buf, offset)
+        if self.slot.label == "ota_1" and block == 0:
+            buf[1] = 0  # no segments
+    monkeypatch.setattr(part_cls, "readblocks", readblocks)
+    assert reason(esp, fakes.FakeServer(IMG)) == "readback_mismatch"
+    never_bootable(esp)
+
+
+def test_set_boot_failing_otherwise_is_io_error(monkeypatch):
+    esp = fakes.make_device(SLOT)
+
+    def set_boot(self):
+        raise OSError(-1, "ESP_FAIL")
+
+    monkeypatch.setattr(esp.Partition, "set_boot", set_boot)
+    assert reason(esp, fakes.FakeServer(IMG)) == "io_error"
+    never_bootable(esp)
+
+
+def test_memory_error_is_low_memory_and_the_slot_is_dropped(monkeypatch):
+    fed = []
+
+    def feed(self, chunk):
+        fed.append(1)
+        if len(fed) == 3:
+            raise MemoryError()
+
+    monkeypatch.setattr(image_verify.Verifier, "feed", feed)
+    esp = fakes.make_device(SLOT)
+    assert reason(esp, fakes.FakeServer(IMG)) == "low_memory"
+    never_bootable(esp)
+
+
+def test_a_flash_that_fails_again_on_invalidate_reports_the_first_error(monkeypatch):
+    esp = fakes.make_device(SLOT)
+    real_ioctl = esp.Partition.ioctl
+
+    def ioctl(self, cmd, arg):
+        if cmd == 6:
+            raise OSError(-1, "ESP_FAIL")
+        return real_ioctl(self, cmd, arg)
+
+    monkeypatch.setattr(esp.Partition, "ioctl", ioctl)
+    assert reason(esp, fakes.FakeServer(IMG), sha256="00" * 32) == "bad_sha256"
+    assert esp.boot == "ota_0" and esp.slots["ota_1"].set_boot_calls == 0
+
+
+def test_nothing_written_nothing_erased_on_a_header_refusal():
+    esp = fakes.make_device(SLOT)
+    before = bytes(esp.slots["ota_1"].data)
+    wrong = bytearray(IMG)
+    struct.pack_into("<H", wrong, 12, 9)  # an ESP32-S3 image
+    assert reason(esp, fakes.FakeServer(bytes(wrong))) == "wrong_chip"
+    assert esp.slots["ota_1"].total_erases == 0 and bytes(esp.slots["ota_1"].data) == before
+
+
+class ContextServer(fakes.FakeServer):
+    def __init__(self, content):
+        super().__init__(content)
+        self.made = []
+        self.given = []
+
+    def context(self, ca_path):
+        self.made.append(ca_path)
+        return "ctx(%s)" % ca_path
+
+    def open(self, url, tls_context=None, **kw):
+        self.given.append(tls_context)
+        return super().open(url, tls_context=tls_context, **kw)
+
+
+def test_one_tls_context_for_an_https_url_none_for_http():
+    server = ContextServer(IMG)
+    run(server, config={"ca_path": "my.der"})
+    assert server.made == ["my.der"] and server.given == ["ctx(my.der)"]
+    server = ContextServer(IMG)
+    run(server, url="http://fw.example/fw.bin", config={"allow_http": True})
+    assert server.made == [] and server.given == [None]
+
+
+def test_open_gets_the_configured_connection_settings():
+    seen = []
+
+    class Server(fakes.FakeServer):
+        def open(self, url, **kw):
+            seen.append({k: kw.get(k) for k in ("token", "ca_path", "token_origin", "allow_http",
+                                                   "connect_timeout", "read_timeout")})
+            return super().open(url, **kw)
+
+    cfg = {"ca_path": "c.der", "token_origin": "https://fw.example", "allow_http": True,
+           "connect_timeout": 3, "read_timeout": 4}
+    run(Server(IMG), config=cfg, token="tok")
+    assert seen == [dict(cfg, token="tok")]
+
+
+def test_running_identity_from_the_slot_for_whichever_is_not_given(monkeypatch):
+    from ota import version
+
+    monkeypatch.setattr(version, "read_descriptor", lambda part: {"version": "1.1.0", "project_name": "ota-test"})
+    result, _ = run(fakes.FakeServer(IMG), running=None, running_project="ota-test")
+    assert result["result"] == "same_version"  # the slot's version, 1.1.0
+    result, _ = run(fakes.FakeServer(IMG), running="1.0.0", running_project=None)
+    assert result["result"] == "ok"  # the slot's project, ota-test; the version given
+    monkeypatch.setattr(version, "read_descriptor", lambda part: {"version": "1.1.0", "project_name": "other"})
+    esp = fakes.make_device(SLOT)
+    assert reason(esp, fakes.FakeServer(IMG), running=None, running_project=None) == "wrong_product"
+
+
+def test_an_unreadable_running_slot_is_an_unknown_identity(monkeypatch):
+    from ota import version
+
+    def broken(part):
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(version, "read_descriptor", broken)
+    esp = fakes.make_device(SLOT)
+    # project unknown: compat refuses every image for it (rather than guess)
+    assert reason(esp, fakes.FakeServer(IMG), running=None, running_project=None) == "wrong_product"
+
+
+def test_an_artifact_without_encoding_is_the_plain_download():
+    result, _ = run(fakes.FakeServer(IMG), artifact={"encoding": None})
+    assert result["result"] == "ok"
+    result, _ = run(fakes.FakeServer(IMG), artifact={})
+    assert result["result"] == "ok"
