@@ -104,7 +104,8 @@ def test_every_timing_is_counted_from_its_own_start(clock):
     assert f["t_conn_ms"] == 60 and f["t_write_ms"] == 14 and f["t_verify_ms"] == 3 + 3 + 40
     assert f["t_dl_ms"] == end - start  # first connect to the first read-back
     assert (f["t_fetched"], f["t_resumes"], f["t_restarts"]) == (8292, 1, 0) and meter.connects == 2
-    assert https.module.opened[0] == ("https://x/fw.bin", 0, {"headers": 1})  # passed through
+    assert https.module.opened == [("https://x/fw.bin", 0, {"headers": 1}), ("https://x/fw.bin", 8192, {})]
+    assert part.part.calls == [("w", 1, 4096), ("w", 1, 4096), ("r", 0, 4096), ("r", 1, 4096), ("boot",)]
 
 
 def test_a_download_still_running_is_timed_up_to_now_and_none_before_it_starts(clock):
@@ -130,13 +131,15 @@ def test_the_first_connect_and_the_first_read_back_are_kept(clock):
 
 def test_a_restart_is_a_200_to_a_range_request_only(clock):
     meter = telemetry.Meter("1.1.0")
-    https = meter.https(Https(clock, [Resp(200), Resp(206), Resp(200)]))
-    https.open("https://x/a", start=0)  # 200 to a first request: neither
-    assert (meter.resumes, meter.restarts) == (0, 0)
+    https = meter.https(Https(clock, [Resp(200), Resp(206), Resp(200), Resp(200)]))
+    https.open("https://x/a")  # 200 to a first request (no start): neither
+    assert (meter.resumes, meter.restarts) == (0, 0) and https.module.opened[0][1] == 0
     https.open("https://x/a", start=1)  # 206: a resume
     assert (meter.resumes, meter.restarts) == (1, 0)
     https.open("https://x/a", start=4096)  # 200 to a Range: a resume that restarted
     assert (meter.resumes, meter.restarts) == (2, 1)
+    https.open("https://x/a", start=4096)  # and again
+    assert (meter.resumes, meter.restarts) == (3, 2)
 
 
 def test_the_response_carries_the_fields_fetch_reads_and_closes_through(clock):
