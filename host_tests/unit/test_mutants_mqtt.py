@@ -14,6 +14,13 @@ import fakes  # noqa: F401  (puts lib/ on sys.path)
 from ota import mqtt
 
 
+@pytest.fixture(autouse=True)
+def fresh_guard_cache(monkeypatch):
+    # ota.mqtt caches one guarded subclass per umqtt class for the process: each test makes its own,
+    # or a test would run the subclass an earlier one made (mutmut runs tests in one process too).
+    monkeypatch.setattr(mqtt, "_guarded", {})
+
+
 class Sock:
     # A broker's bytes, read as MicroPython's socket stream reads them: read(n) gives up to n bytes,
     # None when a non-blocking socket has nothing yet, b"" once the peer closed.
