@@ -209,22 +209,23 @@ def test_a_failure_drops_the_link_and_asks_ntp_again(env, monkeypatch):
     assert seen == [False] and a.link.client is None
 
 
-def test_during_the_gate_the_pause_ends_with_the_deadline(env, monkeypatch):
+@pytest.mark.parametrize("left_ms,pause", [(500, 1), (999, 1), (1000, 2), (20000, 2)])
+def test_during_the_gate_the_pause_ends_with_the_deadline(env, monkeypatch, left_ms, pause):
+    # The backoff (2 s at first) is cut to the gate's time left, in whole seconds rounded up.
     _update_boot(env)
     FakeMQTT.fail_connect = 1000
     ms = {"now": 0}
-    monkeypatch.setattr(state, "ticks_ms", lambda: ms["now"])
     from ota import health
 
-    monkeypatch.setattr(health, "ticks_ms", lambda: ms["now"], raising=False)
+    monkeypatch.setattr(health, "ticks_ms", lambda: ms["now"])
     a = env.make(ota={"health_timeout_s": 30})
-    ms["now"] = 29500  # 500 ms left: one 1 s step, not the 2 s backoff
+    ms["now"] = 30000 - left_ms
 
     def stop(sleeps):
-        return len(sleeps) >= 3
+        return len(FakeMQTT.instances) >= 2
 
     sleeps = _loop(env, monkeypatch, a, stop)
-    assert [s for _, s in sleeps][:1] == [1] and sleeps[0][0] == 1 and sleeps[1][0] == 2
+    assert [attempt for attempt, s in sleeps] == [1] * pause + [2] and {s for _, s in sleeps} == {1}
 
 
 def test_the_wifi_wait_is_bounded_by_the_gate(env, monkeypatch):
