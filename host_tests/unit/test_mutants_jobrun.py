@@ -486,3 +486,64 @@ def test_the_meter_reads_rssi_from_the_station_interface(env, monkeypatch):
     monkeypatch.setitem(sys.modules, "network", None)  # `import network` fails: CPython, Unix port
     bare = env.jobrun._meter({}, None)
     assert bare.esp32 is None and bare.wlan is None and bare.art == "full"
+
+
+# --- ota_revert ----------------------------------------------------------------------------------
+def _other_image(env, version="1.1.0", project=None, monkeypatch=None):
+    # A valid image in ota_1 (its hash right: set_boot validates it), of another project if asked.
+    if project is not None:
+        descriptor = fakes.app_descriptor
+        monkeypatch.setattr(fakes, "app_descriptor", lambda v, magic: descriptor(v, project=project, magic=magic))
+    image = fakes.build_image(version)
+    env.esp.slots["ota_1"].data[:len(image)] = image
+
+
+def test_a_revert_records_where_it_goes_and_says_rebooting_without_progress(env, monkeypatch):
+    _other_image(env)
+    monkeypatch.setattr(state, "unix_time", lambda: 1800000000)
+    link = Link()
+    reboot(env.make(link), job(type="ota_revert", id="r1"))
+    record = env.store.current
+    assert {k: record.get(k) for k in ("id", "state", "from_version", "from_slot", "to_slot", "to_version",
+                                        "started")} == \
+        {"id": "r1", "state": "rebooting", "from_version": "1.0.0", "from_slot": "ota_0", "to_slot": "ota_1",
+         "to_version": "1.1.0", "started": 1800000000}
+    assert link.published() == [("rebooting", {"job": "r1"})] and env.esp.boot == "ota_1"
+
+
+def test_a_revert_to_another_product_needs_the_trigger_to_name_it(env, monkeypatch):
+    _other_image(env, project="thermostat", monkeypatch=monkeypatch)
+    link = Link()
+    env.make(link).run(job(type="ota_revert", id="r1"))
+    assert link.published()[-1][1]["reason"] == "wrong_product" and env.esp.slots["ota_1"].set_boot_calls == 0
+    reboot(env.make(Link()), job(type="ota_revert", id="r2", project="thermostat"))
+    assert env.esp.boot == "ota_1"
+
+
+def test_a_revert_to_an_older_version_follows_the_device_policy(env):
+    _other_image(env, version="0.9.0")
+    link = Link()
+    env.make(link).run(job(type="ota_revert", id="r1"))
+    assert link.published()[-1][1]["reason"] == "downgrade"
+    reboot(env.make(Link(), allow_downgrade=True), job(type="ota_revert", id="r2"))
+    assert env.esp.boot == "ota_1"
+
+
+def test_a_revert_that_set_boot_refuses_fails_its_own_record(env):
+    _other_image(env)
+    env.esp.slots["ota_1"].data[10000] ^= 0xFF  # the header reads, the image hash does not match
+    link = Link()
+    env.make(link).run(job(type="ota_revert", id="r1"))
+    record = env.store.current
+    assert (record["state"], record["reason"], record["to_slot"], record["to_version"]) == \
+        ("failed", "revert_invalid_image", "ota_1", "1.1.0")
+    assert record["detail"].startswith("ota_1: ") and env.resets == []
+
+
+def test_a_revert_without_an_image_names_the_slot(env):
+    env.esp.slots["ota_1"].data[:4096] = b"\xff" * 4096
+    link = Link()
+    env.make(link).run(job(type="ota_revert", id="r1"))
+    final = link.published()[-1][1]
+    assert final["reason"] == "revert_no_image" and final["detail"].startswith("ota_1: ")
+    assert env.esp.slots["ota_1"].set_boot_calls == 0
