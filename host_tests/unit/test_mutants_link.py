@@ -328,3 +328,23 @@ def test_refuse_adds_the_reason_to_a_copy_of_the_last_state(clock):
 def test_topics_fill_in_the_device_id():
     cfg = config.merge({"topics": {"cmd_root": "/a/all", "cmd_device": "/a/{id}/cmd", "state": "/a/{id}/st"}})
     assert link.topics(cfg, "d1") == (("/a/all", "/a/d1/cmd"), "/a/d1/st")
+
+
+def test_the_session_drains_payloads_above_a_triggers_limit(clock):
+    # With umqtt's own class (it has _recv_len), ota.mqtt's guard is on: above trigger.MAX_PAYLOAD a
+    # payload goes to on_oversize, drained, never held.
+    from ota import mqtt, trigger
+
+    class UmqttLike(Client):
+        def _recv_len(self):
+            return 0
+
+    oversize = []
+    cfg = config.merge({"mqtt": {"host": "broker.lan"}})
+    reporter = state.Reporter(DEV, "1.0.0", "ota_0")
+    reporter.message("idle")
+    lk = link.Link(cfg, DEV, reporter, lambda t, p: None, lambda t, n: oversize.append(n), mqtt_class=UmqttLike)
+    lk.open()
+    assert isinstance(lk.client, mqtt._guard(UmqttLike)) and lk.client.max_payload == trigger.MAX_PAYLOAD == 1024
+    lk.client.on_oversize("t", 2000)
+    assert oversize == [2000]
