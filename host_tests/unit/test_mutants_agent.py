@@ -374,7 +374,7 @@ def test_a_release_announcement_only_refreshes_the_entity(env):
 def main_env(env, monkeypatch):
     # agent.main() with a fake machine.WDT and config; the Agent it builds is the real one, with the
     # fakes, and its run() is ns.run (the loop itself is tested above).
-    ns = types.SimpleNamespace(made=[], built=[], run=None)
+    ns = types.SimpleNamespace(made=[], built=[], run=None, problem=None)
 
     class WDT:
         def __init__(self, timeout):
@@ -385,7 +385,8 @@ def main_env(env, monkeypatch):
 
     monkeypatch.setattr(agent.machine, "WDT", WDT, raising=False)
     cfg = dict(env.cfg, ota=dict(env.cfg["ota"], watchdog_ms=12345))
-    monkeypatch.setattr(agent, "load_config", lambda: (cfg, None))
+    monkeypatch.setattr(agent, "load_config", lambda: (cfg, ns.problem))
+    ns.problem = None
     real = agent.Agent
 
     def make(cfg, config_problem=None, feed=None):
@@ -427,3 +428,15 @@ def test_a_crash_out_of_the_loop_is_raised_to_main_py_and_recorded_on_a_new_imag
             ("rolling_back", "boot_failed", "crashed: RuntimeError: boom")
     else:
         assert record is None
+
+
+def test_main_hands_the_config_problem_to_the_agent(env, main_env):
+    # A new image whose config.json was set aside rolls back at once (bad_config), from main() too.
+    _update_boot(env)
+    main_env.problem = "bad_config: mqtt.port: out of range"
+    main_env.run = _raise(Stop())
+    with pytest.raises(Reset):
+        agent.main()
+    assert main_env.built[0][1] == "bad_config: mqtt.port: out of range"
+    record = jobs.Jobs(env.jobs_path).current
+    assert (record["state"], record["reason"]) == ("rolling_back", "bad_config")
