@@ -440,3 +440,52 @@ def test_main_hands_the_config_problem_to_the_agent(env, main_env):
     assert main_env.built[0][1] == "bad_config: mqtt.port: out of range"
     record = jobs.Jobs(env.jobs_path).current
     assert (record["state"], record["reason"]) == ("rolling_back", "bad_config")
+
+
+def test_the_health_timeout_names_the_last_link_error(env):
+    _update_boot(env)
+    FakeMQTT.fail_connect = 1000
+    a = env.make(ota={"health_timeout_s": 5})
+    a.gate.timeout_ms = 0
+    with pytest.raises(Reset):
+        a.run()
+    record = jobs.Jobs(env.jobs_path).current
+    assert (record["reason"], record["detail"]) == ("health_timeout", "no MQTT: [Errno 111] ECONNREFUSED")
+
+
+def test_the_self_test_gets_the_agents_config(env, monkeypatch):
+    _update_boot(env)
+    seen = []
+    monkeypatch.setattr(selftest, "run", lambda cfg: (seen.append(cfg), (True, None))[1])
+    a = env.make()
+    connected(a)
+    a._confirm()
+    assert seen == [a.cfg]
+
+
+def test_a_failed_gate_says_failed_with_the_job_reason_and_detail_before_the_reset(env, monkeypatch):
+    _update_boot(env)
+    monkeypatch.setattr(selftest, "run", lambda cfg: (False, "relay stuck"))
+    a = env.make()
+    connected(a)
+    with pytest.raises(Reset):
+        a._confirm()
+    last = states(a)[-1]
+    assert (last["state"], last["job"], last["reason"], last["detail"]) == \
+        ("failed", "job-9", "selftest_failed", "relay stuck")
+
+
+def test_a_confirmation_without_rollback_keeps_its_reason_and_detail(env, monkeypatch):
+    _update_boot(env)
+
+    def no_otadata():
+        raise OSError(-261, "ESP_ERR_NOT_FOUND")
+
+    monkeypatch.setattr(env.esp.Partition, "mark_app_valid_cancel_rollback", staticmethod(no_otadata))
+    a = env.make()
+    connected(a)
+    a._confirm()
+    record = jobs.Jobs(env.jobs_path).current
+    last = states(a)[-1]
+    assert record["reason"] == last["reason"] == "rollback_unsupported"
+    assert record["detail"] and record["detail"] == last["detail"]

@@ -348,3 +348,12 @@ def test_the_session_drains_payloads_above_a_triggers_limit(clock):
     assert isinstance(lk.client, mqtt._guard(UmqttLike)) and lk.client.max_payload == trigger.MAX_PAYLOAD == 1024
     lk.client.on_oversize("t", 2000)
     assert oversize == [2000]
+
+
+def test_connect_bounds_the_wifi_wait_by_its_limit(clock):
+    st = Station()
+    lk = _link_with(st)
+    start = clock["ms"]
+    with pytest.raises(OSError):
+        lk.connect(limit_ms=1500)  # the health gate's time left
+    assert 1500 < clock["ms"] - start <= 1600 and lk.client is None
