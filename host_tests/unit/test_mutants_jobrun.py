@@ -547,3 +547,15 @@ def test_a_revert_without_an_image_names_the_slot(env):
     final = link.published()[-1][1]
     assert final["reason"] == "revert_no_image" and final["detail"].startswith("ota_1: ")
     assert env.esp.slots["ota_1"].set_boot_calls == 0
+
+
+def test_a_revert_to_a_header_that_cannot_fit_the_slot_is_no_image(env):
+    # Segment 0 claims more than the slot holds: refused from the header, before set_boot.
+    _other_image(env)
+    size = env.esp.slots["ota_1"].size
+    env.esp.slots["ota_1"].data[28:32] = (size + 4096).to_bytes(4, "little")
+    link = Link()
+    env.make(link).run(job(type="ota_revert", id="r1"))
+    final = link.published()[-1][1]
+    assert final["reason"] == "revert_no_image" and "too_large" in final["detail"]
+    assert env.esp.slots["ota_1"].set_boot_calls == 0
