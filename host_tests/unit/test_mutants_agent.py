@@ -489,3 +489,18 @@ def test_a_confirmation_without_rollback_keeps_its_reason_and_detail(env, monkey
     last = states(a)[-1]
     assert record["reason"] == last["reason"] == "rollback_unsupported"
     assert record["detail"] and record["detail"] == last["detail"]
+
+
+def test_a_trigger_while_one_waits_or_runs_is_busy_from_either_path(env):
+    a = env.make(ha={"discovery": True})
+    connected(a)
+    waiting = {"type": "ota_trigger", "url": "https://fw.example.com/a.bin", "id": "q1"}
+    deliver(a, json.dumps(waiting).encode())
+    assert a.pending["id"] == "q1"
+    deliver(a, json.dumps(dict(waiting, id="q2")).encode())  # queued, not yet running: busy all the same
+    assert a.pending["id"] == "q1" and states(a)[-1]["reason"] == "busy"
+    a.busy, a.pending = a.pending, None  # now it runs
+    release = {"type": "ota_trigger", "url": "https://fw.example.com/b.bin", "version": "1.1.0", "id": "r1"}
+    deliver(a, json.dumps(release).encode(), topic=b"/switch/release")
+    deliver(a, b'{"type":"ota_install"}', topic=("/switch/cmd/" + DEV).encode())  # HA's Install meanwhile
+    assert a.pending is None and states(a)[-1]["reason"] == "busy"

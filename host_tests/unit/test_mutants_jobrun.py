@@ -422,8 +422,10 @@ def test_the_runner_builds_its_throttle_from_the_interval(env, clock):
     class Later(Updater):
         def __call__(self, url, progress=None, **kw):
             progress(0, 1000)
-            clock["ms"] += 3000
-            progress(40, 1000)  # 3 s later but 4 %: under the 5 % step
+            clock["ms"] += 2999
+            progress(300, 1000)  # 30 % but only 2.999 s later: held back
+            clock["ms"] += 1
+            progress(40, 1000)  # 3 s after the last one sent, but 4 %: under the 5 % step
             progress(50, 1000)
             raise OtaError("x", "y")
 
@@ -559,3 +561,16 @@ def test_a_revert_to_a_header_that_cannot_fit_the_slot_is_no_image(env):
     final = link.published()[-1][1]
     assert final["reason"] == "revert_no_image" and "too_large" in final["detail"]
     assert env.esp.slots["ota_1"].set_boot_calls == 0
+
+
+def test_the_jobs_cost_has_the_rssi_of_the_links_network(env):
+    class WLAN:
+        def __init__(self, interface):
+            pass
+
+        def status(self, what):
+            return -48
+
+    net = types.SimpleNamespace(WLAN=WLAN, STA_IF=0)
+    env.make(Link(), Updater(error=OtaError("http_404", "x")), network_module=net).run(job())
+    assert env.store.current["t_rssi0"] == -48
