@@ -254,6 +254,7 @@ def test_pypi_umqtt_wraps_through_our_context_with_the_broker_host(monkeypatch):
     ctx = Context()
     c = mqtt.client(Umqtt, "dev1", "broker.lan", 0, "u", "p", 60, ssl_context=ctx, max_payload=1024)
     assert c.ssl is True and c.port == 8883 and (c.user, c.pswd, c.keepalive) == ("u", "p", 60)
+    assert (c.client_id, c.server) == ("dev1", "broker.lan")
     assert sys.modules["ussl"] is mqtt.Ussl
     # What 1.3.4's connect() does: ussl.wrap_socket(sock, **self.ssl_params).
     assert sys.modules["ussl"].wrap_socket("sock", **c.ssl_params) == ("tls", "sock")
