@@ -264,6 +264,11 @@ def test_pypi_umqtt_wraps_through_our_context_with_the_broker_host(monkeypatch):
     assert ctx.wrapped[-1] == ("sock2", "broker.lan")
 
 
+def test_a_tls_port_other_than_8883_is_kept():
+    c = mqtt.client(LibUmqtt, "dev1", "broker.lan", 8884, None, None, 60, ssl_context=Context())
+    assert c.port == 8884
+
+
 def test_ussl_refuses_to_wrap_without_our_context():
     with pytest.raises(ValueError):
         mqtt.Ussl.wrap_socket("sock")
