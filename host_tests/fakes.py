@@ -4,6 +4,7 @@
 # Tests place nothing in sys.modules: update.run() and heap.check() take the modules as arguments.
 import binascii
 import errno
+import functools
 import hashlib
 import os
 import struct
@@ -29,6 +30,7 @@ def app_descriptor(version="", project="ota-test", secure_version=0, magic=0xABC
     return desc.ljust(256, b"\0")
 
 
+@functools.lru_cache(maxsize=64)  # bytes, never changed: make_device fills two 256 KiB slots per test
 def pattern(n, seed=1):
     # Deterministic non-trivial bytes (no long 0xFF runs, so a missing write shows).
     out = bytearray(n)
