@@ -1,0 +1,765 @@
+# ota.inflate under CPython: real OTAZ containers (otactl.zimage) through update.run with the fake
+# HTTPS server and NOR slots of fakes.py, MicroPython's deflate.DeflateIO replaced by
+# fake_deflate.py (zlib, the same one-byte pulls, EOFError and EINVAL). Pins the container's rules
+# at their bounds (docs/COMPRESSED.md), the reason codes, what lands in flash, the file hash over
+# each byte once across resumes, and the Range offsets a resume asks for.
+import binascii
+import functools
+import hashlib
+import struct
+import sys
+
+import pytest
+
+import fake_deflate
+import fakes
+from devkit.images import build_image
+from ota import inflate, update
+from ota.errors import OtaError
+from otactl import zimage
+
+SLOT = 0x40000
+URL = "https://fw.example/fw.otaz"
+FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
+# Compressible filler (firmware-like runs), so a container is clearly smaller than its image and
+# the file's offsets never coincide with the image's.
+FILL = b"".join(bytes([i & 0xFF, 0x13, 0x37, i >> 3 & 0xFF]) * 3 + b"code" for i in range(512))
+
+
+_PATTERN = functools.lru_cache(maxsize=8)(fakes.pattern)
+
+
+class Gc:
+    # inflate's gc: counts collects (a full collect under pytest takes ~0.1 s: most of a test).
+    def __init__(self):
+        self.collects = 0
+
+    def collect(self):
+        self.collects += 1
+
+
+@pytest.fixture(autouse=True)
+def deflate_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, "deflate", fake_deflate)
+    monkeypatch.setattr(fakes, "pattern", _PATTERN)  # bytes: the same slot filler every time
+
+
+@pytest.fixture(autouse=True)
+def gc_calls(monkeypatch):
+    fake = Gc()
+    monkeypatch.setattr(inflate, "gc", fake)
+    return fake
+
+
+@pytest.fixture
+def loaders(monkeypatch):
+    # Every inflate.Loader update.run makes, to read its counters afterwards.
+    made = []
+
+    class Recorded(inflate.Loader):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(inflate, "Loader", Recorded)
+    return made
+
+
+@functools.lru_cache(maxsize=16)
+def make_image(version="1.1.0", size=48000, fill=FILL):
+    return build_image(version, size=size, fill=fill)
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def artifact(encoding="deflate", **kw):
+    fields = {"encoding": encoding, "file_sha256": None, "file_size": None, "base_sha256": None,
+              "fallback": None, "fallback_encoding": None}
+    fields.update(kw)
+    return fields
+
+
+def run(server, art, img=None, esp=None, config=None, **kw):
+    esp = esp or fakes.make_device(SLOT)
+    cfg = dict(FAST)
+    cfg.update(config or {})
+    if img is not None:
+        kw.setdefault("sha256", sha(img))
+        kw.setdefault("size", len(img))
+    result = update.run(URL, config=cfg, https=server, esp32=esp, running="1.0.0",
+                        running_project="micropython", artifact=art, **kw)
+    return result, esp
+
+
+def fails(server, art, img=None, **kw):
+    with pytest.raises(OtaError) as e:
+        run(server, art, img, **kw)
+    return e.value
+
+
+def index_offsets(blob):
+    return [off for off, _ in zimage.parse_header(blob)["index"]]
+
+
+def assert_image(esp, img):
+    slot = esp.slots["ota_1"]
+    assert bytes(slot.data[:len(img)]) == img
+    assert esp.boot == "ota_1" and slot.set_boot_calls == 1
+
+
+# ---------------------------------------------------------------- the whole path
+
+def test_compressed_image_lands_exactly_and_reports_progress(loaders, gc_calls):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    assert len(blob) < len(img) // 2
+    server = fakes.FakeServer(blob)
+    seen = []
+    result, esp = run(server, artifact(file_sha256=sha(blob), file_size=len(blob)), img,
+                      progress=lambda done, total: seen.append((done, total)))
+    assert result["result"] == "ok" and result["bytes"] == len(img)
+    assert_image(esp, img)
+    assert len(server.opens) == 1 and server.opens[0][1] == 0 and server.responses[0].closed
+    loader = loaders[0]
+    assert loader.downloaded == len(blob) and loader.used == "deflate" and loader.restarts == 0
+    assert loader.src.consumed() == len(blob) and loader.src.hashed == len(blob)
+    assert gc_calls.collects == 2  # after the handshake, after the first chunk: once each
+    assert seen[0] == (4096, len(img))  # the first chunk (one writer buffer) reported at once
+    assert seen[-1] == (len(img), len(img)) and seen[-2][0] < len(img)
+    done = [d for d, _ in seen[:-1]]
+    assert all(b - a >= 8192 for a, b in zip(done, done[1:]))  # rate-limited by progress_bytes
+    assert len(seen) >= len(img) // 8192
+
+
+def test_without_progress_or_file_fields():
+    img = make_image()
+    result, esp = run(fakes.FakeServer(zimage.pack_image(img)), artifact(), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+
+
+def test_without_trigger_size_and_sha256_the_container_decides():
+    img = make_image()
+    result, esp = run(fakes.FakeServer(zimage.pack_image(img, piece_log2=12)), artifact())
+    assert result["result"] == "ok" and result["bytes"] == len(img)
+    assert_image(esp, img)
+
+
+def test_short_reads_from_the_socket():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, max_read=7)
+    result, esp = run(server, artifact(file_sha256=sha(blob)), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+
+
+def test_wrong_file_sha256_names_the_hash_of_the_bytes_received():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob), artifact(file_sha256="ab" * 32), img)
+    assert e.reason == "bad_file_sha256"
+    assert e.detail == "recv=%s expect=%s" % (sha(blob), "ab" * 32)
+
+
+# ---------------------------------------------------------------- resume
+
+@pytest.mark.parametrize("drop_at", [10, 87, 88, 100, 1000, 5000, 9000, -100, -3, -1])
+def test_resume_hashes_each_byte_once_and_asks_for_a_piece_start(loaders, gc_calls, drop_at):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    if drop_at < 0:
+        drop_at += len(blob)
+    offsets = index_offsets(blob)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": drop_at}], max_read=500)
+    result, esp = run(server, artifact(file_sha256=sha(blob), file_size=len(blob)), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert len(server.opens) == 2
+    start = server.opens[1][1]
+    head_size = 88 + 8 * len(offsets)
+    if drop_at < head_size:
+        assert start == 0  # nothing known yet: the header again
+    else:
+        assert start in offsets and start <= drop_at
+    loader = loaders[0]
+    if drop_at >= head_size:  # (a header cut short is not counted: take() counts whole headers)
+        assert loader.downloaded == drop_at + len(blob) - start
+    if drop_at > 5000:
+        assert gc_calls.collects == 4  # two per connection that wrote
+    assert loader.restarts == 0
+
+
+def test_resume_at_the_last_piece_when_everything_is_written(loaders):
+    # The image's bytes are all out but the stream's last bytes are not in: the resume asks for the
+    # last piece (not one past it) and decodes it only to discard it.
+    img = make_image(size=4096 * 12)
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": len(blob) - 1}])
+    result, esp = run(server, artifact(file_sha256=sha(blob)), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert server.opens[1][1] == index_offsets(blob)[-1]
+
+
+def test_a_200_to_the_range_request_is_read_and_dropped_up_to_the_piece(loaders):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000}, {"ignore_range": True}])
+    result, esp = run(server, artifact(file_sha256=sha(blob)), img, config={"max_restarts": 1})
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    loader = loaders[0]
+    assert loader.restarts == 1
+    assert loader.downloaded == 9000 + len(blob)  # the whole file again, hashed once
+
+
+def test_too_many_200_answers_to_a_range_request():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000}, {"ignore_range": True}])
+    e = fails(server, artifact(), img, config={"max_restarts": 0})
+    assert e.reason == "too_many_restarts"
+
+
+def test_retries_run_out_without_progress():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    drop = {"drop_after": 9000}
+    cut = {"drop_after": 0}  # dies before the piece's first byte: no progress
+    server = fakes.FakeServer(blob, plans=[drop, cut, cut, cut, cut])
+    e = fails(server, artifact(), img, config={"retries": 2})
+    assert e.reason == "connection_lost"
+    # the connection that brought bytes counts as the first failure (as fetch.py): then
+    # retries - 1 reconnects without a new byte
+    assert len(server.opens) == 3
+    server = fakes.FakeServer(blob, plans=[drop, cut, cut, cut, cut])
+    e = fails(server, artifact(), img, config={"retries": 3})
+    assert len(server.opens) == 4
+
+
+def test_retries_count_again_after_progress():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    cut = {"drop_after": 0}
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 5000}, cut, {"drop_after": 3000}, cut, {}])
+    result, esp = run(server, artifact(), img, config={"retries": 2})
+    assert result["result"] == "ok"
+    assert len(server.opens) == 5
+
+
+def test_first_connection_failures_are_retried_only_for_retry_first_reasons():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    server = fakes.FakeServer(blob, plans=[{"fail": OtaError("timeout", "slow")}])
+    result, _ = run(server, artifact(), img)
+    assert result["result"] == "ok" and len(server.opens) == 2
+    server = fakes.FakeServer(blob, plans=[{"fail": OtaError("dns_failed", "no name")}])
+    assert fails(server, artifact(), img).reason == "dns_failed"
+    assert len(server.opens) == 1
+
+
+def test_after_the_header_resumable_reasons_are_retried():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000}, {"fail": OtaError("dns_failed", "x")}])
+    result, _ = run(server, artifact(), img)
+    assert result["result"] == "ok" and len(server.opens) == 3
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000}, {"fail": OtaError("http_404", "x")}])
+    assert fails(server, artifact(), img).reason == "http_404"
+
+
+def test_a_socket_oserror_is_a_drop_named_by_https():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000, "drop": OSError(110, "ETIMEDOUT")}])
+    result, _ = run(server, artifact(), img)
+    assert result["result"] == "ok" and len(server.opens) == 2
+    timeout = OSError(110, "ETIMEDOUT")
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000, "drop": timeout},
+                                           {"drop_after": 0, "drop": timeout}])
+    e = fails(server, artifact(), img, config={"retries": 1})
+    assert e.reason == "timeout"
+
+
+def test_out_of_memory_on_the_socket_is_never_retried():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": 9000, "drop": OSError(12, "ENOMEM")}])
+    e = fails(server, artifact(), img, config={"retries": 5})
+    assert e.reason == "low_memory" and len(server.opens) == 1
+
+
+def test_open_raising_oserror_is_never_retried():
+    img = make_image()
+    server = fakes.FakeServer(zimage.pack_image(img), plans=[{"fail": OSError(12, "ENOMEM")}])
+    e = fails(server, artifact(), img)
+    assert e.reason == "low_memory" and len(server.opens) == 1
+
+
+# ---------------------------------------------------------------- the header against the trigger
+
+def test_trigger_file_size_is_checked_against_the_server_and_the_container():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob), artifact(file_size=len(blob) + 1), img)
+    assert e.reason == "size_mismatch"
+    # the server agrees with the trigger, the container does not
+    e = fails(fakes.FakeServer(blob, plans=[{"total": len(blob) + 1}]), artifact(file_size=len(blob) + 1), img)
+    assert e.reason == "size_mismatch" and "container" in e.detail
+
+
+def test_server_total_is_checked_against_the_container():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob, plans=[{"total": len(blob) + 5}]), artifact(), img)
+    assert e.reason == "size_mismatch"
+
+
+def test_trigger_size_is_the_images():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob), artifact(), img, size=len(img) - 16)
+    assert e.reason == "size_mismatch"
+
+
+def test_trigger_sha256_is_the_images():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob), artifact(), img, sha256=sha(blob))
+    assert e.reason == "bad_sha256"
+    # upper-case hex is the same hash
+    result, _ = run(fakes.FakeServer(blob), artifact(), img, sha256=sha(img).upper())
+    assert result["result"] == "ok"
+
+
+def test_an_image_larger_than_the_slot_is_refused_before_writing():
+    img = make_image(size=0x40000 + 16)
+    blob = zimage.pack_image(img)
+    esp = fakes.make_device(SLOT)
+    e = fails(fakes.FakeServer(blob), artifact(), esp=esp)
+    assert e.reason == "too_large"
+    assert esp.slots["ota_1"].total_erases == 0
+
+
+def test_an_image_exactly_the_slot_size_is_written():
+    img = make_image(size=0x10000)
+    blob = zimage.pack_image(img)
+    esp = fakes.make_device(0x10000)
+    result, esp = run(fakes.FakeServer(blob), artifact(), esp=esp)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+
+
+def test_a_patch_container_for_a_deflate_trigger_is_refused():
+    base, img = make_image("1.0.0"), make_image()
+    blob = zimage.pack_patch(base, img)
+    esp = fakes.make_device(SLOT)
+    e = fails(fakes.FakeServer(blob), artifact(), img, esp=esp)
+    assert e.reason == "bad_container"
+    e = fails(fakes.FakeServer(zimage.pack_image(img)), artifact("delta", base_sha256=sha(base)), img)
+    assert e.reason == "bad_container"
+
+
+# ---------------------------------------------------------------- bad streams
+
+def with_byte(blob, at, value):
+    out = bytearray(blob)
+    out[at] = value
+    return bytes(out)
+
+
+def test_a_stream_that_does_not_decode_is_bad_compressed():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    start = index_offsets(blob)[0]
+    bad = with_byte(blob, start, 0xFF)  # block type 3: reserved
+    esp = fakes.make_device(SLOT)
+    e = fails(fakes.FakeServer(bad), artifact(), img, esp=esp)
+    assert e.reason == "bad_compressed"
+    assert esp.boot == "ota_0"
+
+
+def test_trailing_bytes_after_the_stream_are_bad_compressed():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    info = zimage.parse_header(blob)
+    grown = bytearray(blob + b"\0\0\0\0")
+    struct.pack_into("<I", grown, 12, info["file_size"] + 4)
+    e = fails(fakes.FakeServer(bytes(grown)), artifact(), img)
+    assert e.reason == "bad_compressed" and "file" in e.detail
+
+
+def test_a_stream_decoding_to_more_than_the_image_is_bad_compressed():
+    img = make_image()
+    longer = zimage.pack_image(img + b"\0" * 16)
+    # the header of the real image, the stream of the longer one
+    blob = bytearray(zimage.pack_image(img))
+    head = zimage.parse_header(bytes(blob))
+    assert head["count"] == zimage.parse_header(longer)["count"]
+    body = longer[zimage.parse_header(longer)["index"][0][0]:]
+    fixed = bytearray(blob[:head["index"][0][0]]) + body
+    struct.pack_into("<I", fixed, 12, len(fixed))
+    e = fails(fakes.FakeServer(bytes(fixed)), artifact(), img)
+    assert e.reason == "bad_compressed" and "more than" in e.detail
+
+
+def test_a_stream_decoding_to_less_than_the_image_is_bad_compressed():
+    img = make_image()
+    shorter = zimage.pack_image(img[:-16])
+    blob = zimage.pack_image(img)
+    head = zimage.parse_header(blob)
+    body = shorter[zimage.parse_header(shorter)["index"][0][0]:]
+    fixed = bytearray(blob[:head["index"][0][0]]) + body
+    struct.pack_into("<I", fixed, 12, len(fixed))
+    e = fails(fakes.FakeServer(bytes(fixed)), artifact(), img)
+    assert e.reason == "bad_compressed"
+    assert "%d of %d image bytes" % (len(img) - 16, len(img)) in e.detail
+
+
+def test_a_file_shorter_than_its_header_says_is_truncated():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    server = fakes.FakeServer(blob[:-10], plans=[{"total": len(blob)}])
+    e = fails(server, artifact(), img, config={"retries": 0})
+    assert e.reason == "truncated"
+
+
+def test_a_file_ending_inside_its_header_is_truncated():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    e = fails(fakes.FakeServer(blob[:50]), artifact(), img)
+    assert e.reason == "truncated" and "header" in e.detail
+
+
+# ---------------------------------------------------------------- direct mode (DeflateIO on the socket)
+
+class RawResponse(fakes.FakeResponse):
+    # A plain Content-Length answer whose socket DeflateIO may read itself (http_response's _stream).
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self._stream = self
+
+
+class RawServer(fakes.FakeServer):
+    def open(self, url, start=0, **kw):
+        resp = super().open(url, start=start, **kw)
+        raw = RawResponse(resp.body, resp.status, resp.range_start, resp.total, resp.drop_after,
+                          resp.drop, resp.max_read)
+        self.responses[-1] = raw
+        return raw
+
+
+def test_direct_mode_decodes_from_the_socket(loaders):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = RawServer(blob)
+    result, esp = run(server, artifact(), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert loaders[0].direct
+    assert loaders[0].src.offset == len(zimage.parse_header(blob)["index"]) * 8 + 88  # the header only
+
+
+def test_direct_mode_is_off_when_the_file_hash_is_checked(loaders):
+    img = make_image()
+    blob = zimage.pack_image(img)
+    result, _ = run(RawServer(blob), artifact(file_sha256=sha(blob)), img)
+    assert result["result"] == "ok" and not loaders[0].direct
+
+
+def test_direct_mode_resumes_after_a_drop_and_a_200(loaders):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = RawServer(blob, plans=[{"drop_after": 9000}, {"ignore_range": True}])
+    result, esp = run(server, artifact(), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert loaders[0].restarts == 1 and loaders[0].direct
+
+
+def test_direct_mode_socket_closing_inside_the_stream_is_connection_lost():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = RawServer(blob[:9000], plans=[{"total": len(blob)}] * 9)
+    e = fails(server, artifact(), img, config={"retries": 1})
+    assert e.reason == "connection_lost" and "inside the stream" in e.detail
+
+
+def test_direct_mode_bad_stream_is_bad_compressed():
+    img = make_image()
+    blob = zimage.pack_image(img)
+    bad = with_byte(blob, index_offsets(blob)[0], 0xFF)
+    assert fails(RawServer(bad), artifact(), img).reason == "bad_compressed"
+
+
+def test_direct_mode_socket_timeout_is_retried():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    server = RawServer(blob, plans=[{"drop_after": 9000, "drop": OSError(110, "ETIMEDOUT")}])
+    result, esp = run(server, artifact(), img)
+    assert result["result"] == "ok" and len(server.opens) == 2
+    assert_image(esp, img)
+
+
+# ---------------------------------------------------------------- parse_header and check_index
+
+def header(kind=0, wbits=12, piece_log2=12, image_size=4096, file_size=5000, count=None, magic=b"OTAZ"):
+    if count is None:
+        count = (image_size + (1 << piece_log2) - 1) >> piece_log2
+    head = bytearray(88)
+    head[0:4] = magic
+    head[4], head[5], head[6] = kind, wbits, piece_log2
+    struct.pack_into("<II", head, 8, image_size, file_size)
+    head[16:48] = bytes(range(32))
+    struct.pack_into("<I", head, 48, 777)
+    head[52:84] = bytes(range(100, 132))
+    struct.pack_into("<H", head, 84, count)
+    return head
+
+
+def bad_header(head, n=88):
+    with pytest.raises(OtaError) as e:
+        inflate.parse_header(head, n)
+    assert e.value.reason == "bad_container"
+    return e.value
+
+
+def test_parse_header_fields():
+    info = inflate.parse_header(header(kind=1, wbits=9, piece_log2=13, image_size=8193, file_size=6000), 88)
+    assert info == {"kind": 1, "wbits": 9, "piece_log2": 13, "image_size": 8193, "file_size": 6000,
+                    "image_sha256": bytes(range(32)), "base_size": 777,
+                    "base_sha256": bytes(range(100, 132)), "count": 2, "header_size": 88 + 16}
+
+
+def test_parse_header_length_and_magic():
+    inflate.parse_header(header(), 88)
+    bad_header(header(), 87)
+    bad_header(header(magic=b"OTAY"))
+    bad_header(header(magic=b"XTAZ"))
+
+
+@pytest.mark.parametrize("kind,ok", [(0, True), (1, True), (2, False), (255, False)])
+def test_parse_header_kind(kind, ok):
+    if ok:
+        assert inflate.parse_header(header(kind=kind), 88)["kind"] == kind
+    else:
+        bad_header(header(kind=kind))
+
+
+@pytest.mark.parametrize("wbits,ok", [(7, False), (8, True), (12, True), (13, False), (15, False)])
+def test_parse_header_window_bounds(wbits, ok):
+    if ok:
+        assert inflate.parse_header(header(wbits=wbits), 88)["wbits"] == wbits
+    else:
+        e = bad_header(header(wbits=wbits))
+        assert "2**%d" % wbits in e.detail
+
+
+@pytest.mark.parametrize("piece_log2,ok", [(11, False), (12, True), (16, True), (17, False)])
+def test_parse_header_piece_bounds(piece_log2, ok):
+    if ok:
+        assert inflate.parse_header(header(piece_log2=piece_log2), 88)["piece_log2"] == piece_log2
+    else:
+        bad_header(header(piece_log2=piece_log2))
+
+
+def test_parse_header_piece_count():
+    assert inflate.parse_header(header(image_size=4096), 88)["count"] == 1
+    assert inflate.parse_header(header(image_size=4097), 88)["count"] == 2
+    assert inflate.parse_header(header(image_size=1), 88)["count"] == 1
+    bad_header(header(image_size=4096, count=2))
+    bad_header(header(image_size=4097, count=1))
+    bad_header(header(image_size=4097, count=3))
+    bad_header(header(image_size=0, count=0))
+
+
+def test_parse_header_size_bound():
+    # (1024 - 88) / 8 = 117 pieces: the largest header accepted
+    info = inflate.parse_header(header(image_size=117 * 4096), 88)
+    assert info["count"] == 117 and info["header_size"] == 1024
+    inflate.parse_header(header(image_size=116 * 4096 + 1), 88)
+    bad_header(header(image_size=117 * 4096 + 1))
+
+
+def with_index(head, offsets, file_size):
+    head = bytearray(head)
+    struct.pack_into("<I", head, 12, file_size)
+    for off in offsets:
+        head += struct.pack("<II", off, 0)
+    return head
+
+
+def check(offsets, file_size=9000):
+    head = with_index(header(image_size=4096 * len(offsets), file_size=file_size), offsets, file_size)
+    info = inflate.parse_header(head, 88)
+    inflate.check_index(info, head)
+
+
+def bad_index(offsets, file_size=9000, entry=None):
+    with pytest.raises(OtaError) as e:
+        check(offsets, file_size)
+    assert e.value.reason == "bad_container"
+    if entry is not None:
+        assert e.value.detail.startswith("index entry %d:" % entry)
+
+
+def test_check_index_bounds():
+    h = 88 + 8 * 3
+    check([h, h + 10, h + 20])
+    check([h, h, h])  # empty pieces: offsets may repeat
+    check([h, h + 1, 8999])  # the last byte of the file
+    bad_index([h + 1, h + 10, h + 20], entry=0)  # the first piece starts right after the header
+    bad_index([h - 1, h + 10, h + 20], entry=0)
+    bad_index([h, h + 10, h + 9], entry=2)  # going back
+    bad_index([h, h + 10, 9000], entry=2)  # at the file's end
+    bad_index([h, 9001, 9002], entry=1)
+
+
+def test_piece_at():
+    head = bytearray(88) + struct.pack("<IIII", 10, 20, 30, 40)
+    assert inflate.piece_at(head, 0) == (10, 20)
+    assert inflate.piece_at(head, 1) == (30, 40)
+
+
+# ---------------------------------------------------------------- Source
+
+class Chunks:
+    # A response delivering `data` in reads of at most `step` bytes.
+    def __init__(self, data, step=1 << 20):
+        self.data, self.step, self.pos = data, step, 0
+        self.total = len(data)
+
+    def readinto(self, buf):
+        n = min(len(buf), self.step, len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return n
+
+
+def source_read(src, n):
+    out = bytearray()
+    one = bytearray(1)
+    for _ in range(n):
+        assert src.readinto(one) == 1
+        out += one
+    return bytes(out)
+
+
+def test_source_hashes_each_byte_once_across_connections():
+    data = bytes(range(256)) * 20
+    src = inflate.Source(bytearray(64))
+    src.file_size = len(data)
+    src.attach(Chunks(data, 50), 0, 0)
+    assert source_read(src, 3000) == data[:3000]
+    assert src.consumed() == 3000
+    # a resume from an earlier offset: the bytes before `hashed` are not hashed again
+    src.attach(Chunks(data[1000:], 33), 1000, 1000)
+    assert source_read(src, len(data) - 1000) == data[1000:]
+    assert src.consumed() == len(data) and src.hashed == len(data)
+    assert src.sha.digest() == hashlib.sha256(data).digest()
+
+
+def test_source_skips_up_to_want_on_a_200():
+    data = bytes(range(256)) * 20
+    src = inflate.Source(bytearray(64))
+    src.file_size = len(data)
+    src.attach(Chunks(data, 50), 0, 0)
+    source_read(src, 200)
+    src.attach(Chunks(data, 50), 0, 130)  # the whole file again, from byte 130 on wanted
+    assert source_read(src, 100) == data[130:230]
+    assert src.consumed() == 230
+    src.attach(Chunks(data), 0, 64)  # want exactly at the end of the first buffer read
+    assert source_read(src, 1) == data[64:65]
+
+
+def test_source_end_of_answer():
+    data = b"x" * 100
+    src = inflate.Source(bytearray(64))
+    src.file_size = 100
+    src.attach(Chunks(data), 0, 0)
+    source_read(src, 100)
+    with pytest.raises(OtaError) as e:
+        source_read(src, 1)
+    assert e.value.reason == "bad_compressed" and "past the file's 100 bytes" in e.value.detail
+    src.bad = "bad_patch"
+    with pytest.raises(OtaError) as e:
+        source_read(src, 1)
+    assert e.value.reason == "bad_patch"
+    src = inflate.Source(bytearray(64))
+    src.file_size = 101
+    src.attach(Chunks(data), 0, 0)
+    source_read(src, 100)
+    with pytest.raises(OtaError) as e:
+        source_read(src, 1)
+    assert e.value.reason == "truncated" and "100 of 101" in e.value.detail
+
+
+def test_source_take_hashes_a_header_once():
+    data = bytes(range(200))
+    src = inflate.Source(bytearray(64))
+    src.attach(Chunks(data, 7), 0, 0)
+    first = bytearray(50)
+    src.take(first)
+    assert bytes(first) == data[:50] and src.offset == 50 and src.hashed == 50
+    src.attach(Chunks(data, 7), 0, 0)  # a drop in the header: taken again from 0
+    again = bytearray(80)
+    src.take(again)
+    assert bytes(again) == data[:80] and src.offset == 80 and src.hashed == 80
+    assert src.sha.digest() == hashlib.sha256(data[:80]).digest()
+    src.attach(Chunks(data[80:90]), 80, 80)
+    with pytest.raises(OtaError) as e:
+        src.take(bytearray(20))
+    assert e.value.reason == "truncated"
+
+
+def test_source_reading_flag_marks_socket_errors():
+    class Broken:
+        def readinto(self, buf):
+            raise OSError(104, "ECONNRESET")
+
+    src = inflate.Source(bytearray(64))
+    src.attach(Broken(), 0, 0)
+    with pytest.raises(OSError):
+        src.readinto(bytearray(1))
+    assert src.reading
+    src.reading = False
+    with pytest.raises(OSError):
+        src.take(bytearray(4))
+    assert src.reading
+
+
+def test_loader_reads_the_deadline_from_the_config():
+    cfg = dict(update.DEFAULTS["ota"]) if hasattr(update, "DEFAULTS") else None
+    if cfg is None:
+        from ota.config import DEFAULTS
+
+        cfg = dict(DEFAULTS["ota"])
+    cfg["download_deadline_s"] = 7
+    loader = inflate.Loader(URL, artifact(), None, None, cfg, None, None, None, {})
+    assert loader.deadline_ms == 7000
+    assert loader.used == "deflate" and loader.bad == "bad_compressed" and not loader.direct
+    assert len(loader.src.buf) == 1024 and len(loader.head) == 88
+
+
+def test_download_deadline(monkeypatch):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    clock = [0]
+
+    def ticks():
+        clock[0] += 400
+        return clock[0]
+
+    monkeypatch.setattr(inflate, "ticks_ms", ticks)
+    e = fails(fakes.FakeServer(blob), artifact(), img, config={"download_deadline_s": 1})
+    assert e.reason == "download_deadline" and "1 s" in e.detail
+
+
+def test_unhexlify_of_the_trigger_sha256():
+    # the trigger's hex (any case) against the container's raw bytes
+    img = make_image()
+    blob = zimage.pack_image(img)
+    assert zimage.parse_header(blob)["image_sha256"] == binascii.hexlify(hashlib.sha256(img).digest()).decode()
