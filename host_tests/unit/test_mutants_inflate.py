@@ -763,3 +763,195 @@ def test_unhexlify_of_the_trigger_sha256():
     img = make_image()
     blob = zimage.pack_image(img)
     assert zimage.parse_header(blob)["image_sha256"] == binascii.hexlify(hashlib.sha256(img).digest()).decode()
+
+
+# ---------------------------------------------------------------- resume inside a piece
+# The writer takes 4096 bytes at a time: with 8 KiB pieces a drop leaves the writer in the middle of
+# a piece half the time, and the resume decodes the piece's first half again without writing it.
+
+class Decodes(inflate.Loader):
+    # Notes, for each _decode call, where it starts and what the writer already has.
+    def _decode(self, decoder, pos, writer, sink):
+        self.starts = getattr(self, "starts", []) + [(pos, writer.received)]
+        return super()._decode(decoder, pos, writer, sink)
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    made = []
+
+    class Recorded(Decodes):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(inflate, "Loader", Recorded)
+    return made
+
+
+MID = [1500, 3000, 5000, 6500, 8500]  # drop points of the 8 KiB-piece container below: 4 of 5 inside a piece
+
+
+@pytest.mark.parametrize("drop_at", MID)
+def test_resume_inside_a_piece_decodes_its_start_again(decodes, drop_at):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    server = fakes.FakeServer(blob, plans=[{"drop_after": drop_at}], max_read=300)
+    result, esp = run(server, artifact(file_sha256=sha(blob)), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert len(server.opens) == 2 and server.opens[1][1] in index_offsets(blob)
+    pos, received = decodes[0].starts[1]
+    assert pos == received >> 13 << 13 and pos <= received
+
+
+def test_some_drop_points_land_inside_a_piece(decodes):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    inside = 0
+    for drop_at in MID:
+        decodes.clear()
+        run(fakes.FakeServer(blob, plans=[{"drop_after": drop_at}], max_read=300), artifact(), img)
+        pos, received = decodes[0].starts[1]
+        inside += pos < received
+    assert inside >= 3  # the tests above do exercise the decode-again loop
+
+
+@pytest.mark.parametrize("drop_at", MID)
+def test_direct_resume_inside_a_piece_after_a_200(loaders, drop_at):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    server = RawServer(blob, plans=[{"drop_after": drop_at}, {"ignore_range": True}])
+    result, esp = run(server, artifact(), img)
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert len(server.opens) == 2 and loaders[0].restarts == 1
+    start = server.opens[1][1]
+    head_size = zimage.parse_header(blob)["index"][0][0]
+    # Source's bytes: the header on the first connection, the bytes dropped before the piece on the second
+    assert loaders[0].downloaded == head_size + start
+
+
+@pytest.mark.parametrize("drop_at", MID)
+def test_direct_drop_while_skipping_to_the_piece_is_retried(drop_at):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    timeout = OSError(110, "ETIMEDOUT")
+    server = RawServer(blob, plans=[{"drop_after": drop_at},
+                                    {"ignore_range": True, "drop_after": 100, "drop": timeout}])
+    result, esp = run(server, artifact(), img)
+    assert result["result"] == "ok" and len(server.opens) == 3
+    assert_image(esp, img)
+
+
+@pytest.mark.parametrize("drop_at", MID)
+def test_direct_drop_while_decoding_again_is_retried(decodes, drop_at):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    timeout = OSError(110, "ETIMEDOUT")
+    # the second connection dies a few bytes into the piece: inside the data decoded again when the
+    # writer is inside the piece
+    plans = [{"drop_after": drop_at}, {"drop_after": 5, "drop": timeout}, {}]
+    server = RawServer(blob, plans=plans)
+    result, esp = run(server, artifact(), img, config={"retries": 3})
+    assert result["result"] == "ok" and len(server.opens) == 3
+    assert_image(esp, img)
+
+
+def test_a_direct_answer_ending_before_the_piece_is_connection_lost():
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+
+    class Short(RawServer):
+        def open(self, url, start=0, **kw):
+            resp = super().open(url, start=start, **kw)
+            if len(self.opens) == 2:  # a 200 that ends before the piece's offset
+                resp.body = resp.body[:start - 1]
+            return resp
+
+    server = Short(blob, plans=[{"drop_after": 6000}, {"ignore_range": True, "total": len(blob)}])
+    result, esp = run(server, artifact(), img, config={"retries": 3})
+    assert result["result"] == "ok" and len(server.opens) == 3
+    server = Short(blob, plans=[{"drop_after": 6000}] + [{"ignore_range": True, "total": len(blob)}] * 3)
+    e = fails(server, artifact(), img, config={"retries": 1})
+    assert e.reason == "connection_lost" and "before the piece" in e.detail
+
+
+class Switch(fakes.FakeServer):
+    # Serves `later` from the second connection on.
+    def __init__(self, content, later, **kw):
+        super().__init__(content, **kw)
+        self.later = later
+
+    def open(self, url, **kw):
+        resp = super().open(url, **kw)
+        self.content = self.later
+        return resp
+
+
+def test_a_stream_ending_inside_data_already_received_is_bad_compressed(decodes):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=13)
+    offsets = index_offsets(blob)
+    for drop_at in MID:  # one that leaves the writer inside piece 1 or 2
+        decodes.clear()
+        ended = bytearray(blob)
+        run(fakes.FakeServer(blob, plans=[{"drop_after": drop_at}]), artifact(), img)
+        pos, received = decodes[0].starts[1]
+        if pos < received:
+            break
+    piece = pos >> 13
+    # an empty final stored block where the piece starts: the stream ends there
+    ended[offsets[piece]:offsets[piece] + 5] = b"\x01\x00\x00\xff\xff"
+    server = Switch(blob, bytes(ended), plans=[{"drop_after": drop_at}])
+    e = fails(server, artifact(), img)
+    assert e.reason == "bad_compressed" and "already received" in e.detail
+
+
+# ---------------------------------------------------------------- counters and bounds
+
+def test_source_hash_with_a_resume_one_byte_before_the_hashed_end():
+    data = bytes(range(256)) * 4
+    for step in (64, 10):  # a whole buffer, a short read
+        src = inflate.Source(bytearray(64))
+        src.file_size = len(data)
+        src.attach(Chunks(data, 64), 0, 0)
+        source_read(src, 128)  # hashed: 128
+        src.attach(Chunks(data[127:], step), 127, 127)
+        source_read(src, len(data) - 127)
+        assert src.sha.digest() == hashlib.sha256(data).digest(), step
+
+
+def test_deadline_is_exceeded_only_past_it(monkeypatch):
+    from ota.config import DEFAULTS
+
+    cfg = dict(DEFAULTS["ota"], download_deadline_s=2)
+    now = [1000]
+    monkeypatch.setattr(inflate, "ticks_ms", lambda: now[0])
+    loader = inflate.Loader(URL, artifact(), None, None, cfg, None, None, None, {})
+    now[0] = 3000
+    loader._check_deadline()  # exactly the deadline: still in time
+    now[0] = 3001
+    with pytest.raises(OtaError) as e:
+        loader._check_deadline()
+    assert e.value.reason == "download_deadline" and "2 s" in e.value.detail
+
+
+def test_heap_is_checked_every_heap_step_of_image(monkeypatch):
+    calls = []
+    monkeypatch.setattr(inflate, "_HEAP_EVERY", 8192)
+    monkeypatch.setattr(inflate.heap, "check_stream", lambda need: calls.append(need))
+    img = make_image()
+    run(fakes.FakeServer(zimage.pack_image(img)), artifact(), img, config={"min_free": 12345})
+    # the writer takes 4096 bytes at a time: at 8192, 16384, ..., 40960 of 48000
+    assert calls == [12345] * 5
+
+
+def test_a_base_position_past_the_base_is_bad_patch():
+    base, img = make_image("1.0.0"), make_image()
+    blob = bytearray(zimage.pack_patch(base, img))
+    struct.pack_into("<I", blob, 88 + 4, 0xFFFFFFFF)  # piece 0's base position
+    esp = fakes.make_device(SLOT)
+    esp.slots["ota_0"].data[:len(base)] = base
+    e = fails(fakes.FakeServer(bytes(blob)), artifact("delta", base_sha256=sha(base)), img, esp=esp)
+    assert e.reason == "bad_patch"
