@@ -955,3 +955,23 @@ def test_a_base_position_past_the_base_is_bad_patch():
     esp.slots["ota_0"].data[:len(base)] = base
     e = fails(fakes.FakeServer(bytes(blob)), artifact("delta", base_sha256=sha(base)), img, esp=esp)
     assert e.reason == "bad_patch"
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_flash_error_while_writing_is_reported_not_retried(raw):
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    esp = fakes.make_device(SLOT)
+    slot = esp.slots["ota_1"]
+    real = slot.program
+
+    def program(addr, buf):
+        if addr >= 8192:
+            raise OSError(5, "EIO")
+        real(addr, buf)
+
+    slot.program = program
+    server = (RawServer if raw else fakes.FakeServer)(blob)
+    e = fails(server, artifact(), img, esp=esp, config={"retries": 3})
+    assert e.reason == "io_error" and len(server.opens) == 1
+    assert esp.boot == "ota_0"
