@@ -248,3 +248,34 @@ def test_source_hash_with_a_resume_one_byte_before_the_hashed_end():
         src.attach(Chunks(data[127:], step), 127, 127)
         source_read(src, len(data) - 127)
         assert src.sha.digest() == hashlib.sha256(data).digest(), step
+
+
+def test_parse_header_sizes_are_unsigned():
+    head = header(image_size=4096, file_size=0xFFFFFFF0)
+    struct.pack_into("<I", head, 48, 0x80000001)
+    info = inflate.parse_header(head, 88)
+    assert info["file_size"] == 0xFFFFFFF0 and info["base_size"] == 0x80000001
+
+
+def test_source_take_in_one_byte_reads_and_in_two_parts():
+    data = bytes(range(200))
+    src = inflate.Source(bytearray(64))
+    src.attach(Chunks(data, 1), 0, 0)
+    first = bytearray(88)
+    src.take(first)
+    assert bytes(first) == data[:88]
+    rest = bytearray(40)  # the header's index, taken after its fixed part
+    src.take(rest)
+    assert bytes(rest) == data[88:128] and src.offset == 128 and src.hashed == 128
+    assert src.sha.digest() == hashlib.sha256(data[:128]).digest()
+
+
+def test_source_take_again_after_a_one_byte_header_drop():
+    data = bytes(range(200))
+    src = inflate.Source(bytearray(64))
+    src.attach(Chunks(data), 0, 0)
+    src.take(bytearray(1))
+    src.attach(Chunks(data), 0, 0)
+    again = bytearray(50)
+    src.take(again)
+    assert src.sha.digest() == hashlib.sha256(data[:50]).digest()
