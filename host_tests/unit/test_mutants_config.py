@@ -245,3 +245,23 @@ def test_release_topic_under_the_per_device_command_prefix():
     # ... but beside it, or under another prefix, it is fine.
     config.validate(config.merge({"ha": {"release_topic": "/switch/release"}}))
     config.validate(config.merge({"ha": {"release_topic": "/switch/cmdx"}}))
+
+
+# ---- complete=True: what a fleet device cannot run without ------------------------------------------
+
+def test_complete_requires_the_broker_once_the_ssid_is_there():
+    assert refused(config.merge({"wifi": {"ssid": "lab"}}), complete=True) == "mqtt.host"
+    config.validate(config.merge({"wifi": {"ssid": "lab"}, "mqtt": {"host": "b"}}), complete=True)
+
+
+# ---- merge(): an older firmware's ota.token_host ----------------------------------------------------
+
+def test_token_host_never_overrides_a_token_origin():
+    cfg = config.merge({"ota": {"token_origin": "https://a.example", "token_host": "b.example"}})
+    assert cfg["ota"]["token_origin"] == "https://a.example" and "token_host" not in cfg["ota"]
+
+
+@pytest.mark.parametrize("host", ["", None, 5, ["b.example"]])
+def test_a_token_host_that_is_no_host_gives_no_origin(host):
+    cfg = config.merge({"ota": {"token_host": host}})
+    assert cfg["ota"]["token_origin"] is None and "token_host" not in cfg["ota"]
