@@ -57,3 +57,28 @@ def test_a_signature_of_the_wrong_shape_is_refused_before_anything_else(text):
     with pytest.raises(OtaError) as e:
         signature.check(trigger, {}, "dev", 1767225600, Store(), [binascii.unhexlify(CONFIGURED)])
     assert e.value.reason == "bad_signature"
+
+
+def _reason(now, expires):
+    # A trigger complete in every field but its signature (64 zero bytes verify with no key), so the
+    # reason says how far check() got: bad_signature is "every earlier rule passed".
+    trigger = {"type": "ota_trigger", "url": "https://fw.example/a.bin", "signature": "00" * 64,
+               "id": "job-1", "expires": expires, "seq": 7}
+    with pytest.raises(OtaError) as e:
+        signature.check(trigger, {}, "dev", now, Store(), [binascii.unhexlify(CONFIGURED)])
+    return e.value.reason
+
+
+def test_the_clock_counts_as_set_from_the_first_second_of_2024():
+    now = signature.CLOCK_VALID_AFTER
+    assert _reason(now, now + 60) == "bad_signature"
+    assert _reason(now - 1, now + 60) == "clock_not_set"
+    assert _reason(None, now + 60) == "clock_not_set"
+
+
+def test_validity_up_to_max_validity_s_exactly():
+    now = 1767225600
+    assert _reason(now, now + signature.MAX_VALIDITY_S) == "bad_signature"
+    assert _reason(now, now + signature.MAX_VALIDITY_S + 1) == "expires_too_far"
+    assert _reason(now, now + 1) == "bad_signature"
+    assert _reason(now, now) == "expired"
