@@ -88,13 +88,13 @@ def test_revert_keeps_the_shared_fields_only():
 
 
 @pytest.mark.parametrize("url", ["https://a", "http://a", "HTTPS://fw.example/x", "Http://a/b?c#d",
-                                 "https://a:1"])
+                                 "https://a:1", "https://a/get?from=ftp://b/x"])  # the first "://" counts
 def test_urls_kept(url):
     assert parse(url=url)["url"] == url
 
 
 @pytest.mark.parametrize("url", ["https://", "https:///x", "https://?q", "https://#f", "://a/x", "https:/a",
-                                 "httpss://a", "ftp://a", "", "https//a", "x" * 20])
+                                 "httpss://a", "ftp://a", "", "https//a", "x" * 20, "httpsx", "httpx"])
 def test_urls_refused(url):
     assert reason(url=url) == "bad_url"
 
@@ -117,3 +117,11 @@ def test_max_len_counts_the_payload_exactly():
     with pytest.raises(OtaError) as e:
         trigger.parse(payload, max_len=len(payload) - 1)
     assert e.value.reason == "too_long"
+
+
+def test_printable_means_0x21_to_0x7e():
+    # "!" and "~" are the first and last printable characters without the space.
+    assert parse(version="!~", id="!", target="~")["version"] == "!~"
+    for bad in (" ", "1 0", "\x7f", "\x1f", "1\t"):
+        assert reason(version=bad) == "bad_version", repr(bad)
+        assert reason(id=bad) == "bad_job_id", repr(bad)
