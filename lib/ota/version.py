@@ -34,7 +34,8 @@ def _parse(text):
 
 def _tokens(pre):
     # "rc10.b" -> [(1, "rc"), (0, 10), (1, "b")]: digit runs compare as numbers (rc2 < rc10) and
-    # before letters, as semver orders numeric identifiers first.
+    # before letters, as semver orders numeric identifiers first. So "rc.1", "rc1" and "rc01" are
+    # one version, on purpose (docs/DESIGN.md, "Version order").
     out = []
     run = ""
     for ch in pre + ".":
