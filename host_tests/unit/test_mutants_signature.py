@@ -157,3 +157,15 @@ def test_stale_for_every_key_is_refused_without_a_verification(seq, monkeypatch)
     with pytest.raises(OtaError) as e:
         signature.check(trigger, {}, "dev", NOW + 1, store, public)
     assert e.value.reason == "replayed"
+
+
+@pytest.mark.parametrize("field", ["sha256", "file_sha256", "base_sha256"])
+def test_hex_digests_sign_as_the_device_sees_them_lowercased(field):
+    # trigger.parse lowercases the three digests; canonical() must sign those same bytes, so a
+    # trigger written with upper-case hex verifies on the device (signature.canonical__mutmut_30..33).
+    digest = "AB" * 32
+    trigger = {"type": "ota_trigger", "url": "https://h/f.bin", "encoding": "ota-deflate", field: digest}
+    lowered = dict(trigger, **{field: digest.lower()})
+    signed = signature.canonical(trigger)
+    assert signed == signature.canonical(lowered)
+    assert (field + "=" + "ab" * 32).encode() in signed.split(b"\n")
