@@ -22,13 +22,11 @@ FALLBACK = "https://fw.example/v110.bin"
 FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
 FILL = b"".join(bytes([i & 0xFF, 0x13, 0x37, i >> 3 & 0xFF]) * 3 + b"code" for i in range(512))
 FILL2 = FILL[:3000] + b"a new function here" + FILL[3000:9000] + FILL[9100:]
-_PATTERN = functools.lru_cache(maxsize=8)(fakes.pattern)
 
 
 @pytest.fixture(autouse=True)
 def deflate_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "deflate", fake_deflate)
-    monkeypatch.setattr(fakes, "pattern", _PATTERN)
     monkeypatch.setattr(inflate.gc, "collect", lambda: None)  # ~0.1 s each under pytest; no behaviour
 
 

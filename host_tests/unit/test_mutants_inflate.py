@@ -26,9 +26,6 @@ FAST = {"retry_backoff_ms": 0, "progress_bytes": 8192}
 FILL = b"".join(bytes([i & 0xFF, 0x13, 0x37, i >> 3 & 0xFF]) * 3 + b"code" for i in range(512))
 
 
-_PATTERN = functools.lru_cache(maxsize=8)(fakes.pattern)
-
-
 class Gc:
     # inflate's gc: counts collects (a full collect under pytest takes ~0.1 s: most of a test).
     def __init__(self):
@@ -41,7 +38,6 @@ class Gc:
 @pytest.fixture(autouse=True)
 def deflate_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "deflate", fake_deflate)
-    monkeypatch.setattr(fakes, "pattern", _PATTERN)  # bytes: the same slot filler every time
 
 
 @pytest.fixture(autouse=True)
