@@ -262,6 +262,20 @@ def make_device(slot_size=0x40000, running="ota_0", otadata=False, **kw):
     return esp
 
 
+def put(writer, data):
+    # What fetch.py does with an ota.writer.SlotWriter: read into its free space, then commit.
+    # Returns len(data). Raises as commit() (too_large once past the slot).
+    data = memoryview(data)
+    done = 0
+    while done < len(data):
+        free = writer.free_space()
+        n = min(len(free), len(data) - done)
+        free[:n] = data[done:done + n]
+        writer.commit(n)
+        done += n
+    return done
+
+
 def add_otadata(esp):
     # The data/ota partition, erased, first in the table (as in partitions.csv).
     esp.slots["otadata"] = Slot("otadata", 2 * SECTOR, 0xD000, 0x00, type_=1)

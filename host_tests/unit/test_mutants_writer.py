@@ -5,6 +5,7 @@ import hashlib
 import pytest
 
 import fakes
+from fakes import put
 from ota.errors import OtaError
 from ota.writer import SlotWriter
 
@@ -16,17 +17,6 @@ def writer(slot_size, buf_size, block_size=4096):
     running = esp.Partition(esp.Partition.RUNNING)
     part = esp.Partition("ota_1", block_size)
     return esp, SlotWriter(part, bytearray(buf_size), running.info())
-
-
-def put(w, data):
-    data = memoryview(data)
-    done = 0
-    while done < len(data):
-        free = w.free_space()
-        n = min(len(free), len(data) - done)
-        free[:n] = data[done:done + n]
-        w.commit(n)
-        done += n
 
 
 def test_a_partition_whose_block_size_is_not_a_sector_is_refused():

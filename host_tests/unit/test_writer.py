@@ -7,6 +7,7 @@ import subprocess
 import pytest
 
 import fakes
+from fakes import put
 from paths import DRIVERS, LIB, MICROPYTHON
 from ota.errors import OtaError
 from ota.writer import SlotWriter
@@ -21,20 +22,6 @@ def target(esp):
 
 def written(esp, label="ota_1"):
     return esp.slots[label]
-
-
-def put(w, data):
-    # What fetch.py does with the writer: read into its free space, then commit. Returns len(data).
-    # Raises as commit() (too_large once past the slot).
-    data = memoryview(data)
-    done = 0
-    while done < len(data):
-        free = w.free_space()
-        n = min(len(free), len(data) - done)
-        free[:n] = data[done:done + n]
-        w.commit(n)
-        done += n
-    return done
 
 
 @pytest.mark.parametrize("size", [1, 4095, 4096, 4097, 50000, 3 * 4096, SLOT])
