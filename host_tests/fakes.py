@@ -276,6 +276,17 @@ def put(writer, data):
     return done
 
 
+def body_of(resp, size=64):
+    # The whole body of an ota.http_response.Response, read as fetch.py reads it: readinto a buffer.
+    out = bytearray()
+    buf = bytearray(size)
+    while True:
+        n = resp.readinto(buf)
+        if n == 0:
+            return bytes(out)
+        out += buf[:n]
+
+
 def add_otadata(esp):
     # The data/ota partition, erased, first in the table (as in partitions.csv).
     esp.slots["otadata"] = Slot("otadata", 2 * SECTOR, 0xD000, 0x00, type_=1)

@@ -642,6 +642,7 @@ def test_health_timeout_without_mqtt_rolls_back(env):
         a.run()
     record = jobs.Jobs(env.jobs_path).current
     assert (record["state"], record["reason"]) == ("rolling_back", "health_timeout")
+    assert record["detail"] == "no MQTT: [Errno 111] ECONNREFUSED"  # the last link error, named
 
 
 def test_reset_during_download_reported_interrupted(env):

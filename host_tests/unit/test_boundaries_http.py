@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from fakes import body_of
 from ota import https
 from ota.errors import OtaError
 from ota.http_response import Response, read_head
@@ -37,16 +38,6 @@ def answer(raw, start=0):
     stream = Stream(raw)
     status, fields = read_head(stream)
     return Response(stream, status, fields, start, "https://h/x")
-
-
-def body_of(resp, size=64):
-    out = bytearray()
-    buf = bytearray(size)
-    while True:
-        n = resp.readinto(buf)
-        if n == 0:
-            return bytes(out)
-        out += buf[:n]
 
 
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

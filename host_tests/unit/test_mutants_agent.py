@@ -442,17 +442,6 @@ def test_main_hands_the_config_problem_to_the_agent(env, main_env):
     assert (record["state"], record["reason"]) == ("rolling_back", "bad_config")
 
 
-def test_the_health_timeout_names_the_last_link_error(env):
-    _update_boot(env)
-    FakeMQTT.fail_connect = 1000
-    a = env.make(ota={"health_timeout_s": 5})
-    a.gate.timeout_ms = 0
-    with pytest.raises(Reset):
-        a.run()
-    record = jobs.Jobs(env.jobs_path).current
-    assert (record["reason"], record["detail"]) == ("health_timeout", "no MQTT: [Errno 111] ECONNREFUSED")
-
-
 def test_the_self_test_gets_the_agents_config(env, monkeypatch):
     _update_boot(env)
     seen = []

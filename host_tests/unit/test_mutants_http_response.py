@@ -7,6 +7,7 @@ import io
 import pytest
 
 import fakes  # noqa: F401  (puts lib/ on sys.path)
+from fakes import body_of
 from ota.errors import OtaError
 from ota.http_response import HEADER_LINE, Response, _read_fields, read_head
 
@@ -49,16 +50,6 @@ def reason(call, *args, **kw):
     with pytest.raises(OtaError) as e:
         call(*args, **kw)
     return e.value.reason
-
-
-def body_of(resp, size=64):
-    out = bytearray()
-    buf = bytearray(size)
-    while True:
-        n = resp.readinto(buf)
-        if n == 0:
-            return bytes(out)
-        out += buf[:n]
 
 
 CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
