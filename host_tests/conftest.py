@@ -98,3 +98,24 @@ def conn(broker):
     yield make
     for c in connections:
         c.close()
+
+
+@pytest.fixture(autouse=True)
+def _catalogued_messages(request):
+    # Unit tests only: every message our code makes during the test must be in host_tests/messages.txt
+    # (message_catalogue.py says why; `make messages` rewrites the file after a deliberate change).
+    if request.node.path.parent.name != "unit":
+        yield
+        return
+    from message_catalogue import Watch
+
+    watch = Watch()
+    watch.start()
+    try:
+        yield
+    finally:
+        unknown = watch.finish()
+    if unknown:
+        pytest.fail("message_not_catalogued: not in host_tests/messages.txt (a new or changed message: "
+                    "`make messages` rewrites the file; review its diff): %s" % "; ".join(map(repr, unknown)),
+                    pytrace=False)
