@@ -119,3 +119,14 @@ def _catalogued_messages(request):
         pytest.fail("message_not_catalogued: not in host_tests/messages.txt (a new or changed message: "
                     "`make messages` rewrites the file; review its diff): %s" % "; ".join(map(repr, unknown)),
                     pytrace=False)
+
+
+def pytest_collection_finish(session):
+    # The device package calls gc.collect() where MicroPython needs it (before a TLS handshake, per
+    # connection); on CPython each call walks every object pytest, hypothesis and the collected test
+    # modules made, a tenth of a second each. Freezing what exists after collection leaves those out
+    # of every later collection; what the tests make afterwards is collected as before.
+    import gc
+
+    gc.collect()
+    gc.freeze()

@@ -9,8 +9,8 @@
 # list of messages, reviewed as a diff whenever one changes (`make messages` rewrites it).
 #
 # Only messages made by our code count: the caller's module must be under ota. or otactl. (a test's
-# own OtaError does not). Numbers become "#", temporary paths "<tmp>", long hex strings "<hex>":
-# they vary with the machine and the run, the words do not. internal_error is left out: its detail is CPython's wording of an
+# own OtaError does not). Numbers become "#", temporary paths "<tmp>", hex numbers and long hex
+# strings "<hex>": they vary with the machine, the run and the test data, the words do not. internal_error is left out: its detail is CPython's wording of an
 # unexpected exception, which changes between Python versions.
 import builtins
 import os
@@ -21,7 +21,7 @@ PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "messages.txt")
 RECORD_ENV = "OTA_MESSAGES_RECORD"  # a file: append what the tests make instead of checking it
 _FOREIGN_REASONS = ("internal_error",)
 _TMP = re.compile(r"/tmp/[^\s'\"(),:]+")
-_HEX = re.compile(r"\b[0-9a-fA-F]{16,}\b")  # keys, hashes: made at random by some tests
+_HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{16,}\b")  # byte values, keys, hashes: test data
 _NUMBER = re.compile(r"\d+")
 
 _current = None  # the set the running unit test records into, or None

@@ -8,13 +8,22 @@
 #   MUTATE_TESTS="host_tests/test_writer.py host_tests/test_mutants_writer.py"   only these test files
 #                        (instead of scripts/mutate.toml's list: mutmut first runs every selected test
 #                        once to learn which test reaches which function, minutes on a busy machine)
+#   MUTATE_AGAIN=build/mutate-full   after new tests: run again only what that earlier run left alive
+#                        (survivors, unchecked mutants, every mutant of a module changed since); the
+#                        score merges both runs (scripts/mutate_score.py --again / --base)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 [ -x "$PY" ] || { echo "mutate: .venv is missing: run make venv" >&2; exit 2; }
 "$PY" -m pip install -q -r requirements-mutate.txt
 ROOT=$(pwd)
+if [ -n "${MUTATE_AGAIN:-}" ]; then
+  [ -d "$MUTATE_AGAIN/mutants" ] || { echo "mutate: MUTATE_AGAIN=$MUTATE_AGAIN holds no earlier run" >&2; exit 2; }
+  MUTATE_ONLY=$("$PY" scripts/mutate_score.py --again "$MUTATE_AGAIN")
+  [ -n "$MUTATE_ONLY" ] || { echo "mutate: $MUTATE_AGAIN left no mutant alive"; exit 0; }
+fi
 STAGE=${MUTATE_STAGE:-build/mutate}  # another one runs a second batch beside the first
+[ "${MUTATE_AGAIN:-}" != "$STAGE" ] || { echo "mutate: MUTATE_AGAIN is the stage itself: set MUTATE_STAGE" >&2; exit 2; }
 # The staging tree: the repository with lib/ota moved to src/ota (see scripts/mutate.toml for why).
 rm -rf "$STAGE"
 mkdir -p "$STAGE/src"
@@ -58,5 +67,5 @@ set +e -f  # -f: the globs of MUTATE_ONLY are mutmut's, not the shell's
 "$ROOT/.venv/bin/mutmut" run --max-children "${MUTATE_JOBS:-2}" ${MUTATE_ONLY:-}
 status=$?
 set -e +f
-"$ROOT/$PY" "$ROOT/scripts/mutate_score.py" .
+"$ROOT/$PY" "$ROOT/scripts/mutate_score.py" . ${MUTATE_AGAIN:+--base "$ROOT/$MUTATE_AGAIN"}
 exit $status

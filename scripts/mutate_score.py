@@ -3,6 +3,13 @@
 Run from the staging tree (build/mutate). Prints one line per module and the totals, and writes
 survivors.txt: each mutant that survived (or that no selected test reached), as a diff of its function.
 
+    mutate_score.py STAGE [--base EARLIER_STAGE]   the score; with --base, the earlier run's verdicts
+                                                   stand where this run did not check the mutant again
+    mutate_score.py --again EARLIER_STAGE          the mutants to run again after new tests: every
+                                                   survivor or unchecked mutant of the earlier run, and
+                                                   every mutant of a module whose source changed since
+                                                   (its mutants are numbered anew), as mutmut's names
+
 Two scores. "all": killed / checked, every mutant mutmut made. "behaviour": the same without the
 mutants that change nothing but the words of a message (an OtaError's detail, print()'s arguments,
 a string constant that is not a code), which no test should pin word for word. Reason codes, field
@@ -95,16 +102,59 @@ def message_only(orig, mutant):
     return changed
 
 
-def main(out_dir="."):
+_CAUGHT = ("killed", "timeout", "segfault")  # a mutant that hangs or crashes is caught
+
+
+def _metas(stage):
+    # {module: (meta path, the module's unmutated source as the stage copied it)}
+    out = {}
+    for meta in sorted(glob.glob(os.path.join(stage, "mutants", "src", "**", "*.py.meta"), recursive=True)):
+        relative = os.path.relpath(meta[:-len(".meta")], os.path.join(stage, "mutants", "src"))
+        out[relative[:-3].replace(os.sep, ".")] = (meta, os.path.join(stage, "src", relative))
+    return out
+
+
+def _codes(meta):
+    return json.load(open(meta)).get("exit_code_by_key", {})
+
+
+def _same_file(a, b):
+    try:
+        return open(a, "rb").read() == open(b, "rb").read()
+    except OSError:
+        return False
+
+
+def again(base, root="."):
+    # mutmut's names (or "module.*") to run again: see the module's docstring.
+    names = []
+    for module, (meta, source) in _metas(base).items():
+        package, name = module.split(".", 1)
+        current = os.path.join(root, "lib" if package == "ota" else "", package, name.replace(".", os.sep) + ".py")
+        if not _same_file(source, current):
+            names.append(module + ".*")
+            continue
+        names += sorted(n for n, code in _codes(meta).items()
+                        if code is None or status_by_exit_code.get(code, "suspicious") not in _CAUGHT)
+    return names
+
+
+def main(out_dir=".", base=None):
     rows = {}
     survivors = []
-    for meta in sorted(glob.glob(os.path.join(out_dir, "mutants", "src", "**", "*.py.meta"), recursive=True)):
-        source = meta[:-len(".meta")]
-        module = os.path.relpath(source, os.path.join(out_dir, "mutants", "src"))[:-3].replace(os.sep, ".")
-        codes = json.load(open(meta)).get("exit_code_by_key", {})
+    earlier = _metas(base) if base else {}
+    now = _metas(out_dir)
+    for module in sorted(set(now) | set(earlier)):
+        meta, source = now.get(module) or earlier[module]  # a module this run left out: the earlier verdicts
+        codes = _codes(meta)
+        if module in now and module in earlier and _same_file(earlier[module][1], source):
+            # this run's verdicts over the earlier run's, where this run checked the mutant again
+            merged = _codes(earlier[module][0])
+            merged.update({n: code for n, code in codes.items() if code is not None})
+            codes = merged
         if all(code is None for code in codes.values()):  # a module MUTATE_ONLY left out
             continue
-        defs = functions(source)
+        defs = functions(meta[:-len(".meta")])  # the mutated file: every mutant's function beside the original
         row = rows.setdefault(module, {"mutants": 0, "checked": 0, "killed": 0, "survived": 0, "no tests": 0,
                                        "timeout": 0, "message": 0, "message_killed": 0})
         for name, code in codes.items():
@@ -119,7 +169,7 @@ def main(out_dir="."):
                 message = message_only(defs[orig_name][1], defs[mangled][1])
             row["checked"] += 1
             row["message"] += message
-            if status in ("killed", "timeout", "segfault"):  # a mutant that hangs or crashes is caught
+            if status in _CAUGHT:
                 row["killed"] += 1
                 row["message_killed"] += message
                 row["timeout"] += status != "killed"
@@ -152,4 +202,11 @@ def main(out_dir="."):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    args = sys.argv[1:]
+    if args[:1] == ["--again"]:
+        print(" ".join(again(args[1])))
+    elif "--base" in args:
+        at = args.index("--base")
+        main(*(args[:at] + args[at + 2:]), base=args[at + 1])
+    else:
+        main(*args)
