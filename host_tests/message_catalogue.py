@@ -23,12 +23,16 @@ _FOREIGN_REASONS = ("internal_error",)
 _TMP = re.compile(r"/tmp/[^\s'\"(),:]+")
 _HEX = re.compile(r"\b0x[0-9a-fA-F]+\b|\b[0-9a-fA-F]{16,}\b")  # byte values, keys, hashes: test data
 _NUMBER = re.compile(r"\d+")
+# mutmut runs every function under a mangled name (x_f__mutmut_orig, xǁCǁm__mutmut_orig), which a
+# message quoting a Python error about it ("C.m() got an unexpected keyword argument") then carries.
+_MUTMUT = re.compile("x\u01c1\\w+?\u01c1(\\w+?)__mutmut_(?:orig|\\d+)|\\bx_(\\w+?)__mutmut_(?:orig|\\d+)")
 
 _current = None  # the set the running unit test records into, or None
 _installed = False
 
 
 def normalise(text):
+    text = _MUTMUT.sub(lambda m: m.group(1) or m.group(2), text)
     text = _NUMBER.sub("#", _HEX.sub("<hex>", _TMP.sub("<tmp>", text)))
     return text.encode("unicode_escape").decode("ascii")  # one line each, whatever the bytes
 

@@ -11,6 +11,11 @@ def test_normalise_keeps_words_and_hides_what_varies_between_runs():
     assert normalise("cannot read /tmp/pytest-of-me/pytest-3/t0/x.json: gone") == "cannot read <tmp>: gone"
     assert normalise("key " + "ab12" * 8 + " refused, first byte 0xE9") == "key <hex> refused, first byte <hex>"
     assert normalise("line\r\nnext\xff") == "line\\r\\nnext\\xff"  # one line in the file, whatever it holds
+    # Under mutmut a function runs as x_f__mutmut_orig (a method as xǁCǁm__mutmut_3): a Python error
+    # quoted in a message names it so, and must read as it does outside mutmut.
+    assert normalise("(C.x\u01c1C\u01c1__init____mutmut_7() got an unexpected keyword argument 'k')") == \
+        "(C.__init__() got an unexpected keyword argument 'k')"
+    assert normalise("x_split__mutmut_orig() takes 1 argument") == "split() takes # argument"
 
 
 def _watched(action, catalogue_lines, tmp_path, monkeypatch):
