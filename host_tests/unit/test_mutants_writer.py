@@ -141,3 +141,17 @@ def test_restart_keeps_the_counters_of_the_job():
     assert len(w.free_space()) == SECTOR
     w.restart()
     assert w.restarts == 2
+
+
+def test_readback_sha256_feeds_the_watchdog_once_per_buffer_read():
+    # a caller with a watchdog: reading back a 1.5 MB slot takes seconds, so the feed it passes must
+    # reach every buffer read, as readback()'s does (mutants readback_sha256 _4, _7 dropped it)
+    esp = fakes.make_device(8 * SECTOR)
+    running = esp.Partition(esp.Partition.RUNNING).info()
+    w = SlotWriter(esp.Partition("ota_1"), bytearray(SECTOR), running)
+    data = fakes.pattern(3 * SECTOR + 7, seed=21)
+    put(w, data)
+    w.finish()
+    fed = []
+    assert w.readback_sha256(len(data), lambda: fed.append(1)) == hashlib.sha256(data).digest()
+    assert len(fed) == 4  # 3 whole buffers and the one holding the last 7 bytes
