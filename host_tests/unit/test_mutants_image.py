@@ -246,3 +246,17 @@ def test_sha_covers_header_and_segment_headers():
         bad[offset] ^= 1
         assert reason(verify, bytes(bad), step=13) == "bad_image_hash", offset
     assert hashlib.sha256(blob[:-32]).digest() == blob[-32:]
+
+
+def test_every_descriptor_text_field_that_fills_its_bytes_stops_at_its_end():
+    # esp_app_desc_t: version[32] at 0x30, project_name[32] 0x50, time[16] 0x70, date[16] 0x80,
+    # idf_ver[32] 0x90, then app_elf_sha256 at 0xB0. A field with no NUL is all its bytes and not one
+    # of the next field's (mutants parse_descriptor _52, _62, _72, _82 read one byte more).
+    head = bytearray(HEAD)
+    fields = (("version", 0x30, 32, b"a"), ("project_name", 0x50, 32, b"b"), ("time", 0x70, 16, b"c"),
+              ("date", 0x80, 16, b"d"), ("idf_ver", 0x90, 32, b"e"))
+    for name, at, size, fill in fields:
+        head[at:at + size] = fill * size
+    head[0xB0] = ord("Z")  # the ELF hash's first byte: not text of idf_ver
+    info = image.parse_descriptor(bytes(head))
+    assert [info[name] for name, _, _, _ in fields] == [(fill * size).decode() for _, _, size, fill in fields]
