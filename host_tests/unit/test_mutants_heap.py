@@ -160,3 +160,20 @@ def test_a_heap_that_does_not_grow_never_counts_the_idf_block_as_its_own(monkeyp
     with pytest.raises(OtaError) as e:
         heap.check(8001, esp32=Idf(60000))
     assert (e.value.reason, e.value.detail) == ("low_memory", "gc free 8000 < 8001 needed")
+
+
+def test_a_port_without_gc_mem_free_skips_the_gc_bound(monkeypatch):
+    # CPython (host tools, otactl's inspector) has no gc.mem_free: only the IDF block is checked
+    # (mutants check _8, check_stream _6 asked getattr without its default)
+    monkeypatch.delattr(heap.gc, "mem_free", raising=False)
+    assert _reason(heap.check, 10 ** 9, esp32=NoIdf()) is None
+    assert _reason(heap.check_stream, 10 ** 9) is None
+    assert _reason(heap.check, 10 ** 9, esp32=Idf(heap.TLS_BYTES - 1)) == "low_memory"
+
+
+def test_the_largest_block_of_an_exhausted_heap_is_zero():
+    # telemetry samples largest_idf_block(): a heap with no free block, or no region, says 0 bytes
+    # (mutant largest_idf_block _12 started from 1)
+    assert heap.largest_idf_block(Idf(0, 0)) == 0
+    assert heap.largest_idf_block(Idf()) == 0
+    assert heap.largest_idf_block(Idf(0, 7, 3)) == 7
