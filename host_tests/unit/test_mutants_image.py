@@ -260,3 +260,13 @@ def test_every_descriptor_text_field_that_fills_its_bytes_stops_at_its_end():
     head[0xB0] = ord("Z")  # the ELF hash's first byte: not text of idf_ver
     info = image.parse_descriptor(bytes(head))
     assert [info[name] for name, _, _, _ in fields] == [(fill * size).decode() for _, _, size, fill in fields]
+
+
+def test_a_bad_segment_length_names_where_its_header_starts():
+    # the operator's detail points at the segment header in the file: 24 (image header) + 8 + 4 bytes
+    # of the first segment = 0x24 (the catalogue hides numbers: mutants _next _49, _50 moved it)
+    blob = bytearray(image_of([(1, b"abcd"), (2, b"efgh")]))
+    struct.pack_into("<I", blob, 24 + 8 + 4 + 4, 5)
+    with pytest.raises(OtaError) as e:
+        verify(bytes(blob), step=7)
+    assert (e.value.reason, e.value.detail) == ("bad_segments", "segment at 0x24: length 0x5 is invalid")

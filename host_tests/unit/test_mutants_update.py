@@ -223,3 +223,14 @@ def test_an_artifact_without_encoding_is_the_plain_download():
     assert result["result"] == "ok"
     result, _ = run(fakes.FakeServer(IMG), artifact={})
     assert result["result"] == "ok"
+
+
+def test_a_file_shorter_than_an_image_header_is_truncated_and_nothing_is_written():
+    # 100 bytes: the header check (0x100 bytes) never ran, the bytes never left the buffer. The end
+    # check says so with the count, and the flash was never touched (no catalogued test reached it)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(IMG[:100]), esp=esp)
+    assert (e.value.reason, e.value.detail) == ("truncated", "100 bytes: not even an image header")
+    assert esp.slots["ota_1"].total_erases == 0 and esp.slots["ota_1"].writeblocks_calls == []
+    assert esp.boot == "ota_0" and esp.slots["ota_1"].set_boot_calls == 0
