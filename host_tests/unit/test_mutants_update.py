@@ -234,3 +234,22 @@ def test_a_file_shorter_than_an_image_header_is_truncated_and_nothing_is_written
     assert (e.value.reason, e.value.detail) == ("truncated", "100 bytes: not even an image header")
     assert esp.slots["ota_1"].total_erases == 0 and esp.slots["ota_1"].writeblocks_calls == []
     assert esp.boot == "ota_0" and esp.slots["ota_1"].set_boot_calls == 0
+
+
+def test_a_read_back_segment_that_runs_past_the_slot_is_named(monkeypatch):
+    # The read-back is checked against the slot as the download was: a segment 0 that reads back
+    # longer than the slot is refused at its header, and the detail names what the flash got wrong
+    # (mutants _ReadBack.__init__ _3, verify_and_commit _31 checked the read-back without the slot)
+    esp = fakes.make_device(SLOT)
+    part_cls = esp.Partition
+    real_read = part_cls.readblocks
+
+    def readblocks(self, block, buf, offset=0):
+        real_read(self, block, buf, offset)
+        if self.slot.label == "ota_1" and block == 0:
+            struct.pack_into("<I", buf, 28, 2 * SLOT)  # segment 0's length, past the slot's end
+    monkeypatch.setattr(part_cls, "readblocks", readblocks)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(IMG), esp=esp)
+    assert (e.value.reason, e.value.detail) == ("readback_mismatch", "slot ota_1: too_large")
+    never_bootable(esp)
