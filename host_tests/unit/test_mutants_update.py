@@ -253,3 +253,17 @@ def test_a_read_back_segment_that_runs_past_the_slot_is_named(monkeypatch):
         run(fakes.FakeServer(IMG), esp=esp)
     assert (e.value.reason, e.value.detail) == ("readback_mismatch", "slot ota_1: too_large")
     never_bootable(esp)
+
+
+def test_an_unreadable_running_version_lets_a_trigger_naming_the_project_through(monkeypatch):
+    # The running slot's descriptor cannot be read: its version is unknown, which compat lets through
+    # (nothing to compare with), so a trigger that names the project installs the image (mutant
+    # _running_identity _3 made the unknown version a string that does not parse: bad_version)
+    from ota import version
+
+    def broken(part):
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(version, "read_descriptor", broken)
+    result, esp = run(fakes.FakeServer(IMG), running=None, running_project=None, project="ota-test")
+    assert (result["result"], result["version"]) == ("ok", "1.1.0") and esp.boot == "ota_1"
