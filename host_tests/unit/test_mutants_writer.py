@@ -191,3 +191,22 @@ def test_a_caller_error_says_which_rule_it_broke():
     with pytest.raises(ValueError) as e:
         w.readback(2 * SECTOR + 1, lambda view: None)
     assert str(e.value) == "read-back past the slot"
+
+
+def test_a_whole_buffer_is_flushed_as_the_buffer_itself(monkeypatch):
+    # Each flush of a full buffer hands writeblocks the writer's own memoryview: no slice per 4 KiB
+    # block on the download's path (mutant _flush _2 sliced every time); the padded last block,
+    # shorter than the buffer, is the one slice.
+    esp, w = writer(8 * SECTOR, 2 * SECTOR)
+    part_cls = type(w.partition)
+    real = part_cls.writeblocks
+    handed = []
+
+    def writeblocks(self, block, buf, offset=None):
+        handed.append((block, len(buf), buf is w.view))
+        return real(self, block, buf, offset)
+
+    monkeypatch.setattr(part_cls, "writeblocks", writeblocks)
+    put(w, fakes.pattern(5 * SECTOR, seed=3))
+    w.finish()
+    assert handed == [(0, 2 * SECTOR, True), (2, 2 * SECTOR, True), (4, SECTOR, False)]
