@@ -270,3 +270,15 @@ def test_a_bad_segment_length_names_where_its_header_starts():
     with pytest.raises(OtaError) as e:
         verify(bytes(blob), step=7)
     assert (e.value.reason, e.value.detail) == ("bad_segments", "segment at 0x24: length 0x5 is invalid")
+
+
+def test_a_wrong_appended_hash_shows_the_first_8_bytes_of_both():
+    # The detail an operator compares with `otactl image inspect`: 16 hex digits of the calculated
+    # SHA-256 and of the appended one (the catalogue reads any long hex as <hex>: mutants finish _45,
+    # _47 showed 9 bytes of one of them)
+    bad = APP[:-1] + bytes([APP[-1] ^ 1])
+    with pytest.raises(OtaError) as e:
+        verify(bad, step=1000)
+    calculated = hashlib.sha256(APP[:-32]).hexdigest()[:16]
+    assert (e.value.reason, e.value.detail) == (
+        "bad_image_hash", "SHA-256 calculated %s..., appended %s..." % (calculated, bad[-32:-24].hex()))
