@@ -282,3 +282,17 @@ def test_a_wrong_appended_hash_shows_the_first_8_bytes_of_both():
     calculated = hashlib.sha256(APP[:-32]).hexdigest()[:16]
     assert (e.value.reason, e.value.detail) == (
         "bad_image_hash", "SHA-256 calculated %s..., appended %s..." % (calculated, bad[-32:-24].hex()))
+
+
+def test_too_large_says_at_least_only_before_the_image_length_is_known():
+    # A middle segment refused at its header: the image needs at least its end (more segments come);
+    # the last segment's header gives the whole length: then the detail is that length. Both lines are
+    # in the catalogue, so it cannot tell them apart (mutants _too_large _13, _14 swapped them).
+    blob = image_of([(1, bytes(100)), (2, bytes(200))])
+    need_first = 24 + 8 + 100 + 1 + 32
+    with pytest.raises(OtaError) as e:
+        image_verify.Verifier(need_first - 1).feed(blob[:24 + 8])
+    assert e.value.detail == "image needs at least %d bytes, the slot holds %d" % (need_first, need_first - 1)
+    with pytest.raises(OtaError) as e:
+        verify(blob, slot=len(blob) - 1)
+    assert e.value.detail == "image needs %d bytes, the slot holds %d" % (len(blob), len(blob) - 1)
