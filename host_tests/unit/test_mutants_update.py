@@ -342,3 +342,13 @@ def test_the_image_is_hashed_once_on_the_read_back_not_while_streaming(monkeypat
     result, _ = run(fakes.FakeServer(IMG))
     assert result["result"] == "ok"
     assert hashed == [len(IMG) - 32]  # one verifier hashed, the read-back's: the image up to its hash
+
+
+def test_a_running_project_given_wins_over_the_slots_even_when_the_version_is_read(monkeypatch):
+    # running=None makes update.run read the slot for the version; the project the caller gave is
+    # still the one compared (mutant run _24 took the slot's project as well)
+    from ota import version
+
+    monkeypatch.setattr(version, "read_descriptor", lambda part: {"version": "1.0.0", "project_name": "other"})
+    result, _ = run(fakes.FakeServer(IMG), running=None, running_project="ota-test")
+    assert result["result"] == "ok"
