@@ -352,3 +352,37 @@ def test_a_running_project_given_wins_over_the_slots_even_when_the_version_is_re
     monkeypatch.setattr(version, "read_descriptor", lambda part: {"version": "1.0.0", "project_name": "other"})
     result, _ = run(fakes.FakeServer(IMG), running=None, running_project="ota-test")
     assert result["result"] == "ok"
+
+
+def _compressed(monkeypatch):
+    # An OTAZ container of IMG (docs/COMPRESSED.md), with the CPython stand-in for `deflate`.
+    import sys
+
+    import fake_deflate
+    from otactl import zimage
+
+    monkeypatch.setitem(sys.modules, "deflate", fake_deflate)
+    return zimage.pack_image(IMG), {"encoding": "deflate"}
+
+
+def test_a_compressed_image_of_another_size_is_refused_before_a_byte_is_written(monkeypatch):
+    # update.run hands the trigger's size to the loader, which compares it with the container's
+    # header, before the first erase (mutant run _102 passed None: the end check caught it only after
+    # the whole image was written)
+    blob, art = _compressed(monkeypatch)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(blob), esp=esp, artifact=art, size=len(IMG) + 4)
+    assert (e.value.reason, e.value.detail) == ("size_mismatch", "trigger size %d, container's image %d"
+                                                % (len(IMG) + 4, len(IMG)))
+    assert esp.slots["ota_1"].writeblocks_calls == []
+
+
+def test_a_compressed_image_with_another_sha256_is_refused_before_a_byte_is_written(monkeypatch):
+    # the same for the trigger's sha256 against the container's image hash (mutant run _103)
+    blob, art = _compressed(monkeypatch)
+    esp = fakes.make_device(SLOT)
+    with pytest.raises(OtaError) as e:
+        run(fakes.FakeServer(blob), esp=esp, artifact=art, sha256="00" * 32)
+    assert (e.value.reason, e.value.detail) == ("bad_sha256", "the container is of another image")
+    assert esp.slots["ota_1"].writeblocks_calls == []
