@@ -386,3 +386,21 @@ def test_a_compressed_image_with_another_sha256_is_refused_before_a_byte_is_writ
         run(fakes.FakeServer(blob), esp=esp, artifact=art, sha256="00" * 32)
     assert (e.value.reason, e.value.detail) == ("bad_sha256", "the container is of another image")
     assert esp.slots["ota_1"].writeblocks_calls == []
+
+
+def test_a_compressed_download_feeds_the_watchdog_as_a_plain_one(monkeypatch):
+    # The watchdog's feed reaches the loader of a compressed image too: every chunk decoded, then
+    # every buffer read back (mutants run _109, _119 left the loader without it: only the read-back fed)
+    blob, art = _compressed(monkeypatch)
+    fed = []
+    result, _ = run(fakes.FakeServer(blob), artifact=art, feed=lambda: fed.append(1))
+    assert result["result"] == "ok"
+    chunks = (len(IMG) + 4095) // 4096
+    assert len(fed) >= 2 * chunks
+
+
+def test_the_server_is_asked_for_the_triggers_url():
+    # (mutant run _121 gave the download no URL: the scripted server answers any)
+    server = fakes.FakeServer(IMG)
+    run(server, url="https://fw.example/a/b.bin?v=2")
+    assert [u for u, _, _ in server.opens] == ["https://fw.example/a/b.bin?v=2"]
