@@ -393,8 +393,9 @@ def test_a_compressed_download_feeds_the_watchdog_as_a_plain_one(monkeypatch):
     # every buffer read back (mutants run _109, _119 left the loader without it: only the read-back fed)
     blob, art = _compressed(monkeypatch)
     fed = []
-    result, _ = run(fakes.FakeServer(blob), artifact=art, feed=lambda: fed.append(1))
-    assert result["result"] == "ok"
+    server = fakes.FakeServer(blob)
+    result, _ = run(server, artifact=art, feed=lambda: fed.append(1))
+    assert result["result"] == "ok" and server.opens[0][0] == URL  # (run _100 gave it no URL)
     chunks = (len(IMG) + 4095) // 4096
     assert len(fed) >= 2 * chunks
 
