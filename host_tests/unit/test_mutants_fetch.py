@@ -344,3 +344,19 @@ def test_watchdog_fed_for_every_chunk():
     d, w, sink, _, _ = setup([whole(DATA)], feed=lambda: fed.append(1))
     assert d.run(w, sink) is False
     assert len(fed) == 4  # 3 chunks of the 4 KiB buffer and the read that ends the body
+
+
+def test_a_read_that_fills_the_buffer_reaches_the_sink_without_a_slice():
+    # Zero copy and no allocation per chunk: a read that filled writer.free_space() is handed to the
+    # sink as that very view; only a short read is sliced (mutant _stream _13 sliced every read)
+    d, w, sink, https, esp = setup([whole(DATA)], size=len(DATA))
+    handed = []
+    real = sink.feed
+
+    def feed(data, n):
+        handed.append((n, data is w.view))
+        return real(data, n)
+
+    sink.feed = feed
+    assert d.run(w, sink) is False and bytes(sink.fed) == DATA
+    assert handed == [(4096, True), (4096, True), (len(DATA) - 8192, False)]
