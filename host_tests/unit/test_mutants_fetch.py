@@ -360,3 +360,18 @@ def test_a_read_that_fills_the_buffer_reaches_the_sink_without_a_slice():
     sink.feed = feed
     assert d.run(w, sink) is False and bytes(sink.fed) == DATA
     assert handed == [(4096, True), (4096, True), (len(DATA) - 8192, False)]
+
+
+def test_heap_asked_before_a_reconnect_with_exactly_a_header_line_free(pauses, monkeypatch):
+    # 8 KiB buffer, 6144 bytes kept: 2048 free, exactly a header line, so read_head reads into it
+    # and no extra line buffer is asked for; one byte more kept and it is (mutants run _111, _114:
+    # the bound, and the device's esp32 handed to the check)
+    asked = []
+    monkeypatch.setattr(fetch.heap, "check", lambda need, esp32=None: asked.append((need, esp32)))
+    drop = OtaError("connection_lost", "x")
+    for kept, extra in ((8192 - HEADER_LINE, 0), (8192 - HEADER_LINE + 1, HEADER_LINE)):
+        asked.clear()
+        answers = [lambda s, kept=kept: Resp(DATA, 200, len(DATA), cut=kept, error=drop), whole(DATA)]
+        d, w, sink, https, esp = setup(answers, buf=8192, min_free=1000)
+        assert d.run(w, sink) is False
+        assert asked == [(1000 + extra, esp)]
