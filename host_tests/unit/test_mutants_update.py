@@ -405,3 +405,11 @@ def test_the_server_is_asked_for_the_triggers_url():
     server = fakes.FakeServer(IMG)
     run(server, url="https://fw.example/a/b.bin?v=2")
     assert [u for u, _, _ in server.opens] == ["https://fw.example/a/b.bin?v=2"]
+
+
+def test_the_same_version_answer_in_full():
+    # what jobrun reports for it: nothing written, and the slot that would have been written
+    # (mutants run _152 to _156 renamed or changed "bytes" and "slot")
+    result, esp = run(fakes.FakeServer(IMG), running="1.1.0")
+    assert result == {"result": "same_version", "version": "1.1.0", "bytes": 0, "slot": "ota_1"}
+    assert esp.slots["ota_1"].writeblocks_calls == []
