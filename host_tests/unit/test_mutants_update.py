@@ -413,3 +413,17 @@ def test_the_same_version_answer_in_full():
     result, esp = run(fakes.FakeServer(IMG), running="1.1.0")
     assert result == {"result": "same_version", "version": "1.1.0", "bytes": 0, "slot": "ota_1"}
     assert esp.slots["ota_1"].writeblocks_calls == []
+
+
+def test_a_reconnect_checks_the_heap_of_the_device_it_runs_on(monkeypatch):
+    # update.run hands its esp32 to the download: the heap check before a reconnect asks that
+    # device's IDF heap (mutant run _125 passed None: on CPython that skips the IDF check)
+    from ota import fetch
+
+    asked = []
+    real = fetch.heap.check
+    monkeypatch.setattr(fetch.heap, "check", lambda need, esp32=None: asked.append(esp32) or real(need, esp32))
+    esp = fakes.make_device(SLOT)
+    result, _ = run(fakes.FakeServer(IMG, plans=[{"drop_after": 5000}]), esp=esp)
+    assert result["result"] == "ok" and len(asked) == 2  # before the first connection, then the reconnect
+    assert asked[0] is esp and asked[1] is esp
