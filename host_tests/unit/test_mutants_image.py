@@ -296,3 +296,11 @@ def test_too_large_says_at_least_only_before_the_image_length_is_known():
     with pytest.raises(OtaError) as e:
         verify(blob, slot=len(blob) - 1)
     assert e.value.detail == "image needs %d bytes, the slot holds %d" % (len(blob), len(blob) - 1)
+
+
+def test_a_bad_hash_appended_byte_is_named_in_the_detail():
+    # the value shown is byte 23's (numbers are "#" to the catalogue: mutant check_magic _26 showed
+    # byte 24's)
+    with pytest.raises(OtaError) as e:
+        image.check_header(patched(patched(HEAD, 23, "<B", 0x7F), 24, "<B", 0x11), None)
+    assert (e.value.reason, e.value.detail) == ("not_app_image", "hash_appended byte is 0x7f, not 0 or 1")
