@@ -302,5 +302,5 @@ def test_a_bad_hash_appended_byte_is_named_in_the_detail():
     # the value shown is byte 23's (numbers are "#" to the catalogue: mutant check_magic _26 showed
     # byte 24's)
     with pytest.raises(OtaError) as e:
-        image.check_header(patched(patched(HEAD, 23, "<B", 0x7F), 24, "<B", 0x11), None)
-    assert (e.value.reason, e.value.detail) == ("not_app_image", "hash_appended byte is 0x7f, not 0 or 1")
+        image.check_header(patched(patched(HEAD, 23, "<B", 0x42), 24, "<B", 0x11), None)
+    assert (e.value.reason, e.value.detail) == ("not_app_image", "hash_appended byte is 0x42, not 0 or 1")
