@@ -375,3 +375,37 @@ def test_heap_asked_before_a_reconnect_with_exactly_a_header_line_free(pauses, m
         d, w, sink, https, esp = setup(answers, buf=8192, min_free=1000)
         assert d.run(w, sink) is False
         assert asked == [(1000 + extra, esp)]
+
+
+def test_the_stream_checks_the_heap_once_per_64_kib(monkeypatch):
+    # check_stream every _HEAP_EVERY bytes, not every chunk (mutant _stream _19 set the next check
+    # 64 KiB back: a check on every chunk after the first)
+    checks = []
+    monkeypatch.setattr(fetch.heap, "check_stream", lambda need: checks.append(need))
+    data = fakes.pattern(3 * 65536 + 100, seed=5)
+    esp = fakes.make_device(4 * 65536)  # a slot bigger than this file's SLOT: 3 checks' worth
+    w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
+    d = fetch.Download("https://fw.example/a", len(data), cfg(min_free=1000), Https([whole(data)]), esp,
+                       None, {"token": None})
+    sink = Sink(w)
+    assert d.run(w, sink) is False and bytes(sink.fed) == data
+    assert checks == [1000, 1000, 1000]  # at 64, 128 and 192 KiB
+
+
+def test_after_a_200_restart_the_heap_checks_count_from_byte_0_again(pauses, monkeypatch):
+    # The server ignored Range and sent the whole file again: the stream's counters start again at
+    # byte 0, so the checks fall at 64, 128 and 192 KiB of the new answer (mutant _accept _23 started
+    # them at byte 1: a check at 68 KiB, one fewer in all)
+    checks = []
+    monkeypatch.setattr(fetch.heap, "check_stream", lambda need: checks.append(need))
+    monkeypatch.setattr(fetch.heap, "check", lambda need, esp32=None: None)
+    data = fakes.pattern(3 * 65536 + 100, seed=6)
+    drop = OtaError("connection_lost", "x")
+    answers = [lambda s: Resp(data, 200, len(data), cut=5000, error=drop), lambda s: Resp(data, 200, len(data))]
+    esp = fakes.make_device(4 * 65536)
+    w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
+    d = fetch.Download("https://fw.example/a", len(data), cfg(min_free=1000), Https(answers), esp,
+                       None, {"token": None})
+    sink = Sink(w)
+    assert d.run(w, sink) is False and d.restarts == 1 and bytes(sink.fed) == data
+    assert checks == [1000, 1000, 1000]
