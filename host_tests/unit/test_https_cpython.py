@@ -166,3 +166,17 @@ def test_206_range_and_total_star(env):
     url = raw_server(env.pki, b"HTTP/1.1 206 P\r\nContent-Range: bytes 3-7/*\r\n\r\nabcde")
     resp, body = fetch(env, url, start=3)
     assert (resp.range_start, resp.total, resp.length, body) == (3, None, 5, b"abcde")
+
+
+@pytest.mark.parametrize("cert", ["wrong_host", "expired", "rogue"])
+def test_a_server_certificate_that_does_not_verify_is_refused(env, cert):
+    # The device trusts its CA for the host it asked for, and only then: a certificate of our CA for
+    # another name, one past its validity, and one of another CA for the right name are each
+    # tls_verify_failed, and no request reaches that server (mutant context__mutmut_19,
+    # SSLContext(None), dropped the hostname check: CPython's PROTOCOL_TLS_CLIENT is what sets it).
+    pki = env.pki
+    with DevServer(str(env.server.root), getattr(pki, cert + "_cert"), getattr(pki, cert + "_key")) as bad:
+        with pytest.raises(OtaError) as info:
+            fetch(env, bad.url("fw.bin"))
+        assert info.value.reason == "tls_verify_failed"
+        assert bad.requests == []

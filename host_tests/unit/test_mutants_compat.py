@@ -120,3 +120,14 @@ def test_slots_on_a_factory_only_table():
     slots = Slots(FakeEsp32([factory], running="factory"))
     assert slots.running == "factory" and slots.other is None
     assert (slots.version, slots.project) == ("1.0.0", "switch")
+
+
+def test_a_caller_that_names_no_policy_gets_the_safe_one():
+    # allow_downgrade defaults to False in check() and check_version(): a caller that forgets the
+    # policy (every one passes it today) refuses downgrades and unorderable versions rather than
+    # installing them (mutants check_version _1, check _1 made the default True)
+    info = {"project_name": "switch", "version": "1.0.0"}
+    assert reason(compat.check, info, "switch", "2.0.0") == "downgrade"
+    assert reason(compat.check_version, "1.0.0", "2.0.0") == "downgrade"
+    assert reason(compat.check_version, "nightly", None) == "bad_version"
+    assert compat.check(info, "switch", "0.9.0") == ("1.0.0", False)

@@ -344,3 +344,68 @@ def test_watchdog_fed_for_every_chunk():
     d, w, sink, _, _ = setup([whole(DATA)], feed=lambda: fed.append(1))
     assert d.run(w, sink) is False
     assert len(fed) == 4  # 3 chunks of the 4 KiB buffer and the read that ends the body
+
+
+def test_a_read_that_fills_the_buffer_reaches_the_sink_without_a_slice():
+    # Zero copy and no allocation per chunk: a read that filled writer.free_space() is handed to the
+    # sink as that very view; only a short read is sliced (mutant _stream _13 sliced every read)
+    d, w, sink, https, esp = setup([whole(DATA)], size=len(DATA))
+    handed = []
+    real = sink.feed
+
+    def feed(data, n):
+        handed.append((n, data is w.view))
+        return real(data, n)
+
+    sink.feed = feed
+    assert d.run(w, sink) is False and bytes(sink.fed) == DATA
+    assert handed == [(4096, True), (4096, True), (len(DATA) - 8192, False)]
+
+
+def test_heap_asked_before_a_reconnect_with_exactly_a_header_line_free(pauses, monkeypatch):
+    # 8 KiB buffer, 6144 bytes kept: 2048 free, exactly a header line, so read_head reads into it
+    # and no extra line buffer is asked for; one byte more kept and it is (mutants run _111, _114:
+    # the bound, and the device's esp32 handed to the check)
+    asked = []
+    monkeypatch.setattr(fetch.heap, "check", lambda need, esp32=None: asked.append((need, esp32)))
+    drop = OtaError("connection_lost", "x")
+    for kept, extra in ((8192 - HEADER_LINE, 0), (8192 - HEADER_LINE + 1, HEADER_LINE)):
+        asked.clear()
+        answers = [lambda s, kept=kept: Resp(DATA, 200, len(DATA), cut=kept, error=drop), whole(DATA)]
+        d, w, sink, https, esp = setup(answers, buf=8192, min_free=1000)
+        assert d.run(w, sink) is False
+        assert asked == [(1000 + extra, esp)]
+
+
+def test_the_stream_checks_the_heap_once_per_64_kib(monkeypatch):
+    # check_stream every _HEAP_EVERY bytes, not every chunk (mutant _stream _19 set the next check
+    # 64 KiB back: a check on every chunk after the first)
+    checks = []
+    monkeypatch.setattr(fetch.heap, "check_stream", lambda need: checks.append(need))
+    data = fakes.pattern(3 * 65536 + 100, seed=5)
+    esp = fakes.make_device(4 * 65536)  # a slot bigger than this file's SLOT: 3 checks' worth
+    w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
+    d = fetch.Download("https://fw.example/a", len(data), cfg(min_free=1000), Https([whole(data)]), esp,
+                       None, {"token": None})
+    sink = Sink(w)
+    assert d.run(w, sink) is False and bytes(sink.fed) == data
+    assert checks == [1000, 1000, 1000]  # at 64, 128 and 192 KiB
+
+
+def test_after_a_200_restart_the_heap_checks_count_from_byte_0_again(pauses, monkeypatch):
+    # The server ignored Range and sent the whole file again: the stream's counters start again at
+    # byte 0, so the checks fall at 64, 128 and 192 KiB of the new answer (mutant _accept _23 started
+    # them at byte 1: a check at 68 KiB, one fewer in all)
+    checks = []
+    monkeypatch.setattr(fetch.heap, "check_stream", lambda need: checks.append(need))
+    monkeypatch.setattr(fetch.heap, "check", lambda need, esp32=None: None)
+    data = fakes.pattern(3 * 65536 + 100, seed=6)
+    drop = OtaError("connection_lost", "x")
+    answers = [lambda s: Resp(data, 200, len(data), cut=5000, error=drop), lambda s: Resp(data, 200, len(data))]
+    esp = fakes.make_device(4 * 65536)
+    w = SlotWriter(esp.Partition("ota_1"), bytearray(4096), esp.Partition(esp.Partition.RUNNING).info())
+    d = fetch.Download("https://fw.example/a", len(data), cfg(min_free=1000), Https(answers), esp,
+                       None, {"token": None})
+    sink = Sink(w)
+    assert d.run(w, sink) is False and d.restarts == 1 and bytes(sink.fed) == data
+    assert checks == [1000, 1000, 1000]

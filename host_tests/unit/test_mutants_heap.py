@@ -107,3 +107,73 @@ def test_tls_check_is_skipped_when_the_port_has_no_idf_heap(monkeypatch):
 def test_tls_bytes_is_one_verified_session():
     # docs/CHIP.md §5: about 42 KB of IDF heap per verified TLS session.
     assert heap.TLS_BYTES == 43008
+
+
+# ---- the esp32 port: the GC heap grows into the IDF heap (session 21) ---------------------------
+# There gc.mem_free() counts the largest free IDF block too (heap.check's comment): the GC heap's own
+# free bytes are what is left without it, and what they lack must fit in that block beside the TLS
+# session. CPython's heap._GROWS is False: each test sets it as the chip has it.
+
+def test_growing_heap_own_bytes_exactly_enough(monkeypatch):
+    monkeypatch.setattr(heap, "_GROWS", True)
+    GcFree(monkeypatch, 5000 + 60000)  # 5000 of its own, the 60000-byte IDF block counted in
+    assert _reason(heap.check, 5000, esp32=Idf(60000)) is None
+
+
+def test_growing_heap_borrows_from_the_idf_block_up_to_what_tls_leaves(monkeypatch):
+    monkeypatch.setattr(heap, "_GROWS", True)
+    spare = 60000 - heap.TLS_BYTES  # what the block holds beside one TLS session
+    GcFree(monkeypatch, 5000 + 60000)
+    assert _reason(heap.check, 5000 + spare, esp32=Idf(60000)) is None  # the block exactly shared
+    with pytest.raises(OtaError) as e:
+        heap.check(5000 + spare + 1, esp32=Idf(60000))
+    assert e.value.reason == "low_memory"
+    assert e.value.detail == "gc free 65000 (60000 of it the largest idf block) < %d needed + %d for TLS" % (
+        5000 + spare + 1, heap.TLS_BYTES)
+
+
+def test_growing_heap_counts_the_idf_block_once_not_twice(monkeypatch):
+    # 50000 free in all, 45000 of it the IDF block: the GC heap has 5000 of its own. Asking 6000
+    # takes 1000 from the block, leaving 44000 >= TLS: fine. Asking 7000 leaves 43000 < 43008: short,
+    # although 50000 "free" looks like plenty for both.
+    monkeypatch.setattr(heap, "_GROWS", True)
+    GcFree(monkeypatch, 50000)
+    assert _reason(heap.check, 6000, esp32=Idf(45000)) is None
+    assert _reason(heap.check, 7000, esp32=Idf(45000)) == "low_memory"
+
+
+def test_growing_heap_without_an_idf_heap_to_ask_is_the_plain_bound(monkeypatch):
+    monkeypatch.setattr(heap, "_GROWS", True)
+    GcFree(monkeypatch, 8000)
+    assert _reason(heap.check, 8000, esp32=NoIdf()) is None
+    with pytest.raises(OtaError) as e:
+        heap.check(8001, esp32=NoIdf())
+    assert (e.value.reason, e.value.detail) == ("low_memory", "gc free 8000 < 8001 needed")
+
+
+def test_a_heap_that_does_not_grow_never_counts_the_idf_block_as_its_own(monkeypatch):
+    # the Unix port and the simulator (fixed heap): gc.mem_free() is the GC heap alone, whatever
+    # block the IDF heap has
+    monkeypatch.setattr(heap, "_GROWS", False)
+    GcFree(monkeypatch, 8000)
+    assert _reason(heap.check, 8000, esp32=Idf(60000)) is None
+    with pytest.raises(OtaError) as e:
+        heap.check(8001, esp32=Idf(60000))
+    assert (e.value.reason, e.value.detail) == ("low_memory", "gc free 8000 < 8001 needed")
+
+
+def test_a_port_without_gc_mem_free_skips_the_gc_bound(monkeypatch):
+    # CPython (host tools, otactl's inspector) has no gc.mem_free: only the IDF block is checked
+    # (mutants check _8, check_stream _6 asked getattr without its default)
+    monkeypatch.delattr(heap.gc, "mem_free", raising=False)
+    assert _reason(heap.check, 10 ** 9, esp32=NoIdf()) is None
+    assert _reason(heap.check_stream, 10 ** 9) is None
+    assert _reason(heap.check, 10 ** 9, esp32=Idf(heap.TLS_BYTES - 1)) == "low_memory"
+
+
+def test_the_largest_block_of_an_exhausted_heap_is_zero():
+    # telemetry samples largest_idf_block(): a heap with no free block, or no region, says 0 bytes
+    # (mutant largest_idf_block _12 started from 1)
+    assert heap.largest_idf_block(Idf(0, 0)) == 0
+    assert heap.largest_idf_block(Idf()) == 0
+    assert heap.largest_idf_block(Idf(0, 7, 3)) == 7

@@ -342,3 +342,40 @@ def test_context_from_pem_and_der(tls_site):
         out.write(open(pki.ca_pem, "rb").read() + open(pki.other_ca_pem, "rb").read())
     names = sorted(c["subject"][0][0][1] for c in https.context(bundle).get_ca_certs())
     assert names == ["OTA test CA", "Unrelated test CA"]
+
+
+# ---------------------------------------------------------------- session 21
+
+def test_open_called_bare_takes_the_configuration_defaults(net, monkeypatch):
+    # The bench and the tests call open(url) with nothing else: it must then behave as a device with
+    # the default configuration (config.DEFAULTS["ota"]), not with values of its own (mutants open _1,
+    # _2 ca_path, _3 start, _5 connect_timeout, _6 read_timeout).
+    from ota.config import DEFAULTS
+
+    ota = DEFAULTS["ota"]
+    made = []
+    monkeypatch.setattr(https, "context", lambda ca: made.append(ca) or FakeContext())
+    resp = https.open("https://fw.example/a.bin")
+    assert resp.status == 200 and made == [ota["ca_path"]]
+    timeouts = [c[1] for c in net.sockets[0].calls if c[0] == "settimeout"]
+    assert timeouts == [ota["connect_timeout"], ota["read_timeout"]]
+    assert b"Range:" not in net.sockets[0].sent  # from byte 0: no Range
+
+
+def test_a_plain_http_hop_is_never_wrapped_in_the_context_it_is_given(net):
+    # fetch.py hands every reconnect the context of the last response: for an http:// URL that
+    # redirected to https, the resume starts again at the http hop with that context in hand. That
+    # hop stays plain; the https hop after it uses the context (mutant open _66 wrapped both).
+    ctx = FakeContext()
+    replies = [b"HTTP/1.1 302 X\r\nLocation: https://fw.example/a\r\n\r\n",
+               b"HTTP/1.1 206 P\r\nContent-Range: bytes 5-6/7\r\n\r\nok"]
+
+    def socket(family, kind):
+        net.reply = replies[len(net.sockets)]
+        return FakeSocketModule.socket(net, family, kind)
+
+    net.socket = socket
+    resp = https.open("http://fw.example/a", allow_http=True, tls_context=ctx, start=5)
+    assert resp.status == 206 and resp.tls_context is ctx
+    assert ctx.wrapped == ["fw.example"]  # one handshake: the https hop's
+    assert ("wrap", "fw.example") not in net.sockets[0].calls and ("wrap", "fw.example") in net.sockets[1].calls

@@ -246,3 +246,61 @@ def test_sha_covers_header_and_segment_headers():
         bad[offset] ^= 1
         assert reason(verify, bytes(bad), step=13) == "bad_image_hash", offset
     assert hashlib.sha256(blob[:-32]).digest() == blob[-32:]
+
+
+def test_every_descriptor_text_field_that_fills_its_bytes_stops_at_its_end():
+    # esp_app_desc_t: version[32] at 0x30, project_name[32] 0x50, time[16] 0x70, date[16] 0x80,
+    # idf_ver[32] 0x90, then app_elf_sha256 at 0xB0. A field with no NUL is all its bytes and not one
+    # of the next field's (mutants parse_descriptor _52, _62, _72, _82 read one byte more).
+    head = bytearray(HEAD)
+    fields = (("version", 0x30, 32, b"a"), ("project_name", 0x50, 32, b"b"), ("time", 0x70, 16, b"c"),
+              ("date", 0x80, 16, b"d"), ("idf_ver", 0x90, 32, b"e"))
+    for name, at, size, fill in fields:
+        head[at:at + size] = fill * size
+    head[0xB0] = ord("Z")  # the ELF hash's first byte: not text of idf_ver
+    info = image.parse_descriptor(bytes(head))
+    assert [info[name] for name, _, _, _ in fields] == [(fill * size).decode() for _, _, size, fill in fields]
+
+
+def test_a_bad_segment_length_names_where_its_header_starts():
+    # the operator's detail points at the segment header in the file: 24 (image header) + 8 + 4 bytes
+    # of the first segment = 0x24 (the catalogue hides numbers: mutants _next _49, _50 moved it)
+    blob = bytearray(image_of([(1, b"abcd"), (2, b"efgh")]))
+    struct.pack_into("<I", blob, 24 + 8 + 4 + 4, 5)
+    with pytest.raises(OtaError) as e:
+        verify(bytes(blob), step=7)
+    assert (e.value.reason, e.value.detail) == ("bad_segments", "segment at 0x24: length 0x5 is invalid")
+
+
+def test_a_wrong_appended_hash_shows_the_first_8_bytes_of_both():
+    # The detail an operator compares with `otactl image inspect`: 16 hex digits of the calculated
+    # SHA-256 and of the appended one (the catalogue reads any long hex as <hex>: mutants finish _45,
+    # _47 showed 9 bytes of one of them)
+    bad = APP[:-1] + bytes([APP[-1] ^ 1])
+    with pytest.raises(OtaError) as e:
+        verify(bad, step=1000)
+    calculated = hashlib.sha256(APP[:-32]).hexdigest()[:16]
+    assert (e.value.reason, e.value.detail) == (
+        "bad_image_hash", "SHA-256 calculated %s..., appended %s..." % (calculated, bad[-32:-24].hex()))
+
+
+def test_too_large_says_at_least_only_before_the_image_length_is_known():
+    # A middle segment refused at its header: the image needs at least its end (more segments come);
+    # the last segment's header gives the whole length: then the detail is that length. Both lines are
+    # in the catalogue, so it cannot tell them apart (mutants _too_large _13, _14 swapped them).
+    blob = image_of([(1, bytes(100)), (2, bytes(200))])
+    need_first = 24 + 8 + 100 + 1 + 32
+    with pytest.raises(OtaError) as e:
+        image_verify.Verifier(need_first - 1).feed(blob[:24 + 8])
+    assert e.value.detail == "image needs at least %d bytes, the slot holds %d" % (need_first, need_first - 1)
+    with pytest.raises(OtaError) as e:
+        verify(blob, slot=len(blob) - 1)
+    assert e.value.detail == "image needs %d bytes, the slot holds %d" % (len(blob), len(blob) - 1)
+
+
+def test_a_bad_hash_appended_byte_is_named_in_the_detail():
+    # the value shown is byte 23's (numbers are "#" to the catalogue: mutant check_magic _26 showed
+    # byte 24's)
+    with pytest.raises(OtaError) as e:
+        image.check_header(patched(patched(HEAD, 23, "<B", 0x42), 24, "<B", 0x11), None)
+    assert (e.value.reason, e.value.detail) == ("not_app_image", "hash_appended byte is 0x42, not 0 or 1")

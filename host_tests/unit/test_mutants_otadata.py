@@ -107,3 +107,24 @@ def test_a_blank_sector_0_does_not_hide_sector_1():
     esp = _table(0x10, 0x11)
     write_otadata(esp, 1, 2, "PENDING_VERIFY")
     assert otadata.read(esp) == {"ota_0": None, "ota_1": "PENDING_VERIFY"}
+
+
+def test_a_tie_of_seqs_is_sector_0s_entry():
+    # Both entries with one seq name one slot: the bootloader takes sector 0's (bootloader_common_
+    # select_otadata: MAX(seq0, seq1) == seq0 -> entry 0), so its state is the slot's (mutant read _77
+    # let sector 1 win).
+    esp = _table(0x10, 0x11)
+    assert fakes.otadata_after(esp, (2, "VALID"), (2, "ABORTED")) == {"ota_0": None, "ota_1": "VALID"}
+    esp = _table(0x10, 0x11)
+    assert fakes.otadata_after(esp, (2, "ABORTED"), (2, "VALID")) == {"ota_0": None, "ota_1": "ABORTED"}
+
+
+def test_an_entry_with_the_top_bit_of_its_seq_set_is_read_not_a_crash():
+    # seq is an unsigned 32-bit count: 0x80000000 and up are seqs (or a torn write's garbage) like any
+    # other. A good crc names its slot, a bad one names nothing; neither raises (mutant read _71 packed
+    # the seq as a signed int to check the crc: struct.error).
+    esp = _table(0x10, 0x11)
+    assert fakes.otadata_after(esp, (0x80000002, "VALID"), (None, None)) == {"ota_0": None, "ota_1": "VALID"}
+    esp = _table(0x10, 0x11)
+    write_otadata(esp, 0, 0xFFFFFFFE, "VALID", crc=0x12345678)  # torn: the crc does not match
+    assert otadata.read(esp) == {"ota_0": None, "ota_1": None}
