@@ -141,7 +141,9 @@ class Rollout:
             options = Options.from_dict(start["options"])
             targets = [devstate.check_id(d) for d in start["targets"]]
             bounds = [(int(lo), int(hi)) for lo, hi in start["stages"]]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OtaError) as e:
+            # OtaError: stages, a setting or a device id the CLI would have refused; the record was
+            # written from checked values, so the file is damaged, and that is what to say (not bad_stages)
             raise OtaError("bad_log", "%s: the start record is malformed (%s)" % (log_path, e))
         if len(set(targets)) != len(targets) or bounds != stage_bounds(len(targets), options.stages):
             raise OtaError("bad_log", "%s: targets or stages of the start record do not add up" % log_path)

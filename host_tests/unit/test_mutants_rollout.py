@@ -532,7 +532,7 @@ def test_resume_ignores_another_rollouts_records(tmp_path):
 @pytest.mark.parametrize("change,reason", [
     ({"options": None}, "bad_log"), ({"targets": None}, "bad_log"), ({"stages": None}, "bad_log"),
     ({"options": {"bogus": 1}}, "bad_log"), ({"stages": [["a", 1]]}, "bad_log"), ({"stages": [[0]]}, "bad_log"),
-    ({"options": {"stages": "x"}}, "bad_stages"), ({"targets": ["root"]}, "bad_device_id")])
+    ({"options": {"stages": "x"}}, "bad_log"), ({"targets": ["root"]}, "bad_log")])
 def test_resume_refuses_a_malformed_start_record(tmp_path, change, reason):
     log = start_only_log(tmp_path, **change)
     with pytest.raises(OtaError) as e:
@@ -540,6 +540,22 @@ def test_resume_refuses_a_malformed_start_record(tmp_path, change, reason):
     assert e.value.reason == reason
     if reason == "bad_log":
         assert e.value.detail.startswith(log + ": the start record is malformed (")
+
+
+@pytest.mark.parametrize("change,inner", [
+    ({"options": {"stages": "x"}}, "bad_stages: stages are fractions"),
+    ({"options": {"stages": [0.5, 0.2]}}, "bad_stages: stages are increasing"),
+    ({"options": {"max_concurrent": 0}}, "bad_arguments: --max-concurrent"),
+    ({"targets": ["d00", "root"]}, "bad_device_id: root")])
+def test_a_start_record_the_cli_would_refuse_is_a_damaged_log(tmp_path, change, inner):
+    # otactl wrote the start record from checked values: stages, settings or ids it would refuse mean
+    # the file was damaged or edited. The answer says so (bad_log), and names what is wrong in it.
+    log = start_only_log(tmp_path, **change)
+    with pytest.raises(OtaError) as e:
+        rollout.Rollout.resume(FakeConn(), log, MANIFEST)
+    assert e.value.reason == "bad_log"
+    assert e.value.detail.startswith(log + ": the start record is malformed (" + inner)
+    assert e.value.detail.endswith(")")
 
 
 @pytest.mark.parametrize("change", [{"targets": ["d00", "d00"]}, {"stages": [[0, 1]]}, {"stages": [[0, 2], [2, 2]]}])
