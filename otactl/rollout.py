@@ -68,7 +68,16 @@ class Options:
 
     @classmethod
     def from_dict(cls, d):
+        # Names checked here, not by Python's call: its TypeError's words name the function (and,
+        # under mutation testing, a mangled one), and they reach the operator as bad_log's detail.
+        unknown = sorted(str(k) for k in d if k not in _OPTION_NAMES)
+        if unknown:
+            raise ValueError("unknown option %s" % ", ".join(unknown))
         return cls(**d)
+
+
+_OPTION_NAMES = ("stages", "max_concurrent", "device_timeout", "success_threshold", "abort_failure_rate",
+                 "only_below")
 
 
 def stage_bounds(count, fractions):
