@@ -635,6 +635,17 @@ def test_abort_rates_are_rounded_to_four_places(tmp_path):
     assert events(records, "abort")[0]["detail"] == "failure rate 1/3 > 0.3"
 
 
+def test_an_advancing_stage_rate_is_rounded_to_four_places(tmp_path):
+    # 2 of 3 ok, above success_threshold 0.6 and under abort_failure_rate 0.5: the stage advances,
+    # and its record holds the rate as the abort records do.
+    fleet, bad = one_failing(3, 0)
+    opts = rollout.Options((1.0,), max_concurrent=3, success_threshold=0.6, abort_failure_rate=0.5)
+    engine, summary, conn, records = run(tmp_path, fleet, opts)
+    [stage] = events(records, "stage")
+    assert stage["decision"] == "advance" and stage["success_rate"] == 0.6667
+    assert summary["result"] == "completed"
+
+
 def test_resume_keeps_the_logged_options_and_the_callers_settings(tmp_path):
     from otactl import signing
 
