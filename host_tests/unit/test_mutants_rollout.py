@@ -747,3 +747,24 @@ def test_an_ok_at_another_version_is_a_wrong_version(tmp_path):
                                                                          success_threshold=0.5))
     assert summary["outcomes"] == {"ok": 1, "wrong_version": 1}
     assert summary["reasons"] == {"wrong_version": 1}
+
+
+def test_resume_after_a_decided_stage_runs_the_stages_after_it(tmp_path, monkeypatch):
+    # Interrupted when stage 1's first trigger left: stage 0 is decided (advance) in the log. The
+    # resume skips stage 0 and goes on with stage 1 (all of it, not stopping at the decided stage),
+    # and its resume record is fsynced as it is written.
+    fleet = devices(6)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((0.5, 1.0), max_concurrent=1)
+    log, first = interrupted(tmp_path, fleet, opts, at=4)
+    assert [(s["stage"], s["decision"]) for s in events(read_log(log), "stage")] == [(0, "advance")]
+    assert first.triggered() == order[:4]
+    conn = FakeConn(fleet)
+    conn.retained[mqtt.STATE_PREFIX + order[3]] = FakeConn._payload(
+        order[3], dict(state="ok", job=JOB, version="1.0.1"))
+    durable = fsynced(monkeypatch, tmp_path)
+    summary = rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25).run()
+    assert conn.triggered() == order[4:]
+    assert summary["result"] == "completed" and summary["outcomes"] == {"ok": 6} and summary["stages_done"] == 2
+    assert durable[0] == "resume"  # the first fsync of the resumed run: its resume record, alone
+    assert [(s["stage"], s["decision"]) for s in events(read_log(log), "stage")] == [(0, "advance"), (1, "advance")]
