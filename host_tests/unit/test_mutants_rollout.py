@@ -768,3 +768,11 @@ def test_resume_after_a_decided_stage_runs_the_stages_after_it(tmp_path, monkeyp
     assert summary["result"] == "completed" and summary["outcomes"] == {"ok": 6} and summary["stages_done"] == 2
     assert durable[0] == "resume"  # the first fsync of the resumed run: its resume record, alone
     assert [(s["stage"], s["decision"]) for s in events(read_log(log), "stage")] == [(0, "advance"), (1, "advance")]
+
+
+@pytest.mark.parametrize("count,fraction,end", [(700000, 0.55, 385000), (3000000, 0.34, 1020000),
+                                                (30, 0.1, 3), (7, 0.5, 4)])
+def test_stage_size_is_the_decimal_fraction_rounded_up_not_the_float_error(count, fraction, end):
+    # 0.55 * 700000 is 385000.00000000006 in floating point: the stage is 385,000 devices, not one
+    # more (the product is rounded to 9 places before ceil); a real half of 7 is still rounded up.
+    assert rollout.stage_bounds(count, (fraction, 1.0))[0] == (0, end)
