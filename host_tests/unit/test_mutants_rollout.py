@@ -776,3 +776,47 @@ def test_stage_size_is_the_decimal_fraction_rounded_up_not_the_float_error(count
     # 0.55 * 700000 is 385000.00000000006 in floating point: the stage is 385,000 devices, not one
     # more (the product is rounded to 9 places before ceil); a real half of 7 is still rounded up.
     assert rollout.stage_bounds(count, (fraction, 1.0))[0] == (0, end)
+
+
+@pytest.mark.parametrize("state,outcome", [(dict(state="failed", reason="bad_sha256", version="1.0.0"), "failed"),
+                                           (dict(state="ok", version="1.0.1"), "ok"),
+                                           (dict(state="ok", version="1.0.2"), "wrong_version")])
+def test_resume_settles_the_in_flight_device_from_the_states_it_read(tmp_path, state, outcome):
+    # Its final state was retained when the resume subscribed: judged there and then (against the
+    # release's version), not watched until it goes quiet and its state is read again.
+    fleet = devices(4)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((1.0,), max_concurrent=1, success_threshold=0.5, abort_failure_rate=0.5)
+    log, _ = interrupted(tmp_path, fleet, opts, at=2)
+    conn = FakeConn(fleet)
+    conn.retained[mqtt.STATE_PREFIX + order[1]] = FakeConn._payload(order[1], dict(state, job=JOB))
+    engine = rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25)
+    engine.run()
+    assert conn.rereads == [] and engine.tracker.recovered == 0
+    records = read_log(log)
+    resumed = records[[r["event"] for r in records].index("resume"):]
+    assert (resumed[1]["event"], resumed[1]["device"], resumed[1]["outcome"]) == ("outcome", order[1], outcome)
+
+
+def test_resume_keeps_the_in_flight_devices_last_state_for_its_timeout(tmp_path):
+    # At the resume the in-flight device's retained state says downloading 10 %; then it goes offline
+    # (its last will replaces the retained state) and times out: the outcome names the last state
+    # of this job the resume read, not only "device offline".
+    fleet = devices(2)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((1.0,), max_concurrent=1, success_threshold=0.5, abort_failure_rate=0.5,
+                           device_timeout=0.3)  # logged: the resume's too
+    log, _ = interrupted(tmp_path, fleet, opts, at=2)
+    topic = mqtt.STATE_PREFIX + order[1]
+
+    class GoesOffline(FakeConn):
+        def reread(self, topics, timeout=5.0):
+            self.retained[topic] = FakeConn._payload(order[1], dict(state="offline", version="1.0.0"))
+            super().reread(topics, timeout)
+
+    conn = GoesOffline(fleet)
+    conn.retained[topic] = FakeConn._payload(order[1], dict(state="downloading", job=JOB, version="1.0.0",
+                                                            progress=10))
+    rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25).run()
+    [outcome] = [r for r in events(read_log(log), "outcome") if r["device"] == order[1]]
+    assert outcome["outcome"] == "timeout" and "last state downloading 10%" in outcome["detail"]
