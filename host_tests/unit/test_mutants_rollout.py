@@ -820,3 +820,16 @@ def test_resume_keeps_the_in_flight_devices_last_state_for_its_timeout(tmp_path)
     rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25).run()
     [outcome] = [r for r in events(read_log(log), "outcome") if r["device"] == order[1]]
     assert outcome["outcome"] == "timeout" and "last state downloading 10%" in outcome["detail"]
+
+
+@pytest.mark.parametrize("version,prefix", [("1.0.1", "v1.0.1-"), ("v1.0.1", "v1.0.1-"), ("V1.0.1", "v1.0.1-"),
+                                            ("X1.0.1", "vX1.0.1-")])
+def test_a_new_job_id_names_the_version_once_with_one_v(version, prefix):
+    engine = rollout.Rollout(FakeConn(), dict(MANIFEST, version=version))
+    assert engine.job.startswith(prefix) and len(engine.job) == len(prefix) + 8
+
+
+def test_stages_out_of_order_are_shown_as_given():
+    with pytest.raises(OtaError) as e:
+        rollout.Options(stages=(0.00001, 0.5, 0.4))
+    assert e.value.reason == "bad_stages" and e.value.detail.endswith("got 1e-05,0.5,0.4")
