@@ -68,7 +68,16 @@ class Options:
 
     @classmethod
     def from_dict(cls, d):
+        # Names checked here, not by Python's call: its TypeError's words name the function (and,
+        # under mutation testing, a mangled one), and they reach the operator as bad_log's detail.
+        unknown = sorted(str(k) for k in d if k not in _OPTION_NAMES)
+        if unknown:
+            raise ValueError("unknown option %s" % ", ".join(unknown))
         return cls(**d)
+
+
+_OPTION_NAMES = ("stages", "max_concurrent", "device_timeout", "success_threshold", "abort_failure_rate",
+                 "only_below")
 
 
 def stage_bounds(count, fractions):
@@ -141,7 +150,9 @@ class Rollout:
             options = Options.from_dict(start["options"])
             targets = [devstate.check_id(d) for d in start["targets"]]
             bounds = [(int(lo), int(hi)) for lo, hi in start["stages"]]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OtaError) as e:
+            # OtaError: stages, a setting or a device id the CLI would have refused; the record was
+            # written from checked values, so the file is damaged, and that is what to say (not bad_stages)
             raise OtaError("bad_log", "%s: the start record is malformed (%s)" % (log_path, e))
         if len(set(targets)) != len(targets) or bounds != stage_bounds(len(targets), options.stages):
             raise OtaError("bad_log", "%s: targets or stages of the start record do not add up" % log_path)

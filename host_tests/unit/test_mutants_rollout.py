@@ -532,7 +532,7 @@ def test_resume_ignores_another_rollouts_records(tmp_path):
 @pytest.mark.parametrize("change,reason", [
     ({"options": None}, "bad_log"), ({"targets": None}, "bad_log"), ({"stages": None}, "bad_log"),
     ({"options": {"bogus": 1}}, "bad_log"), ({"stages": [["a", 1]]}, "bad_log"), ({"stages": [[0]]}, "bad_log"),
-    ({"options": {"stages": "x"}}, "bad_stages"), ({"targets": ["root"]}, "bad_device_id")])
+    ({"options": {"stages": "x"}}, "bad_log"), ({"targets": ["root"]}, "bad_log")])
 def test_resume_refuses_a_malformed_start_record(tmp_path, change, reason):
     log = start_only_log(tmp_path, **change)
     with pytest.raises(OtaError) as e:
@@ -540,6 +540,22 @@ def test_resume_refuses_a_malformed_start_record(tmp_path, change, reason):
     assert e.value.reason == reason
     if reason == "bad_log":
         assert e.value.detail.startswith(log + ": the start record is malformed (")
+
+
+@pytest.mark.parametrize("change,inner", [
+    ({"options": {"stages": "x"}}, "bad_stages: stages are fractions"),
+    ({"options": {"stages": [0.5, 0.2]}}, "bad_stages: stages are increasing"),
+    ({"options": {"max_concurrent": 0}}, "bad_arguments: --max-concurrent"),
+    ({"targets": ["d00", "root"]}, "bad_device_id: root")])
+def test_a_start_record_the_cli_would_refuse_is_a_damaged_log(tmp_path, change, inner):
+    # otactl wrote the start record from checked values: stages, settings or ids it would refuse mean
+    # the file was damaged or edited. The answer says so (bad_log), and names what is wrong in it.
+    log = start_only_log(tmp_path, **change)
+    with pytest.raises(OtaError) as e:
+        rollout.Rollout.resume(FakeConn(), log, MANIFEST)
+    assert e.value.reason == "bad_log"
+    assert e.value.detail.startswith(log + ": the start record is malformed (" + inner)
+    assert e.value.detail.endswith(")")
 
 
 @pytest.mark.parametrize("change", [{"targets": ["d00", "d00"]}, {"stages": [[0, 1]]}, {"stages": [[0, 2], [2, 2]]}])
@@ -617,6 +633,17 @@ def test_abort_rates_are_rounded_to_four_places(tmp_path):
     [stage] = events(records, "stage")
     assert (stage["success_rate"], stage["failure_rate"]) == (0.6667, 0.3333)
     assert events(records, "abort")[0]["detail"] == "failure rate 1/3 > 0.3"
+
+
+def test_an_advancing_stage_rate_is_rounded_to_four_places(tmp_path):
+    # 2 of 3 ok, above success_threshold 0.6 and under abort_failure_rate 0.5: the stage advances,
+    # and its record holds the rate as the abort records do.
+    fleet, bad = one_failing(3, 0)
+    opts = rollout.Options((1.0,), max_concurrent=3, success_threshold=0.6, abort_failure_rate=0.5)
+    engine, summary, conn, records = run(tmp_path, fleet, opts)
+    [stage] = events(records, "stage")
+    assert stage["decision"] == "advance" and stage["success_rate"] == 0.6667
+    assert summary["result"] == "completed"
 
 
 def test_resume_keeps_the_logged_options_and_the_callers_settings(tmp_path):
@@ -720,3 +747,89 @@ def test_an_ok_at_another_version_is_a_wrong_version(tmp_path):
                                                                          success_threshold=0.5))
     assert summary["outcomes"] == {"ok": 1, "wrong_version": 1}
     assert summary["reasons"] == {"wrong_version": 1}
+
+
+def test_resume_after_a_decided_stage_runs_the_stages_after_it(tmp_path, monkeypatch):
+    # Interrupted when stage 1's first trigger left: stage 0 is decided (advance) in the log. The
+    # resume skips stage 0 and goes on with stage 1 (all of it, not stopping at the decided stage),
+    # and its resume record is fsynced as it is written.
+    fleet = devices(6)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((0.5, 1.0), max_concurrent=1)
+    log, first = interrupted(tmp_path, fleet, opts, at=4)
+    assert [(s["stage"], s["decision"]) for s in events(read_log(log), "stage")] == [(0, "advance")]
+    assert first.triggered() == order[:4]
+    conn = FakeConn(fleet)
+    conn.retained[mqtt.STATE_PREFIX + order[3]] = FakeConn._payload(
+        order[3], dict(state="ok", job=JOB, version="1.0.1"))
+    durable = fsynced(monkeypatch, tmp_path)
+    summary = rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25).run()
+    assert conn.triggered() == order[4:]
+    assert summary["result"] == "completed" and summary["outcomes"] == {"ok": 6} and summary["stages_done"] == 2
+    assert durable[0] == "resume"  # the first fsync of the resumed run: its resume record, alone
+    assert [(s["stage"], s["decision"]) for s in events(read_log(log), "stage")] == [(0, "advance"), (1, "advance")]
+
+
+@pytest.mark.parametrize("count,fraction,end", [(700000, 0.55, 385000), (3000000, 0.34, 1020000),
+                                                (30, 0.1, 3), (7, 0.5, 4)])
+def test_stage_size_is_the_decimal_fraction_rounded_up_not_the_float_error(count, fraction, end):
+    # 0.55 * 700000 is 385000.00000000006 in floating point: the stage is 385,000 devices, not one
+    # more (the product is rounded to 9 places before ceil); a real half of 7 is still rounded up.
+    assert rollout.stage_bounds(count, (fraction, 1.0))[0] == (0, end)
+
+
+@pytest.mark.parametrize("state,outcome", [(dict(state="failed", reason="bad_sha256", version="1.0.0"), "failed"),
+                                           (dict(state="ok", version="1.0.1"), "ok"),
+                                           (dict(state="ok", version="1.0.2"), "wrong_version")])
+def test_resume_settles_the_in_flight_device_from_the_states_it_read(tmp_path, state, outcome):
+    # Its final state was retained when the resume subscribed: judged there and then (against the
+    # release's version), not watched until it goes quiet and its state is read again.
+    fleet = devices(4)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((1.0,), max_concurrent=1, success_threshold=0.5, abort_failure_rate=0.5)
+    log, _ = interrupted(tmp_path, fleet, opts, at=2)
+    conn = FakeConn(fleet)
+    conn.retained[mqtt.STATE_PREFIX + order[1]] = FakeConn._payload(order[1], dict(state, job=JOB))
+    engine = rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25)
+    engine.run()
+    assert conn.rereads == [] and engine.tracker.recovered == 0
+    records = read_log(log)
+    resumed = records[[r["event"] for r in records].index("resume"):]
+    assert (resumed[1]["event"], resumed[1]["device"], resumed[1]["outcome"]) == ("outcome", order[1], outcome)
+
+
+def test_resume_keeps_the_in_flight_devices_last_state_for_its_timeout(tmp_path):
+    # At the resume the in-flight device's retained state says downloading 10 %; then it goes offline
+    # (its last will replaces the retained state) and times out: the outcome names the last state
+    # of this job the resume read, not only "device offline".
+    fleet = devices(2)
+    order = rollout._order(JOB, [d.id for d in fleet])
+    opts = rollout.Options((1.0,), max_concurrent=1, success_threshold=0.5, abort_failure_rate=0.5,
+                           device_timeout=0.3)  # logged: the resume's too
+    log, _ = interrupted(tmp_path, fleet, opts, at=2)
+    topic = mqtt.STATE_PREFIX + order[1]
+
+    class GoesOffline(FakeConn):
+        def reread(self, topics, timeout=5.0):
+            self.retained[topic] = FakeConn._payload(order[1], dict(state="offline", version="1.0.0"))
+            super().reread(topics, timeout)
+
+    conn = GoesOffline(fleet)
+    conn.retained[topic] = FakeConn._payload(order[1], dict(state="downloading", job=JOB, version="1.0.0",
+                                                            progress=10))
+    rollout.Rollout.resume(conn, log, MANIFEST, snapshot_timeout=0.25).run()
+    [outcome] = [r for r in events(read_log(log), "outcome") if r["device"] == order[1]]
+    assert outcome["outcome"] == "timeout" and "last state downloading 10%" in outcome["detail"]
+
+
+@pytest.mark.parametrize("version,prefix", [("1.0.1", "v1.0.1-"), ("v1.0.1", "v1.0.1-"), ("V1.0.1", "v1.0.1-"),
+                                            ("X1.0.1", "vX1.0.1-")])
+def test_a_new_job_id_names_the_version_once_with_one_v(version, prefix):
+    engine = rollout.Rollout(FakeConn(), dict(MANIFEST, version=version))
+    assert engine.job.startswith(prefix) and len(engine.job) == len(prefix) + 8
+
+
+def test_stages_out_of_order_are_shown_as_given():
+    with pytest.raises(OtaError) as e:
+        rollout.Options(stages=(0.00001, 0.5, 0.4))
+    assert e.value.reason == "bad_stages" and e.value.detail.endswith("got 1e-05,0.5,0.4")
