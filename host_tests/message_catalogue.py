@@ -10,7 +10,8 @@
 #
 # Only messages made by our code count: the caller's module must be under ota. or otactl. (a test's
 # own OtaError does not). Numbers become "#", temporary paths "<tmp>", hex numbers and long hex
-# strings "<hex>": they vary with the machine, the run and the test data, the words do not. internal_error is left out: its detail is CPython's wording of an
+# strings "<hex>", the checkout "<repo>", the interpreter "<python>": they vary with the machine, the
+# run and the test data, the words do not. internal_error is left out: its detail is CPython's wording of an
 # unexpected exception, which changes between Python versions.
 import builtins
 import os
@@ -18,6 +19,7 @@ import re
 import sys
 
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "messages.txt")
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECORD_ENV = "OTA_MESSAGES_RECORD"  # a file: append what the tests make instead of checking it
 _FOREIGN_REASONS = ("internal_error",)
 _TMP = re.compile(r"/tmp/[^\s'\"(),:]+")
@@ -33,6 +35,7 @@ _installed = False
 
 def normalise(text):
     text = _MUTMUT.sub(lambda m: m.group(1) or m.group(2), text)
+    text = text.replace(sys.executable, "<python>").replace(_REPO, "<repo>")  # where the checkout is
     text = _NUMBER.sub("#", _HEX.sub("<hex>", _TMP.sub("<tmp>", text)))
     return text.encode("unicode_escape").decode("ascii")  # one line each, whatever the bytes
 
