@@ -128,8 +128,9 @@ def parse(payload, max_len=MAX_PAYLOAD):
     if len(payload) > max_len:
         raise OtaError("too_long", "%d bytes > %d" % (len(payload), max_len))
     try:
-        text = payload.decode() if isinstance(payload, (bytes, bytearray)) else payload
-        msg = json.loads(text)
+        # Decoded here, as UTF-8, on both ports: CPython's json.loads would take bytes and guess
+        # UTF-16 or UTF-32 from them, which the device's decode() refuses. Every caller has bytes.
+        msg = json.loads(payload.decode())
     except (ValueError, UnicodeError):  # CPython's JSONDecodeError is a ValueError
         raise OtaError("bad_json", "payload is not UTF-8 JSON")
     except (MemoryError, RuntimeError):
