@@ -138,3 +138,10 @@ def test_no_kept_field_takes_a_space():
                                ("url", URL + "?a b", "bad_url")):
         assert reason(**{field: value}) == code, (field, value)
         assert parse(**{field: value.replace(" ", "")})[field] == value.replace(" ", ""), field
+
+
+def test_only_slash_question_mark_or_hash_right_after_the_scheme_means_no_host():
+    # Any other first character starts the host, a capital letter too (hosts are case-blind).
+    assert parse(url="https://X.example.com/fw.bin")["url"] == "https://X.example.com/fw.bin"
+    for bad in ("https:///fw.bin", "https://?a", "https://#a", "https://"):
+        assert reason(url=bad) == "bad_url", bad
