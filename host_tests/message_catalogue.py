@@ -55,10 +55,11 @@ def _install():
     original_init = OtaError.__init__
     original_print = builtins.print
 
-    def init(self, reason, detail=""):
-        original_init(self, reason, detail)
+    def init(self, reason, *args, **kwargs):
+        # No default of its own: OtaError's (detail="") must stay the one that counts in a test.
+        original_init(self, reason, *args, **kwargs)
         if _current is not None and reason not in _FOREIGN_REASONS and _ours(sys._getframe(1)):
-            _current.add(normalise("%s: %s" % (reason, detail)))
+            _current.add(normalise("%s: %s" % (reason, self.detail)))
 
     def printing(*args, **kwargs):
         if _current is not None and _ours(sys._getframe(1)):

@@ -265,3 +265,22 @@ def test_token_host_never_overrides_a_token_origin():
 def test_a_token_host_that_is_no_host_gives_no_origin(host):
     cfg = config.merge({"ota": {"token_host": host}})
     assert cfg["ota"]["token_origin"] is None and "token_host" not in cfg["ota"]
+
+
+# ---- session 21: what the full mutation run left ------------------------------------------------
+
+@pytest.mark.parametrize("value, why", [("a" * 33, "length must be 1..32, got 33"),
+                                        ("a.b", "only letters, digits"), ("root", "root is reserved")])
+def test_a_refused_id_says_what_is_wrong_with_it(value, why):
+    # The detail is the one line an operator gets for a device that boots on its defaults: it names
+    # this id's own problem, not a generic one (a string that is too long is still a string).
+    with pytest.raises(OtaError) as err:
+        config.validate(config.merge({"device_id": value}))
+    assert err.value.detail.startswith("device_id: ") and why in err.value.detail, err.value.detail
+
+
+def test_load_without_a_path_reads_config_json_in_the_working_folder(tmp_path, monkeypatch):
+    # The device's file, as a device script calls it (host_tests/e2e/test_e2e_signed.py).
+    (tmp_path / "config.json").write_text(json.dumps({"mqtt": {"host": "broker.lan"}}))
+    monkeypatch.chdir(tmp_path)
+    assert config.load()["mqtt"]["host"] == "broker.lan"

@@ -85,3 +85,9 @@ def test_unexpected_uses_micropythons_print_exception_when_there_is_one(monkeypa
     exc = KeyError("k")
     assert errors.unexpected(exc).reason == "internal_error"
     assert printed == [exc]
+
+
+def test_an_error_without_a_detail_is_its_reason_alone():
+    # What the state topic and the console show for a reason that needs no words.
+    e = OtaError("low_memory")
+    assert (e.detail, str(e)) == ("", "low_memory")

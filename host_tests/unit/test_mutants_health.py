@@ -186,3 +186,13 @@ def test_selftest_fails_when_a_module_of_the_data_path_cannot_import(monkeypatch
 def test_selftest_without_mem_free_passes_on_imports_alone(monkeypatch):
     monkeypatch.delattr(selftest.gc, "mem_free", raising=False)
     assert selftest.run({"ota": {"selftest_min_heap": 10 ** 9}}) == (True, None)
+
+
+# ---------------------------------------------------------------- session 21: the details said
+
+def test_the_details_an_operator_reads_for_a_silent_new_image_and_a_missing_rollback():
+    # Published on the state topic (not an OtaError, so the message catalogue does not see them).
+    assert health.classify(_record("rebooting"), "ota_0", reset_cause=9) == (
+        "rolled_back", "boot_failed", "the new image reset before it confirmed (reset cause 9)")
+    assert health.classify(_record("rolling_back", reason="selftest_failed"), "ota_1") == (
+        "no_rollback", "selftest_failed", "still on ota_1: no rollback")

@@ -89,3 +89,18 @@ def test_a_cut_before_the_rename_leaves_the_new_number_where_the_reader_looks(tm
         pass
     monkeypatch.undo()
     assert Replay(path).highest("a") == 2
+
+
+def test_a_tmp_copy_that_cannot_be_renamed_still_counts_and_says_so(tmp_path, monkeypatch, capsys):
+    # The only copy is PATH.tmp and the rename fails (a read-only or full filesystem): the numbers in
+    # it still count for this boot, and the console says why the file was not restored.
+    path = str(tmp_path / "ota_seq.json")
+    _write(path + ".tmp", {"a": 7})
+
+    def refuse(src, dst):
+        raise OSError(30, "EROFS")
+
+    monkeypatch.setattr(replay.os, "rename", refuse)
+    store = Replay(path)
+    assert store.highest("a") == 7 and not os.path.exists(path)
+    assert "replay: could not restore %s: [Errno 30] EROFS" % path in capsys.readouterr().out

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import fakes  # noqa: F401  (puts lib/ on sys.path)
-from ota import trigger
+from ota import signature, trigger
 from ota.errors import OtaError
 
 URL = "https://fw.example.com/app.bin"
@@ -125,3 +125,23 @@ def test_printable_means_0x21_to_0x7e():
     for bad in (" ", "1 0", "\x7f", "\x1f", "1\t"):
         assert reason(version=bad) == "bad_version", repr(bad)
         assert reason(id=bad) == "bad_job_id", repr(bad)
+
+
+def test_no_kept_field_takes_a_space():
+    # One rule for every string field (session 21 removed _short_string's never-passed allow_space):
+    # a target list is split at "," alone, so "a, b" would name a device " b" that never matches.
+    assert signature.target_matches("dev1,dev2", "dev2")
+    for field, value, code in (("target", "dev1, dev2", "bad_target"), ("target", " dev1", "bad_target"),
+                               ("project", "micro python", "bad_project"),
+                               ("signature", "ab cd", "bad_signature_field"),
+                               ("version", "1.2.0 ", "bad_version"), ("id", "job 1", "bad_job_id"),
+                               ("url", URL + "?a b", "bad_url")):
+        assert reason(**{field: value}) == code, (field, value)
+        assert parse(**{field: value.replace(" ", "")})[field] == value.replace(" ", ""), field
+
+
+def test_only_slash_question_mark_or_hash_right_after_the_scheme_means_no_host():
+    # Any other first character starts the host, a capital letter too (hosts are case-blind).
+    assert parse(url="https://X.example.com/fw.bin")["url"] == "https://X.example.com/fw.bin"
+    for bad in ("https:///fw.bin", "https://?a", "https://#a", "https://"):
+        assert reason(url=bad) == "bad_url", bad

@@ -70,3 +70,27 @@ def test_an_empty_location_is_bad_url():
         with pytest.raises(OtaError) as e:
             url.join(BASE, location)
         assert e.value.reason == "bad_url"
+
+
+# ---- session 21: what the full mutation run left ------------------------------------------------
+
+def test_a_refusal_quotes_the_first_80_characters_of_the_url():
+    # The detail goes into the state message: a 500-character URL must not make it 500 bytes longer.
+    long_url = "ftp://host/" + "a" * 500
+    with pytest.raises(OtaError) as err:
+        url.split(long_url)
+    assert err.value.detail == "scheme not http(s): " + long_url[:80]
+
+
+def test_dot_segments_after_a_capital_letter_are_removed_and_the_query_kept():
+    # Only "?" and "#" end the path (RFC 3986 §3.3): every other character, whatever its case, is path.
+    assert url.join("https://h/a/b", "/X/../fw.bin") == "https://h/fw.bin"
+    assert url.join("https://h/a/b", "X/./Y/../fw.bin?X=1") == "https://h/a/X/fw.bin?X=1"
+
+
+def test_a_location_with_a_scheme_is_absolute_whatever_its_letters():
+    # RFC 3986 §4.3: a scheme makes the reference absolute. It is returned as it is, and split()
+    # refuses a scheme that is not http(s) on the next hop; it is never taken as a path on the old host.
+    assert url.join("https://h/a/b", "HTTPX://other/fw.bin") == "HTTPX://other/fw.bin"
+    with pytest.raises(OtaError):
+        url.split(url.join("https://h/a/b", "HTTPX://other/fw.bin"))

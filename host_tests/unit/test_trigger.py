@@ -31,6 +31,10 @@ CASES = [
     ("truncated_json", b'{"type":"ota_trigger","url":', "bad_json"),
     ("empty", b"", "bad_json"),
     ("not_utf8", b'{"type":"ota_trigger","url":"https://x/\xff\xfe"}', "bad_json"),
+    # UTF-8 only, as on the device: CPython's json.loads would take these bytes (it guesses UTF-16 and
+    # UTF-32), MicroPython's payload.decode() refuses them; the host's otactl must answer alike.
+    ("utf16", '{"type":"ota_trigger","url":"https://x/fw.bin"}'.encode("utf-16"), "bad_json"),
+    ("utf16le_no_bom", '{"type":"ota_trigger","url":"https://x/fw.bin"}'.encode("utf-16-le"), "bad_json"),
     ("json_array", b'["ota_trigger","https://x/fw.bin"]', "not_object"),
     ("json_string", b'"ota_trigger"', "not_object"),
     ("json_number", b"42", "not_object"),

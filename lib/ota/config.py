@@ -213,7 +213,7 @@ def validate(cfg, complete=False):
 # an older firmware provisioned (its token followed the trigger's URL), and only a walk to the device
 # with a cable could mend that; its downloads that need the token fail with http_401 instead, said on
 # the state topic. otactl provision (complete=True) refuses to write one.
-def _check_token_origin(origin, token, complete=False):
+def _check_token_origin(origin, token, complete):
     if origin is None and token is not None and complete:
         _bad("ota.token_origin", 'required with ota.token: the "https://host[:port]" it may go to')
     if origin is not None:

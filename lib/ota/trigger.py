@@ -39,17 +39,18 @@ KNOWN_TYPES = ("ota_trigger", "ota_revert")
 _HEX = "0123456789abcdef"
 
 
-def _printable(text, allow_space):
-    # ASCII printable only: a version or id lands in a topic-visible JSON message and in the job file.
-    low = 0x20 if allow_space else 0x21
+def _printable(text):
+    # ASCII printable without the space (0x21..0x7E), for every field we keep: a version or id lands
+    # in a topic-visible JSON message and in the job file, a target list is split at "," only
+    # (signature.target_matches: "a, b" would never match device "b"), and a URL's space must be %20.
     for ch in text:
-        if not low <= ord(ch) <= 0x7E:
+        if not 0x21 <= ord(ch) <= 0x7E:
             return False
     return True
 
 
-def _short_string(value, limit, allow_space=False):
-    return isinstance(value, str) and 0 < len(value) <= limit and _printable(value, allow_space)
+def _short_string(value, limit):
+    return isinstance(value, str) and 0 < len(value) <= limit and _printable(value)
 
 
 def _is_int(value):
@@ -64,7 +65,7 @@ def _check_url(url):
         raise OtaError("bad_url", "url is not a string")
     if len(url) > _MAX_URL:
         raise OtaError("bad_url", "url longer than %d" % _MAX_URL)
-    if not _printable(url, False):
+    if not _printable(url):
         raise OtaError("bad_url", "url has spaces or non-ASCII characters")
     sep = url.find("://")
     scheme = url[:sep].lower() if sep > 0 else ""
@@ -127,8 +128,9 @@ def parse(payload, max_len=MAX_PAYLOAD):
     if len(payload) > max_len:
         raise OtaError("too_long", "%d bytes > %d" % (len(payload), max_len))
     try:
-        text = payload.decode() if isinstance(payload, (bytes, bytearray)) else payload
-        msg = json.loads(text)
+        # Decoded here, as UTF-8, on both ports: CPython's json.loads would take bytes and guess
+        # UTF-16 or UTF-32 from them, which the device's decode() refuses. Every caller has bytes.
+        msg = json.loads(payload.decode())
     except (ValueError, UnicodeError):  # CPython's JSONDecodeError is a ValueError
         raise OtaError("bad_json", "payload is not UTF-8 JSON")
     except (MemoryError, RuntimeError):
