@@ -1,5 +1,8 @@
 # The message catalogue (host_tests/message_catalogue.py): what it records, what it leaves out, and
 # that a message missing from host_tests/messages.txt is reported.
+import os
+import sys
+
 import pytest
 
 import message_catalogue
@@ -16,6 +19,10 @@ def test_normalise_keeps_words_and_hides_what_varies_between_runs():
     assert normalise("(C.x\u01c1C\u01c1__init____mutmut_7() got an unexpected keyword argument 'k')") == \
         "(C.__init__() got an unexpected keyword argument 'k')"
     assert normalise("x_split__mutmut_orig() takes 1 argument") == "split() takes # argument"
+    # A clean clone sits elsewhere than the checkout that wrote the catalogue.
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert normalise("esptool is not installed for %s" % sys.executable) == "esptool is not installed for <python>"
+    assert normalise("cannot read %s/partitions.csv" % here) == "cannot read <repo>/partitions.csv"
 
 
 def _watched(action, catalogue_lines, tmp_path, monkeypatch):
