@@ -19,11 +19,13 @@ PY=.venv/bin/python
 ROOT=$(pwd)
 if [ -n "${MUTATE_AGAIN:-}" ]; then
   [ -d "$MUTATE_AGAIN/mutants" ] || { echo "mutate: MUTATE_AGAIN=$MUTATE_AGAIN holds no earlier run" >&2; exit 2; }
+  MUTATE_AGAIN=$(cd "$MUTATE_AGAIN" && pwd)
   MUTATE_ONLY=$("$PY" scripts/mutate_score.py --again "$MUTATE_AGAIN")
   [ -n "$MUTATE_ONLY" ] || { echo "mutate: $MUTATE_AGAIN left no mutant alive"; exit 0; }
 fi
 STAGE=${MUTATE_STAGE:-build/mutate}  # another one runs a second batch beside the first
-[ "${MUTATE_AGAIN:-}" != "$STAGE" ] || { echo "mutate: MUTATE_AGAIN is the stage itself: set MUTATE_STAGE" >&2; exit 2; }
+[ -z "${MUTATE_AGAIN:-}" ] || [ "$(cd "$MUTATE_AGAIN" 2>/dev/null && pwd)" != "$(mkdir -p "$STAGE" && cd "$STAGE" && pwd)" ] ||
+  { echo "mutate: MUTATE_AGAIN is the stage itself: set MUTATE_STAGE" >&2; exit 2; }
 # The staging tree: the repository with lib/ota moved to src/ota (see scripts/mutate.toml for why).
 rm -rf "$STAGE"
 mkdir -p "$STAGE/src"
@@ -67,5 +69,5 @@ set +e -f  # -f: the globs of MUTATE_ONLY are mutmut's, not the shell's
 "$ROOT/.venv/bin/mutmut" run --max-children "${MUTATE_JOBS:-2}" ${MUTATE_ONLY:-}
 status=$?
 set -e +f
-"$ROOT/$PY" "$ROOT/scripts/mutate_score.py" . ${MUTATE_AGAIN:+--base "$ROOT/$MUTATE_AGAIN"}
+"$ROOT/$PY" "$ROOT/scripts/mutate_score.py" . ${MUTATE_AGAIN:+--base "$MUTATE_AGAIN"}
 exit $status
