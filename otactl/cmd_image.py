@@ -26,6 +26,15 @@ def default_partitions():
 DEFAULT_PARTITIONS = default_partitions()
 
 
+def chip_rev(text):
+    """argparse type of --chip-rev: major*100+minor, a 16-bit field in the image header and 0..65535
+    in the device's config (ota.chip_rev), so a value outside that is a typo, refused here."""
+    value = int(text)
+    if not 0 <= value <= 0xFFFF:
+        raise ValueError(text)  # argparse: "invalid chip_rev value"
+    return value
+
+
 def slot_size_from(path):
     """The size of the OTA app slots in a partitions.csv (the smallest, if they differ)."""
     slots = partitions.ota_slots(partitions.load(path))
@@ -77,7 +86,7 @@ def argparse_image_inspect(sub):
     p.add_argument("--partitions", default=DEFAULT_PARTITIONS,
                    help="partitions.csv giving the slot size (default: the repository's)")
     p.add_argument("--slot-size", type=lambda s: int(s, 0), help="slot size, instead of --partitions")
-    p.add_argument("--chip-rev", type=int, help="chip revision as major*100+minor (e.g. 4 for v0.4)")
+    p.add_argument("--chip-rev", type=chip_rev, help="chip revision as major*100+minor (e.g. 4 for v0.4)")
     add_device_arguments(p)
     p.add_argument("--running", metavar="VERSION", help="the version the devices run (downgrade check)")
     p.add_argument("--version", help="the version the trigger will name")

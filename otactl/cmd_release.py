@@ -26,7 +26,7 @@ import os
 import re
 
 from . import firmware_image
-from .cmd_image import DEFAULT_PARTITIONS, add_device_arguments, slot_size_from
+from .cmd_image import DEFAULT_PARTITIONS, add_device_arguments, chip_rev, slot_size_from
 from ota.errors import OtaError
 from .fleet import compare_versions
 
@@ -193,7 +193,7 @@ def argparse_release(parser):
                         "(default: OTACTL_BASE_URL, else the previous release's)")
     parser.add_argument("--partitions", default=DEFAULT_PARTITIONS,
                         help="partitions.csv giving the OTA slot size (default: the repository's)")
-    parser.add_argument("--chip-rev", type=int, help="also check this chip revision (major*100+minor)")
+    parser.add_argument("--chip-rev", type=chip_rev, help="also check this chip revision (major*100+minor)")
     add_device_arguments(parser)
 
 
