@@ -10,7 +10,8 @@
 #                        once to learn which test reaches which function, minutes on a busy machine)
 #   MUTATE_AGAIN=build/mutate-full   after new tests: run again only what that earlier run left alive
 #                        (survivors, unchecked mutants, every mutant of a module changed since); the
-#                        score merges both runs (scripts/mutate_score.py --again / --base)
+#                        score merges both runs into the new stage (scripts/mutate_score.py --again /
+#                        --base), so a run stopped part-way is resumed by another MUTATE_AGAIN over it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python

@@ -22,6 +22,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import sys
 
 from mutmut.__main__ import status_by_exit_code
@@ -143,15 +144,30 @@ def main(out_dir=".", base=None):
     rows = {}
     survivors = []
     earlier = _metas(base) if base else {}
+    for module in set(earlier) - set(_metas(out_dir)):  # not run again (nothing alive): carry it over
+        relative = os.path.relpath(earlier[module][0][:-len(".meta")], os.path.join(base, "mutants"))
+        for folder in ("mutants", ""):
+            for suffix in ((".meta", "") if folder else ("",)):
+                copy_from = os.path.join(base, folder, relative + suffix)
+                if os.path.exists(copy_from):
+                    copy_to = os.path.join(out_dir, folder, relative + suffix)
+                    os.makedirs(os.path.dirname(copy_to), exist_ok=True)
+                    shutil.copyfile(copy_from, copy_to)
     now = _metas(out_dir)
     for module in sorted(set(now) | set(earlier)):
         meta, source = now.get(module) or earlier[module]  # a module this run left out: the earlier verdicts
         codes = _codes(meta)
         if module in now and module in earlier and _same_file(earlier[module][1], source):
-            # this run's verdicts over the earlier run's, where this run checked the mutant again
+            # this run's verdicts over the earlier run's, where this run checked the mutant again;
+            # written into this run's records, so that a later MUTATE_AGAIN over this stage resumes
+            # from everything known (a chain of runs, each stopped part-way, adds up)
             merged = _codes(earlier[module][0])
             merged.update({n: code for n, code in codes.items() if code is not None})
             codes = merged
+            record = json.load(open(meta))
+            record["exit_code_by_key"] = {n: merged.get(n) for n in record.get("exit_code_by_key", {})}
+            with open(meta, "w") as f:
+                json.dump(record, f)
         if all(code is None for code in codes.values()):  # a module MUTATE_ONLY left out
             continue
         defs = functions(meta[:-len(".meta")])  # the mutated file: every mutant's function beside the original
