@@ -8,7 +8,6 @@
 #    or 4 KiB of a piece: the decode-again loop must stop exactly there or the image is shifted.
 # 2. A flash error while delta.Patch hashes the running slot (right after the header was read from
 #    the socket) is the flash's: io_error at once, never retried as a dropped connection.
-import hashlib
 import sys
 
 import pytest
@@ -19,6 +18,7 @@ from devkit.images import build_image
 from ota import inflate, update
 from ota.errors import OtaError
 from otactl import zimage
+from test_mutants_inflate import artifact, sha
 
 SLOT = 0x40000
 URL = "https://fw.example/fw.otaz"
@@ -44,17 +44,6 @@ def decodes(monkeypatch):
 
     monkeypatch.setattr(inflate.Loader, "_decode", _decode)
     return starts
-
-
-def sha(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def artifact(encoding="deflate", **kw):
-    fields = {"encoding": encoding, "file_sha256": None, "file_size": None, "base_sha256": None,
-              "fallback": None, "fallback_encoding": None}
-    fields.update(kw)
-    return fields
 
 
 def run(server, art, esp, config):
