@@ -96,6 +96,15 @@ def net(monkeypatch):
     return n
 
 
+def answer_in_turn(net, replies):
+    # Each new connection gets the next of replies: a redirect chain, one socket per hop.
+    def socket(family, kind):
+        net.reply = replies[len(net.sockets)]
+        return FakeSocketModule.socket(net, family, kind)
+
+    net.socket = socket
+
+
 def reason(call, *args, **kw):
     with pytest.raises(OtaError) as e:
         call(*args, **kw)
@@ -266,11 +275,7 @@ def test_every_redirect_status_is_followed(net, status):
     replies = [b"HTTP/1.1 %d X\r\nLocation: https://b.example/z\r\n\r\n" % status,
                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
 
-    def socket(family, kind):
-        net.reply = replies[len(net.sockets)]
-        return FakeSocketModule.socket(net, family, kind)
-
-    net.socket = socket
+    answer_in_turn(net, replies)
     resp = https.open("https://a.example/x", tls_context=FakeContext())
     assert resp.url == "https://b.example/z" and resp.status == 200
     assert [s.closed for s in net.sockets] == [True, False]  # the hop's socket closed first
@@ -305,11 +310,7 @@ def test_http_to_https_redirect_is_fine(net, monkeypatch):
     replies = [b"HTTP/1.1 301 X\r\nLocation: https://fw.example/a\r\n\r\n",
                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
 
-    def socket(family, kind):
-        net.reply = replies[len(net.sockets)]
-        return FakeSocketModule.socket(net, family, kind)
-
-    net.socket = socket
+    answer_in_turn(net, replies)
     resp = https.open("http://fw.example/a", allow_http=True)
     assert resp.tls_context is ctx and ctx.wrapped == ["fw.example"]
     assert [lookup[1] for lookup in net.lookups] == [80, 443]
@@ -370,11 +371,7 @@ def test_a_plain_http_hop_is_never_wrapped_in_the_context_it_is_given(net):
     replies = [b"HTTP/1.1 302 X\r\nLocation: https://fw.example/a\r\n\r\n",
                b"HTTP/1.1 206 P\r\nContent-Range: bytes 5-6/7\r\n\r\nok"]
 
-    def socket(family, kind):
-        net.reply = replies[len(net.sockets)]
-        return FakeSocketModule.socket(net, family, kind)
-
-    net.socket = socket
+    answer_in_turn(net, replies)
     resp = https.open("http://fw.example/a", allow_http=True, tls_context=ctx, start=5)
     assert resp.status == 206 and resp.tls_context is ctx
     assert ctx.wrapped == ["fw.example"]  # one handshake: the https hop's

@@ -6,7 +6,7 @@ import pytest
 import fakes  # noqa: F401  (puts lib/ on sys.path)
 from ota import https
 from ota.errors import OtaError
-from test_mutants_https import FakeContext, net  # noqa: F401  (net: the fixture)
+from test_mutants_https import FakeContext, answer_in_turn, net  # noqa: F401  (net: the fixture)
 
 
 @pytest.mark.parametrize("status", [403, 404])
@@ -21,13 +21,7 @@ def test_an_error_status_quotes_the_path_without_its_query(net, status):  # noqa
 def test_an_error_status_after_a_redirect_quotes_the_last_path_without_its_query(net):  # noqa: F811
     replies = [b"HTTP/1.1 302 Found\r\nLocation: https://b.example/z?sig=abc\r\n\r\n",
                b"HTTP/1.1 404 No\r\n\r\n"]
-    real = net.socket
-
-    def socket(family, kind):
-        net.reply = replies[len(net.sockets)]
-        return real(family, kind)
-
-    net.socket = socket
+    answer_in_turn(net, replies)
     with pytest.raises(OtaError) as e:
         https.open("https://a.example/x", tls_context=FakeContext())
     assert (e.value.reason, e.value.detail) == ("http_404", "b.example/z")

@@ -91,18 +91,23 @@ def test_only_the_appended_hash_wrong_is_bad_image_hash():
     never_bootable(esp)
 
 
-def test_a_flash_that_reads_back_another_structure(monkeypatch):
-    # the segment count changes between the write and the read-back: the read-back's verifier
-    # raises, and that is the flash's fault
-    esp = fakes.make_device(SLOT)
+def first_block_reads_back(monkeypatch, esp, change):
+    # The new slot's first block reads back changed by change(buf): the flash lost what was written.
     part_cls = esp.Partition
     real_read = part_cls.readblocks
 
     def readblocks(self, block, buf, offset=0):
         real_read(self, block, buf, offset)
         if self.slot.label == "ota_1" and block == 0:
-            buf[1] = 0  # no segments
+            change(buf)
     monkeypatch.setattr(part_cls, "readblocks", readblocks)
+
+
+def test_a_flash_that_reads_back_another_structure(monkeypatch):
+    # the segment count changes between the write and the read-back: the read-back's verifier
+    # raises, and that is the flash's fault
+    esp = fakes.make_device(SLOT)
+    first_block_reads_back(monkeypatch, esp, lambda buf: buf.__setitem__(1, 0))  # no segments
     assert reason(esp, fakes.FakeServer(IMG)) == "readback_mismatch"
     never_bootable(esp)
 
@@ -242,14 +247,8 @@ def test_a_read_back_segment_that_runs_past_the_slot_is_named(monkeypatch):
     # longer than the slot is refused at its header, and the detail names what the flash got wrong
     # (mutants _ReadBack.__init__ _3, verify_and_commit _31 checked the read-back without the slot)
     esp = fakes.make_device(SLOT)
-    part_cls = esp.Partition
-    real_read = part_cls.readblocks
-
-    def readblocks(self, block, buf, offset=0):
-        real_read(self, block, buf, offset)
-        if self.slot.label == "ota_1" and block == 0:
-            struct.pack_into("<I", buf, 28, 2 * SLOT)  # segment 0's length, past the slot's end
-    monkeypatch.setattr(part_cls, "readblocks", readblocks)
+    # segment 0's length, past the slot's end
+    first_block_reads_back(monkeypatch, esp, lambda buf: struct.pack_into("<I", buf, 28, 2 * SLOT))
     with pytest.raises(OtaError) as e:
         run(fakes.FakeServer(IMG), esp=esp)
     assert (e.value.reason, e.value.detail) == ("readback_mismatch", "slot ota_1: too_large")
