@@ -14,6 +14,7 @@
 # run and the test data, the words do not. internal_error is left out: its detail is CPython's wording of an
 # unexpected exception, which changes between Python versions.
 import builtins
+import functools
 import os
 import re
 import sys
@@ -72,9 +73,16 @@ def _install():
     _installed = True
 
 
-def catalogue():
-    with open(PATH, encoding="utf-8") as f:
-        return {line.rstrip("\n") for line in f if line.strip()}
+def catalogue(path):
+    # Read again only when the file changed: once per process, not once per unit test.
+    stat = os.stat(path)
+    return _read(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _read(path, mtime_ns, size):
+    with open(path, encoding="utf-8") as f:
+        return frozenset(line.rstrip("\n") for line in f if line.strip())
 
 
 class Watch:
@@ -96,5 +104,5 @@ class Watch:
             with open(record, "a", encoding="utf-8") as f:
                 f.writelines(line + "\n" for line in sorted(self.seen))
             return []
-        known = catalogue()
+        known = catalogue(PATH)
         return sorted(m for m in self.seen if m not in known)
