@@ -25,7 +25,7 @@ if [ -n "${MUTATE_AGAIN:-}" ]; then
   [ -n "$MUTATE_ONLY" ] || { echo "mutate: $MUTATE_AGAIN left no mutant alive"; exit 0; }
 fi
 STAGE=${MUTATE_STAGE:-build/mutate}  # another one runs a second batch beside the first
-[ -z "${MUTATE_AGAIN:-}" ] || [ "$(cd "$MUTATE_AGAIN" 2>/dev/null && pwd)" != "$(mkdir -p "$STAGE" && cd "$STAGE" && pwd)" ] ||
+[ -z "${MUTATE_AGAIN:-}" ] || [ "$MUTATE_AGAIN" != "$(mkdir -p "$STAGE" && cd "$STAGE" && pwd)" ] ||
   { echo "mutate: MUTATE_AGAIN is the stage itself: set MUTATE_STAGE" >&2; exit 2; }
 # The staging tree: the repository with lib/ota moved to src/ota (see scripts/mutate.toml for why).
 rm -rf "$STAGE"

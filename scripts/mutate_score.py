@@ -145,19 +145,16 @@ def main(out_dir=".", base=None):
     survivors = []
     earlier = _metas(base) if base else {}
     for module in set(earlier) - set(_metas(out_dir)):  # not run again (nothing alive): carry it over
-        relative = os.path.relpath(earlier[module][0][:-len(".meta")], os.path.join(base, "mutants"))
-        for folder in ("mutants", ""):
-            for suffix in ((".meta", "") if folder else ("",)):
-                copy_from = os.path.join(base, folder, relative + suffix)
-                if os.path.exists(copy_from):
-                    copy_to = os.path.join(out_dir, folder, relative + suffix)
-                    os.makedirs(os.path.dirname(copy_to), exist_ok=True)
-                    shutil.copyfile(copy_from, copy_to)
-    now = _metas(out_dir)
-    for module in sorted(set(now) | set(earlier)):
-        meta, source = now.get(module) or earlier[module]  # a module this run left out: the earlier verdicts
+        meta = earlier[module][0]
+        mutated = os.path.relpath(meta[:-len(".meta")], os.path.join(base, "mutants"))  # src/ota/x.py
+        for relative in (os.path.join("mutants", mutated + ".meta"), os.path.join("mutants", mutated), mutated):
+            copy_to = os.path.join(out_dir, relative)
+            os.makedirs(os.path.dirname(copy_to), exist_ok=True)
+            shutil.copyfile(os.path.join(base, relative), copy_to)
+    now = _metas(out_dir)  # every module of the earlier run is in this stage now
+    for module, (meta, source) in sorted(now.items()):
         codes = _codes(meta)
-        if module in now and module in earlier and _same_file(earlier[module][1], source):
+        if module in earlier and _same_file(earlier[module][1], source):
             # this run's verdicts over the earlier run's, where this run checked the mutant again;
             # written into this run's records, so that a later MUTATE_AGAIN over this stage resumes
             # from everything known (a chain of runs, each stopped part-way, adds up)
