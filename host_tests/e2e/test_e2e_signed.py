@@ -35,7 +35,7 @@ DEVICE_ID = "5e5e5e5e0001"
 OTHER_ID = "5e5e5e5e0002"
 STATE_TOPIC = "/switch/state/" + DEVICE_ID
 CMD_TOPIC = "/switch/cmd/" + DEVICE_ID
-SIZE = 262144  # both 1.0.1 builds have this exact size: only the sha256 tells them apart
+SIZE = 327680  # 320 KiB (the device package alone is about 260 KB of source); both 1.0.1 builds have this exact size: only the sha256 tells them apart
 
 
 def otactl(world, *args):
