@@ -383,7 +383,7 @@ class FakeServer:
     def open(self, url, ca_path="ca.der", token=None, token_origin=None, start=0, allow_http=False,
              connect_timeout=10, read_timeout=10, max_redirects=5, headers=None, tls_context=None, line=None):
         plan = self.plans.pop(0) if self.plans else {}
-        self.opens.append((url, start, {"token": token, "ca_path": ca_path}))
+        self.opens.append((url, start, {"token": token, "ca_path": ca_path, "tls_context": tls_context}))
         if "fail" in plan:
             raise plan["fail"]
         size = len(self.content)

@@ -366,3 +366,28 @@ def test_the_context_is_made_with_the_buffer_before_the_download():
     result, _ = run(server, sha256=sha(img))
     assert result["result"] == "ok" and made == ["ca.der"]
     assert [given[0] for given in server.given] == ["the-context", "the-context"]
+
+
+# ---------------------------------------------------------------- the workspace (third pass)
+
+def test_on_micropython_the_workspace_lends_its_context_and_buffer_and_the_update_allocates_less(tmp_path):
+    # MicroPython's own ssl makes the workspace's context from a real CA; the update with the
+    # workspace makes no context (https.context is never called) and gives its connection the
+    # workspace's; it allocates at least the buffer and the SSLContext less than the same update
+    # without a workspace (which makes exactly one context of its own).
+    if not os.path.exists(MICROPYTHON):
+        pytest.skip("no .venv/bin/micropython")
+    from devkit.tls import make_pki
+
+    pki = make_pki(str(tmp_path / "pki"))
+    img = make_image("1.2.0", size=64 * 1024)
+    (tmp_path / "img.bin").write_bytes(img)
+    (tmp_path / "slot.bin").write_bytes(b"\xff" * 0x1D0000)
+    out = subprocess.run([MICROPYTHON, "-X", "heapsize=256wK", os.path.join(ROOT, "host_tests", "drivers", "mp_workspace.py"),
+                          LIB, str(tmp_path / "img.bin"), str(tmp_path / "slot.bin"), pki.ca_der, sha(img)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + out.stdout
+    fields = dict(item.split("=") for item in out.stdout.split()[1:])
+    assert fields["context"] == "SSLContext" and fields["ok"] == "2", fields
+    assert fields["contexts_made"] == "1" and fields["reused"] == "1", fields
+    assert int(fields["without"]) - int(fields["with"]) >= 4096 + 1024, fields

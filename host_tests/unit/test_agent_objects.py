@@ -373,6 +373,25 @@ def test_runner_runs_an_update_to_the_reboot(parts):
     assert runner.job is None
 
 
+def test_the_real_runner_takes_a_workspace_at_start_up_and_lends_it_to_every_update(parts, monkeypatch, tmp_path):
+    # updater None: the real update.run (replaced here by the recording Updater after the runner
+    # was made) gets the workspace the runner took when it was made, the same one every job.
+    from devkit.tls import make_pki
+    from ota import update
+
+    pki = make_pki(str(tmp_path / "pki"))
+    runner = parts.make(ca_path=pki.ca_der, chunk_size=8192)
+    ws = runner.workspace
+    assert len(ws.buf) == 8192 and ws.tls_context is not None and ws.problem is None
+    up = Updater()
+    monkeypatch.setattr(update, "run", up)
+    for job_id in ("j1", "j2"):
+        with pytest.raises(Reset):
+            runner.run(_job(id=job_id))
+    assert [c["workspace"] for c in up.calls] == [ws, ws]
+    assert parts.make(updater=Updater()).workspace is None  # an injected updater gets none
+
+
 def test_runner_over_tls_disconnects_for_the_download_and_reopens_to_say_rebooting(parts):
     runner = parts.make(FakeLink(tls=True), Updater())
     with pytest.raises(Reset):

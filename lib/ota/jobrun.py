@@ -36,6 +36,13 @@ class Runner:
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
         self.meter = None  # the update job's telemetry.Meter
+        # The update's buffer and SSLContext, taken now, at start-up, while the heap is still in one
+        # piece, and lent to every update (workspace.py). An injected updater (tests) has none.
+        self.workspace = None
+        if updater is None:
+            from ota.workspace import Workspace
+
+            self.workspace = Workspace(ota)
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.
@@ -141,6 +148,8 @@ class Runner:
         kwargs = _artifact(job)
         if https is not None:
             kwargs["https"] = https
+        if self.workspace is not None:
+            kwargs["workspace"] = self.workspace
         result = updater(job["url"], sha256=job["sha256"], size=job["size"], version=job["version"],
                          token=ota.get("token"), config=policy, progress=self._progress,
                          running=slots.version, target=target,  # known since start-up

@@ -156,9 +156,11 @@ def _running_identity(partition):
 # feed(): the watchdog's, called for every chunk downloaded or read back (None: no watchdog).
 # artifact: the trigger's encoding fields (None or no "encoding": url is the image itself, as before;
 # else url is an OTAZ container, docs/COMPRESSED.md); sha256 and size stay the image's.
+# workspace: the agent's workspace.Workspace, whose buffer and SSLContext were taken at start-up
+# (None, or what it lacks: made here, as before).
 def run(url, sha256=None, size=None, version=None, token=None, config=None, progress=None,
         https=None, esp32=None, running=None, target=None, running_project=None, project=None,
-        feed=None, artifact=None):
+        feed=None, artifact=None, workspace=None):
     cfg = dict(DEFAULTS["ota"])  # every default lives in config.py; a partial dict is fine
     cfg.update(config or {})
     if esp32 is None:
@@ -179,14 +181,21 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
     gc.collect()
     try:
         # The one buffer of the update (received data, padding, read-back); chunk_size % 4096 == 0.
-        buf = bytearray(cfg["chunk_size"])
-        # The update's one SSLContext (3 KB in one piece on the GC heap), made with the buffer right
-        # after the collect, while the heap's top is still in one piece: later, the small objects
-        # of the update fill the holes and a block that size may no longer be found
-        # (docs/MEMORY.md). fetch.py passes it to every connection. Fakes without context(): None.
-        make_context = getattr(https, "context", None)
-        if make_context is not None and url.startswith("https:"):
-            open_args["tls_context"] = make_context(cfg["ca_path"])
+        buf = workspace.buffer(cfg["chunk_size"]) if workspace is not None else None
+        if buf is None:
+            buf = bytearray(cfg["chunk_size"])
+        # The update's one SSLContext (3 KB in one piece on the GC heap). Best the workspace's, taken
+        # at start-up; else made with the buffer right after the collect, while the heap's top is
+        # still in one piece: later, the small objects of the update fill the holes and a block that
+        # size may no longer be found (docs/MEMORY.md). fetch.py passes it to every connection.
+        # Fakes without context(): None.
+        if url.startswith("https:"):
+            tls_context = workspace.tls_context if workspace is not None else None
+            make_context = getattr(https, "context", None)
+            if tls_context is None and make_context is not None:
+                tls_context = make_context(cfg["ca_path"])
+            if tls_context is not None:
+                open_args["tls_context"] = tls_context
         job.writer = SlotWriter(target, buf, current.info())
         job.restart()
         if size is not None and size > job.writer.slot_size:
