@@ -11,9 +11,12 @@ judged, never absolute times (the host is not a C3):
                     at the smallest heapsize that completes, minus the baseline. Once with the
                     admission check as configured (ota.min_free: the margin included), once with
                     ota.min_free 0 (what the data path itself needs); both with the frozen modules run
-                    in place from ROMFS, as the board runs them from flash. Once more with their
-                    bytecode loaded into the GC heap (`"romfs": false`, the simulator before issue 13),
-                    whose load holes made the old number
+                    in place from ROMFS, as the board runs them from flash, and the update's workspace
+                    (buffer + SSLContext, lib/ota/workspace.py) taken before the imports, as the agent
+                    takes it at start-up. Once without the workspace (the update makes both itself:
+                    before the third pass), and once with the bytecode loaded into the GC heap
+                    (`"romfs": false`, the simulator before issue 13), whose load holes made the old
+                    number
   heap pieces       live bytes and allocation of each piece of an update (diet_driver job "heap")
   timeline          a connection step by step, TCP_NODELAY off and on (median of the repetitions), and
                     the real https.open against TCP connect + TLS handshake
@@ -72,8 +75,9 @@ def smallest_heap(root, image, pki, job, romfs=True):
     row = _one(root, image, pki, job, str(top), romfs)
     if row.get("result") != "ok":
         return None, None, row, None
-    overhead = top - row["heap_total"]  # the GC's own tables: heapsize - (alloc + free)
-    low, high = row["baseline"] + overhead, row["baseline"] + overhead + 96 * 1024
+    # Below the baseline nothing boots. (Starting at the baseline plus the GC tables measured at 1 MiB
+    # floored the answer: those tables shrink with the heap, by about 11 KB down here.)
+    low, high = row["baseline"], row["baseline"] + 96 * 1024
     best, fail = None, None
     while high - low > RESOLUTION:
         mid = (low + high) // 2 // 64 * 64
@@ -124,10 +128,13 @@ def measure(root):
         from ota.config import DEFAULTS
 
         out["min_free"] = DEFAULTS["ota"]["min_free"]
-        for name, ota, idle, romfs in (("idle", {}, True, True), ("needed_margin", {}, False, True),
-                                       ("needed_bare", {"min_free": 0}, False, True),
-                                       ("needed_heapcode", {}, False, False)):
-            job = {"name": name, "kind": "update", "url": url, "sha256": sha, "ota": ota, "idle": idle}
+        for name, ota, idle, romfs, workspace in (
+                ("idle", {}, True, True, True), ("needed_margin", {}, False, True, True),
+                ("needed_bare", {"min_free": 0}, False, True, True),
+                ("needed_before", {}, False, True, False),
+                ("needed_heapcode", {}, False, False, True)):
+            job = {"name": name, "kind": "update", "url": url, "sha256": sha, "ota": ota, "idle": idle,
+                   "workspace": workspace}
             out[name] = smallest_heap(root, v100, pki, job, romfs)
         bare = out["needed_bare"][1]
         if bare:  # around the smallest heap that completes without the check, with and without it
@@ -147,10 +154,12 @@ def report(data):
         rows.append((metric, measured, goal, met))
 
     idle = data["idle"][1]
-    row("smallest -X heapsize for the baseline alone (imports, target slot, no update)",
+    row("smallest -X heapsize for the baseline alone (target slot, workspace, imports; no update)",
         "%s B" % idle if idle else "failed: %s" % (data["idle"][2],))
     labels = (("needed_margin", "admission margin included (ota.min_free %d)" % data["min_free"]),
               ("needed_bare", "ota.min_free 0: the data path alone"),
+              ("needed_before", "margin included, no workspace: buffer and SSLContext made by the update "
+                                "(before the third pass; the baseline is smaller by the workspace)"),
               ("needed_heapcode", "margin included, frozen bytecode loaded into the GC heap (the old simulator)"))
     for name, label in labels:
         if name not in data:
@@ -166,11 +175,18 @@ def report(data):
             "%d B (%.1f KiB)" % (needed, needed / 1024), "<= 12 KiB" if goal else "",
             needed <= GOAL_HEAP if goal else None)
         row("  smallest -X heapsize that completes", "%d B (%.1fwK)" % (heapsize, heapsize / 8192))
-        if idle and name != "needed_heapcode":
+        if idle and name not in ("needed_heapcode", "needed_before"):
             extra = heapsize - idle
             row("  that heapsize minus the baseline alone's", "%d B (%.1f KiB)" % (extra, extra / 1024))
         if fail:
             row("  %d B less fails with" % RESOLUTION, "%s %s" % (fail.get("result"), fail.get("detail", "")[:60]))
+    with_ws, without = data.get("needed_margin"), data.get("needed_before")
+    if with_ws and without and with_ws[0] is not None and without[0] is not None:
+        held = with_ws[2]["baseline"] - without[2]["baseline"]
+        row("the workspace, held from start-up (the baseline with it minus without)", "%d B" % held)
+        row("smallest -X heapsize completing the update: with the workspace / without",
+            "%d B / %d B (%+d B)" % (with_ws[1], without[1], with_ws[1] - without[1]), "less with it",
+            with_ws[1] < without[1])
     for min_free, points in sorted((data.get("sweep") or {}).items()):
         # Failed before the check: the buffer or the TLS context (made first, while the heap's top is
         # in one piece) did not fit; no admission threshold can prevent that.

@@ -24,7 +24,30 @@ import time
 
 import esp32
 import micropython
-from ota import config, fetch, heap, http_response, https, image, image_verify, update, writer  # noqa: F401
+
+# In the agent's order: the target slot first (slots.py: get_next_update() allocates 4 KiB in one
+# piece, MP #8382), then the update's workspace (jobrun.Runner at start-up: the buffer and the
+# SSLContext, workspace.py), and only then every other module of the data path (jobrun imports
+# update at the first job). All of it is part of the baseline, as it is part of the agent's. A job
+# list with "workspace": false runs without one (before issue 13's third pass: update.run makes its
+# buffer and context itself).
+_TARGET = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+
+
+def _workspace():
+    with open("diet.json") as f:
+        if '"workspace": false' in f.read():
+            return None
+    from ota.config import DEFAULTS
+    from ota.workspace import Workspace
+
+    return Workspace(DEFAULTS["ota"])
+
+
+_WORKSPACE = _workspace()
+
+from ota import (compat, config, fetch, heap, http_response, https, image, image_verify,  # noqa: E402, F401
+                 update, version, writer)
 
 _CHUNK = 4096
 
@@ -128,9 +151,8 @@ def _rom_reserved():
 
 
 def job_update(job, cfg):
-    # The target slot is taken first, as the agent does at start-up (get_next_update allocates 4 KiB,
-    # MP #8382: best before the heap fragments), so it is part of the baseline.
-    target = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
+    # The target slot and the workspace were taken before the imports, as the agent takes them.
+    target = _TARGET
     gc.collect()
     # The room simboot holds for the frozen modules' ROMFS image is flash on the board, and the
     # runner adds it to -X heapsize: it is neither baseline nor heap.
@@ -149,7 +171,7 @@ def job_update(job, cfg):
             return check(required, esp32=esp32)
         heap.check = recording
     try:
-        result = update.run(job["url"], sha256=job["sha256"], config=cfg, target=target)
+        result = update.run(job["url"], sha256=job["sha256"], config=cfg, target=target, workspace=_WORKSPACE)
         out["result"] = result["result"]
     except Exception as e:  # OtaError: its reason; anything else by name
         out["result"] = getattr(e, "reason", type(e).__name__)
@@ -175,14 +197,14 @@ def job_heap(job, cfg):
     m = lambda: (gc.mem_alloc(), micropython.mem_total())  # noqa: E731
     a, t = m()
     buf = bytearray(cfg["chunk_size"])
-    _live("chunk buffer (bytearray %d)" % cfg["chunk_size"], rows, a, t)
+    _live("chunk buffer (bytearray %d): the workspace's, at start-up" % cfg["chunk_size"], rows, a, t)
     a, t = m()
     w = writer.SlotWriter(target, buf, running_info)
     _live("SlotWriter (+ its memoryview)", rows, a, t)
     a, t = m()
     a, t = m()
     ctx = https.context(cfg["ca_path"])
-    _live("SSLContext + CA (https.context), once per update", rows, a, t)
+    _live("SSLContext + CA (https.context): the workspace's, at start-up", rows, a, t)
     a, t = m()
     v = image_verify.Verifier(w.slot_size, hashing=False)
     _live("streaming image_verify.Verifier (structure + checksum)", rows, a, t)
@@ -281,7 +303,8 @@ def job_stream(job, cfg):
         gc.collect()
         _Clock.open_us = _Clock.flash_us = 0
         start = time.ticks_us()
-        result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32())
+        result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32(),
+                            workspace=_WORKSPACE)
         end = time.ticks_us()
         upd = {"open_us": _Clock.open_us, "stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened),
                "all_us": time.ticks_diff(end, start), "flash_us": _Clock.flash_us,
@@ -324,7 +347,8 @@ def job_profile(job, cfg):
             gc.collect()
             _Prof.read_us = _Prof.feed_us = _Prof.commit_us = 0
             _Clock.open_us = _Clock.flash_us = 0
-            result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32())
+            result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32(),
+                            workspace=_WORKSPACE)
             runs.append({"stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened), "read_us": _Prof.read_us,
                          "feed_us": _Prof.feed_us, "commit_us": _Prof.commit_us,
                          "flash_stream_us": _Clock.flash_at_end, "chunks": (result["bytes"] + _CHUNK - 1) // _CHUNK})

@@ -14,9 +14,9 @@ import micropython
 from fileflash import Esp32, FilePartition
 
 sys.path.insert(0, sys.argv[1])
-from ota import https as real_https  # noqa: E402
-from ota import update  # noqa: E402
-from ota.workspace import Workspace  # noqa: E402
+from ota import https as real_https
+from ota import update
+from ota.workspace import Workspace
 
 IMAGE, SLOTFILE, CA, SHA256 = sys.argv[2:6]
 FilePartition.path = SLOTFILE  # ota_1 at its start; ota_0 has no file
