@@ -1,6 +1,6 @@
-# Shared by the MicroPython drivers mp_alloc.py and mp_inflate.py (imported from this folder, the
-# script's own): just enough of esp32 (Partition, idf_heap_info) over one slot file, no allocation per
-# call. The driver sets FilePartition.path (the slot file) and FilePartition.bases: where each slot
+# Shared by the MicroPython drivers mp_alloc.py, mp_inflate.py and mp_workspace.py (imported from this
+# folder, the script's own): just enough of esp32 (Partition, idf_heap_info) over one slot file, no
+# allocation per call, and an image file as https.open's Response. The driver sets FilePartition.path (the slot file) and FilePartition.bases: where each slot
 # starts in the file, None for a slot without one.
 SLOT = 0x1D0000
 
@@ -56,3 +56,21 @@ class Esp32:
     @staticmethod
     def idf_heap_info(caps):
         return [(245760, 191872, 180224, 176128)]
+
+
+class FileResponse:
+    # https.open's Response over an image file: readinto fills what it is given, as a socket does.
+    status = 200
+    range_start = None
+
+    def __init__(self, path):
+        self.f = open(path, "rb")
+        self.f.seek(0, 2)
+        self.total = self.length = self.f.tell()
+        self.f.seek(0)
+
+    def readinto(self, buf):
+        return self.f.readinto(buf)
+
+    def close(self):
+        self.f.close()

@@ -10,7 +10,7 @@ import hashlib
 import sys
 
 import micropython
-from fileflash import SLOT, Esp32, FilePartition
+from fileflash import SLOT, Esp32, FilePartition, FileResponse
 
 sys.path.insert(0, sys.argv[1])
 from ota.writer import SlotWriter
@@ -24,16 +24,10 @@ count = 0
 FilePartition.path = SLOTFILE  # ota_1 at its start; ota_0 has no file
 
 
-class Response:
-    # https.open's Response over the image file: readinto fills what it is given, as a socket does.
-    status = 200
-    range_start = None
-
+class Response(FileResponse):
+    # The image file as the answer; each read marks mem_total() first.
     def __init__(self):
-        self.f = open(IMAGE, "rb")
-        self.f.seek(0, 2)
-        self.total = self.length = self.f.tell()
-        self.f.seek(0)
+        FileResponse.__init__(self, IMAGE)
 
     def readinto(self, buf):
         global count
@@ -41,9 +35,6 @@ class Response:
             marks[count] = micropython.mem_total()
             count += 1
         return self.f.readinto(buf)
-
-    def close(self):
-        self.f.close()
 
 
 class Https:

@@ -11,7 +11,7 @@ import gc
 import sys
 
 import micropython
-from fileflash import Esp32, FilePartition
+from fileflash import Esp32, FilePartition, FileResponse
 
 sys.path.insert(0, sys.argv[1])
 from ota import https as real_https
@@ -20,24 +20,6 @@ from ota.workspace import Workspace
 
 IMAGE, SLOTFILE, CA, SHA256 = sys.argv[2:6]
 FilePartition.path = SLOTFILE  # ota_1 at its start; ota_0 has no file
-
-
-class Response:
-    # https.open's Response over the image file: readinto fills what it is given, as a socket does.
-    status = 200
-    range_start = None
-
-    def __init__(self):
-        self.f = open(IMAGE, "rb")
-        self.f.seek(0, 2)
-        self.total = self.length = self.f.tell()
-        self.f.seek(0)
-
-    def readinto(self, buf):
-        return self.f.readinto(buf)
-
-    def close(self):
-        self.f.close()
 
 
 class Https:
@@ -54,7 +36,7 @@ class Https:
     def open(url, start=0, tls_context=None, **kw):
         ws = Https.workspace
         Https.given.append(ws is not None and tls_context is ws.tls_context)
-        return Response()
+        return FileResponse(IMAGE)
 
 
 def one(workspace):
