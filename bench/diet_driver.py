@@ -26,8 +26,8 @@ import esp32
 import micropython
 
 # In the agent's order: the target slot first (slots.py: get_next_update() allocates 4 KiB in one
-# piece, MP #8382), then the update's workspace (jobrun.Runner at start-up: the buffer and the
-# SSLContext, workspace.py), and only then every other module of the data path (jobrun imports
+# piece, MP #8382), then the update's workspace (jobrun.Runner at start-up: the buffer; the SSLContext
+# once the radio is on, workspace.py), and only then every other module of the data path (jobrun imports
 # update at the first job). All of it is part of the baseline, as it is part of the agent's. A job
 # list with "workspace": false runs without one (before issue 13's third pass: update.run makes its
 # buffer and context itself).
@@ -38,10 +38,14 @@ def _workspace():
     with open("diet.json") as f:
         if '"workspace": false' in f.read():
             return None
+    import network
     from ota.config import DEFAULTS
     from ota.workspace import Workspace
 
-    return Workspace(DEFAULTS["ota"])
+    workspace = Workspace(DEFAULTS["ota"])
+    network.WLAN(network.STA_IF).active(True)  # the agent makes the context once the radio is on
+    workspace.make_context()
+    return workspace
 
 
 _WORKSPACE = _workspace()

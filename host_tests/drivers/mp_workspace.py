@@ -52,6 +52,7 @@ def one(workspace):
 one(None)  # the first update imports what update.run imports lazily (compat, version): not measured
 Https.made, Https.given = 0, []
 ws = Workspace({"ca_path": CA, "chunk_size": 4096})
+ws.make_context()
 with_ws, ok1 = one(ws)
 reused = sum(1 for g in Https.given if g)
 without, ok2 = one(None)

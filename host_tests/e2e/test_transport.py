@@ -126,6 +126,8 @@ class Rig:
         self.watch.close()
         self.watch = None
         assert "Traceback" not in self.device.console(), self.device.console()[-3000:]
+        # every SSLContext the agent made was seeded with the radio on (docs/CHIP.md §12)
+        assert "context made before the radio" not in self.device.console()
 
 
 @pytest.fixture

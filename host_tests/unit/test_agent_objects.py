@@ -2,6 +2,7 @@
 # MQTT session, publishing), intake.Intake (a message -> a job, None, or a refusal) and jobrun.Runner
 # (one job to its end). Each gets what it needs through its constructor; these tests prove it by
 # building nothing else. The agent that wires them together is test_agent_unit.py's.
+import hashlib
 import json
 import sys
 import types
@@ -382,7 +383,9 @@ def test_the_real_runner_takes_a_workspace_at_start_up_and_lends_it_to_every_upd
     pki = make_pki(str(tmp_path / "pki"))
     runner = parts.make(ca_path=pki.ca_der, chunk_size=8192)
     ws = runner.workspace
-    assert len(ws.buf) == 8192 and ws.tls_context is not None and ws.problem is None
+    assert len(ws.buf) == 8192 and ws.tls_context is None  # the context waits for the radio
+    runner.radio_up()
+    assert ws.tls_context is not None and ws.problem is None
     up = Updater()
     monkeypatch.setattr(update, "run", up)
     for job_id in ("j1", "j2"):
@@ -390,6 +393,37 @@ def test_the_real_runner_takes_a_workspace_at_start_up_and_lends_it_to_every_upd
             runner.run(_job(id=job_id))
     assert [c["workspace"] for c in up.calls] == [ws, ws]
     assert parts.make(updater=Updater()).workspace is None  # an injected updater gets none
+
+
+@pytest.mark.parametrize("radio", [True, False])
+def test_the_real_runner_gives_every_connection_of_a_download_one_context(parts, monkeypatch, radio):
+    # Through the telemetry wrapper and the real update.run: with the radio up, the workspace's
+    # context; without it (no workspace context), the one update.run makes, once, for the first
+    # connection and the resume after a drop alike.
+    import ota
+    from ota import update
+
+    img = fakes.build_image("1.1.0", payload_size=40000)
+
+    class Server(fakes.FakeServer):
+        made = []
+
+        def context(self, ca_path):
+            self.made.append(ca_path)
+            return "ctx#%d" % len(self.made)
+
+    server = Server(img, plans=[{"drop_after": 12000}])
+    monkeypatch.setattr(ota, "https", server, raising=False)
+    monkeypatch.setattr(update, "_running_identity", lambda part: ("1.0.0", "ota-test"), raising=False)
+    runner = parts.make(retry_backoff_ms=0, progress_bytes=8192)
+    if radio:
+        runner.radio_up()  # makes the workspace's context with this server's context()
+    assert server.made == (["ca.der"] if radio else [])
+    with pytest.raises(Reset):
+        runner.run(_job(sha256=hashlib.sha256(img).hexdigest()))
+    assert server.made == ["ca.der"] and [o[1] for o in server.opens] == [0, 12000]
+    assert [o[2]["tls_context"] for o in server.opens] == ["ctx#1", "ctx#1"]
+    assert parts.store.current["state"] == "rebooting"
 
 
 def test_runner_over_tls_disconnects_for_the_download_and_reopens_to_say_rebooting(parts):

@@ -680,6 +680,38 @@ def test_loop_retries_connect_with_backoff(env, monkeypatch):
     assert a.link.client.states()[-1]["state"] == "idle"
 
 
+def test_the_workspace_context_is_made_once_wifi_is_up_not_at_start_up(env, monkeypatch):
+    # An SSLContext seeds its random generator once, when it is made; on the C3 the RNG is only
+    # pseudo-random until the radio is on (docs/CHIP.md §8). The buffer is taken at start-up, the
+    # context after the first connect.
+    from ota import https
+
+    events = []
+
+    class RecordingWLAN(WLAN):
+        def active(self, on=None):
+            if on:
+                events.append("radio on")
+            return True
+
+    class Stop(BaseException):
+        pass
+
+    def sleep(s):  # the loop's first poll pause: connected by then
+        raise Stop()
+
+    monkeypatch.setattr(network, "WLAN", RecordingWLAN)
+    monkeypatch.setattr(https, "context", lambda ca_path: events.append("context " + ca_path) or "ctx")
+    a = env.make()
+    assert len(a.runner.workspace.buf) == 4096 and a.runner.workspace.tls_context is None and events == []
+    monkeypatch.setattr(agent.time, "sleep", sleep)
+    with pytest.raises(Stop):
+        a.run()
+    assert events[0] == "radio on" and events.count("context ca.der") == 1
+    assert events.index("context ca.der") > events.index("radio on") and a.link.connected
+    assert a.runner.workspace.tls_context == "ctx"
+
+
 def test_bad_config_falls_back_to_defaults(tmp_path, capsys):
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"wifi": {"ssid": "x", "password": "short"}}))

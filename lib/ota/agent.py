@@ -122,6 +122,7 @@ class Agent:
                 if not link.connected:
                     link.connect(None if self.gate is None else self.gate.remaining_ms())
                     backoff = _BACKOFF_MIN_S
+                    self.runner.radio_up()  # the update's SSLContext, seeded with the radio on
                 if self.gate is not None:
                     self._confirm()
                 self._serve()

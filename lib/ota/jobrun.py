@@ -36,13 +36,20 @@ class Runner:
         self.throttle = None  # per job
         self.started = None  # the job whose record jobs.start wrote (update, revert)
         self.meter = None  # the update job's telemetry.Meter
-        # The update's buffer and SSLContext, taken now, at start-up, while the heap is still in one
-        # piece, and lent to every update (workspace.py). An injected updater (tests) has none.
+        # The update's buffer, taken now, at start-up, while the heap is still in one piece, and its
+        # SSLContext once the radio is on (radio_up), both lent to every update (workspace.py). An
+        # injected updater (tests) has none.
         self.workspace = None
         if updater is None:
             from ota.workspace import Workspace
 
             self.workspace = Workspace(ota)
+
+    # The link connected (Wi-Fi is up, so the chip's RNG is a true one): the workspace's context is
+    # made now, the first time. Never raises.
+    def radio_up(self):
+        if self.workspace is not None:
+            self.workspace.make_context()
 
     def run(self, job):
         # Never raises for a failed job: the reason goes into the job record and the state topic.

@@ -108,9 +108,11 @@ def record(job_record):
 
 
 class _Https:
-    # The https module as fetch.Download uses it: open() and reason().
+    # The https module as update.run and fetch.Download use it: open(), reason() and context().
     def __init__(self, module, meter):
         self.module, self.meter = module, meter
+        # update.run makes the update's one SSLContext with it when the workspace has none
+        self.context = getattr(module, "context", None)
 
     def open(self, url, start=0, **kwargs):
         meter = self.meter
@@ -139,6 +141,8 @@ class _Response:
         self.status, self.total = resp.status, resp.total
         self.url, self.length = getattr(resp, "url", None), getattr(resp, "length", None)
         self.range_start, self.chunked = getattr(resp, "range_start", None), getattr(resp, "chunked", False)
+        # the context https.open made, for every resume of the download (fetch.py)
+        self.tls_context = getattr(resp, "tls_context", None)
 
     @property
     def _stream(self):

@@ -184,18 +184,19 @@ def run(url, sha256=None, size=None, version=None, token=None, config=None, prog
         buf = workspace.buffer(cfg["chunk_size"]) if workspace is not None else None
         if buf is None:
             buf = bytearray(cfg["chunk_size"])
-        # The update's one SSLContext (3 KB in one piece on the GC heap). Best the workspace's, taken
-        # at start-up; else made with the buffer right after the collect, while the heap's top is
-        # still in one piece: later, the small objects of the update fill the holes and a block that
-        # size may no longer be found (docs/MEMORY.md). fetch.py passes it to every connection.
-        # Fakes without context(): None.
-        if url.startswith("https:"):
-            tls_context = workspace.tls_context if workspace is not None else None
-            make_context = getattr(https, "context", None)
-            if tls_context is None and make_context is not None:
-                tls_context = make_context(cfg["ca_path"])
-            if tls_context is not None:
-                open_args["tls_context"] = tls_context
+        # The update's one SSLContext (3 KB in one piece on the GC heap). Best the workspace's, made
+        # early (workspace.py); it goes to any URL (https.open uses it only on https hops: an http
+        # URL may redirect to https). Else one is made here for an https URL (the scheme in any
+        # case), with the buffer right after the collect, while the heap's top is still in one
+        # piece: later, the small objects of the update fill the holes and a block that size may no
+        # longer be found (docs/MEMORY.md). fetch.py passes it to every connection. Fakes without
+        # context(): None.
+        tls_context = workspace.tls_context if workspace is not None else None
+        make_context = getattr(https, "context", None)
+        if tls_context is None and make_context is not None and url[:6].lower() == "https:":
+            tls_context = make_context(cfg["ca_path"])
+        if tls_context is not None:
+            open_args["tls_context"] = tls_context
         job.writer = SlotWriter(target, buf, current.info())
         job.restart()
         if size is not None and size > job.writer.slot_size:

@@ -47,6 +47,7 @@ class _WLAN:
         if is_active is None:
             return self._active
         self._active = bool(is_active)
+        simdev.radio_on = self._active  # one interface, as our devices use
         if not self._active:
             self._ssid = self._since = None
 

@@ -29,6 +29,7 @@ wdt_ms = 0            # the watchdog's timeout once machine.WDT armed it (0: not
 soft_reset_requested = False  # machine.soft_reset() raised SystemExit: simboot soft-reboots
 rom_reserved = 0      # GC heap bytes simboot holds for the ROMFS image of the frozen modules (flash)
 idf_taken = 0         # IDF heap bytes held by open TLS sessions (simssl), gone from idf_heap_info
+radio_on = False      # a network.WLAN is active: the chip's RNG is a true one (docs/CHIP.md §12)
 _faults = []
 _point_counts = {}
 _start_ms = 0

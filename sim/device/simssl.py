@@ -91,6 +91,13 @@ def _clock_is_set():
 
 
 class SSLContext(_port_context):
+    # Made before the radio is on, a context's random generator is seeded from the C3's pseudo-random
+    # numbers (docs/CHIP.md §12): said on the console, so that tests can hold the agent to never doing it.
+    def __init__(self, *args):
+        if not simdev.radio_on:
+            print("sim-ssl: context made before the radio was on")
+        super().__init__(*args)
+
     # Raises ValueError (certificate not yet valid) before the clock is set, OSError(ENOMEM) when the
     # IDF heap model has no room for another session.
     def wrap_socket(self, sock, server_side=False, do_handshake_on_connect=True, server_hostname=None):
