@@ -36,15 +36,16 @@ _TARGET = esp32.Partition(esp32.Partition.RUNNING).get_next_update()
 
 def _workspace():
     with open("diet.json") as f:
-        if '"workspace": false' in f.read():
-            return None
+        no_workspace = '"workspace": false' in f.read()
     import network
+
     from ota.config import DEFAULTS
     from ota.workspace import Workspace
 
-    workspace = Workspace(DEFAULTS["ota"])
-    network.WLAN(network.STA_IF).active(True)  # the agent makes the context once the radio is on
-    workspace.make_context()
+    workspace = None if no_workspace else Workspace(DEFAULTS["ota"])
+    network.WLAN(network.STA_IF).active(True)  # the agent's link, with or without a workspace
+    if workspace is not None:
+        workspace.make_context()  # once the radio is on, as the agent makes it
     return workspace
 
 

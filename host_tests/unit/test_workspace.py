@@ -192,3 +192,31 @@ def test_any_url_gets_the_workspaces_context_and_only_an_https_one_makes_its_own
     assert contexts("http://fw.example/fw.bin", bare) == ([], [None])
     assert contexts("HTTPS://fw.example/fw.bin", bare) == (["ca.der"], ["ctx#1(ca.der)"])
     assert contexts("HTTPS://fw.example/fw.bin", ws) == ([], ["ctx#1(ca.der)"])
+
+
+@pytest.mark.parametrize("drop_at", [None, 3000])
+@pytest.mark.parametrize("hashed", [False, True])
+def test_a_compressed_update_through_a_workspace_full_of_old_bytes(monkeypatch, drop_at, hashed):
+    # The compressed path (inflate.Loader) decodes into the workspace's buffer too: a buffer full of
+    # 0xA5 from an earlier job changes nothing written, and every connection, the resume included,
+    # gets the workspace's context.
+    import sys
+
+    import fake_deflate
+    from otactl import zimage
+    from test_mutants_inflate import artifact
+
+    monkeypatch.setitem(sys.modules, "deflate", fake_deflate)
+    img = make_image("1.1.0")
+    blob = zimage.pack_image(img, piece_log2=14)
+    ws = ready(OTA, ContextHttps())
+    ws.buf[:] = b"\xa5" * len(ws.buf)
+    server = Server(blob, plans=[{"drop_after": drop_at}] if drop_at else [])
+    esp = fakes.make_device(SLOT)
+    art = artifact(file_sha256=fakes_sha(blob), file_size=len(blob)) if hashed else artifact()
+    result = update.run("https://fw.example/fw.otaz", config=dict(FAST), https=server, esp32=esp,
+                        running="1.0.0", running_project="micropython", artifact=art, sha256=fakes_sha(img),
+                        size=len(img), workspace=ws)
+    assert result["result"] == "ok" and bytes(esp.slots["ota_1"].data[:len(img)]) == img
+    assert server.made == [] and len(server.opens) == (2 if drop_at else 1)
+    assert all(o[2]["tls_context"] == "ctx#1(ca.der)" for o in server.opens)
