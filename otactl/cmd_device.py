@@ -75,6 +75,9 @@ def provision_plan(repo_root, port, config_path, ca=None, pubkey=None):
     connect = ["mpremote", "connect", port]
     commands = [connect + ["fs", "cp", "<config.json>", ":config.json"]]
     commands += [connect + ["fs", "cp", local, remote] for local, remote in files]
+    # The device reads config.json at boot and its CA once per boot (the update's TLS context, made
+    # after the first connect): a reset, so that what was just written is what runs.
+    commands.append(connect + ["reset"])
     return {"config": json.dumps(overrides, sort_keys=True), "merged": merged, "files": files,
             "commands": commands}
 

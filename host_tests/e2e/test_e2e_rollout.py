@@ -72,6 +72,19 @@ def wait_settled(world, predicate, timeout=30):
         time.sleep(0.1)
 
 
+def reboot(world, device_id, timeout=60):
+    # Power-cycles one device and waits until it has said its state again (not its last will).
+    watch, device = world["watch"], world["devices"][device_id]
+    mark = len(watch.messages)
+    device.stop()
+    device.start()
+    deadline = time.monotonic() + timeout
+    while not any(m.topic.endswith("/" + device_id) and m.state != "offline" for m in list(watch.messages)[mark:]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("%s did not come back:\n%s" % (device_id, device.console()[-2000:]))
+        time.sleep(0.1)
+
+
 def release(world, version, **image_options):
     image = os.path.join(world["root"], "build-%s.bin" % version)
     with open(image, "wb") as f:
@@ -239,11 +252,14 @@ def test_abort_mid_rollout_then_revert_without_download(world, tmp_path):
     order = rollout._order(job, DEVICE_IDS)
     stage1, broken, rest = order[:3], order[3], order[4:]
     # A misprovisioned device: its ca.der is another CA's, so the download fails tls_verify_failed.
-    # (The agent reads the CA file at each download; MQTT here is plain, so it stays connected.)
+    # (The agent makes the update's TLS context from the CA file once per boot, after its first
+    # connect (lib/ota/workspace.py): the device is rebooted with the wrong file, and again with the
+    # right one afterwards. MQTT here is plain, so it stays connected.)
     broken_device = world["devices"][broken]
     good_ca = broken_device.read_fs("ca.der")
     with open(world["pki"].other_ca_der, "rb") as f:
         broken_device.write_fs("ca.der", f.read())
+    reboot(world, broken)
     boots = {d: len(dev.boots()) for d, dev in world["devices"].items()}
     try:
         done = otactl(world, "rollout", "--manifest", manifest, "--stages", "0.5,1", "--max-concurrent", 2,
@@ -251,6 +267,8 @@ def test_abort_mid_rollout_then_revert_without_download(world, tmp_path):
                       timeout=120)
     finally:
         broken_device.write_fs("ca.der", good_ca)
+    reboot(world, broken)
+    boots[broken] = len(broken_device.boots())
     assert done.returncode == 1 and "otactl: rollout_aborted: failure_rate" in done.stderr
     records = read_log(log)
     outcomes = {r["device"]: r for r in records if r["event"] == "outcome"}

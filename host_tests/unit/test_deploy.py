@@ -149,6 +149,9 @@ def test_provision_dry_run_prints_mpremote_commands_and_masks_secrets(tmp_path, 
     assert "longenough" not in out and '"password": "***"' in out
     plan = cmd_device.provision_plan(ROOT, PORT, str(tmp_path / "my.json"), str(ca), str(key))
     assert json.loads(plan["config"])["ota"]["signing_pubkey"] == "ab" * 32
+    # the config and the CA are read at boot: the last command resets the board
+    assert plan["commands"][-1] == ["mpremote", "connect", PORT, "reset"]
+    assert out.rstrip().splitlines()[-1].endswith("mpremote connect %s reset" % PORT)
 
 
 def test_provision_rejects_a_pem_ca(tmp_path):
