@@ -155,6 +155,23 @@ def test_the_response_carries_the_fields_fetch_reads_and_closes_through(clock):
     assert meter.https(Https(clock, [])).reason("timeout") == "reason:timeout"
 
 
+def test_the_wrapper_passes_the_tls_context_both_ways(clock):
+    # update.run makes the update's context with the wrapper's context() when the workspace has none;
+    # the answer carries the context https.open made (an http URL redirected to https), which
+    # fetch.Download keeps for every resume. Neither may be lost in the wrapper.
+    meter = telemetry.Meter("1.1.0")
+
+    class Module(Https):
+        def context(self, ca_path):
+            return "ctx(%s)" % ca_path
+
+    wrapped = meter.https(Module(clock, [Resp(200, 0, tls_context="made-at-the-https-hop"), Resp(200, 0)]))
+    assert wrapped.context("ca.der") == "ctx(ca.der)"
+    assert wrapped.open("http://x/a").tls_context == "made-at-the-https-hop"
+    assert wrapped.open("https://x/a").tls_context is None  # the answer had none
+    assert meter.https(Https(clock, [])).context is None  # a module without context(): none
+
+
 def test_the_raw_stream_marks_the_count_as_unmeasured_only_when_there_is_one(clock):
     meter = telemetry.Meter("1.1.0")
     resp = meter.https(Https(clock, [Resp()])).open("https://x/a")
