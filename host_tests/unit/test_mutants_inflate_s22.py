@@ -232,3 +232,133 @@ def test_a_truncated_image_is_truncated_not_completed_from_the_buffer():
     e = fails(fakes.FakeServer(blob), artifact(), short)
     assert e.reason == "truncated"
     assert e.detail == "got %d of the %d bytes of the image" % (len(short), len(img))
+
+
+# ---------------------------------------------------------------- the retry loop
+
+def test_one_retry_is_one_more_connection_after_a_failure():
+    # _run__mutmut_2 (failures start at 1): ota.retries 1 allows one reconnect after a failure.
+    img = make_image()
+    blob = zimage.pack_image(img)
+    server = fakes.FakeServer(blob, plans=[{"fail": OtaError("connection_lost", "peer closed")}])
+    result, esp = run(server, artifact(), img, config={"retries": 1})
+    assert result["result"] == "ok" and len(server.opens) == 2
+
+
+def test_the_backoff_doubles_up_to_32_times_and_feeds_the_watchdog(monkeypatch):
+    # _run__mutmut_92, _95, _102, _104: the pause after the k-th failure in a row is
+    # retry_backoff_ms << min(k - 1, 5), fed by the job's watchdog.
+    pauses = []
+    monkeypatch.setattr(inflate, "_pause", lambda ms, feed: pauses.append((ms, feed)))
+    img = make_image()
+    blob = zimage.pack_image(img)
+    cut = OtaError("connection_lost", "peer closed")
+    server = fakes.FakeServer(blob, plans=[{"fail": cut}] * 8)
+
+    def feed():
+        pass
+
+    result, esp = run(server, artifact(), img, config={"retries": 8, "retry_backoff_ms": 100}, feed=feed)
+    assert result["result"] == "ok"
+    assert pauses == [(100 << min(k, 5), feed) for k in range(8)]
+
+
+def test_between_connections_the_heap_is_checked_for_min_free_with_the_devices_heap(monkeypatch):
+    # _run__mutmut_105, _106, _108: heap.check(ota.min_free, esp32=the device) before reconnecting.
+    from ota import heap
+
+    calls = []
+    real = heap.check
+
+    def check(required, esp32=None):
+        calls.append((required, esp32))
+        return real(required, esp32=esp32)
+
+    monkeypatch.setattr(heap, "check", check)
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    esp = fakes.make_device(0x40000)
+    result, esp = run(fakes.FakeServer(blob, plans=[{"drop_after": 5000}]), artifact(), img, esp=esp,
+                      config={"min_free": 12345})
+    assert result["result"] == "ok"
+    assert calls == [(12345, esp), (12345, esp)]  # update.run's, then the retry loop's
+
+
+def test_a_socket_error_is_named_by_https_when_the_retries_run_out():
+    # _run__mutmut_61, _64: an OSError from the socket is https.reason's (connection_lost), not
+    # from_oserror's io_error.
+    img = make_image()
+    blob = zimage.pack_image(img, piece_log2=12)
+    reset = OSError(104, "reset")
+    e = fails(fakes.FakeServer(blob, plans=[{"drop_after": 5000, "drop": reset}]), artifact(), img,
+              config={"retries": 0})
+    assert e.reason == "connection_lost"
+    assert e.detail == str(reset)
+
+
+# ---------------------------------------------------------------- the fallback
+
+class ByUrl(fakes.FakeServer):
+    # One file per URL.
+    def __init__(self, files, plans=()):
+        super().__init__(None, plans)
+        self.files = files
+
+    def open(self, url, **kw):
+        self.content = self.files[url]
+        return super().open(url, **kw)
+
+
+FALLBACK = "https://fw.example/fw.bin"
+URL_OF_BLOB = "https://fw.example/fw.otaz"  # the URL test_mutants_inflate.run asks for
+
+
+def _patch_for_another_base():
+    # A patch whose base is not what the running slot holds (fakes: an erased slot): wrong_base.
+    base = make_image(version="0.9.0")
+    img = make_image()
+    return zimage.pack_patch(base, img, piece_log2=12), base, img
+
+
+def test_a_deflate_fallback_is_read_as_deflate():
+    # run__mutmut_25 to _28: the fallback's encoding is "deflate" (a patch there is refused naming it).
+    blob, base, img = _patch_for_another_base()
+    art = artifact("delta", base_sha256=sha(base), fallback=URL_OF_BLOB, fallback_encoding="deflate")
+    e = fails(ByUrl({URL_OF_BLOB: blob, FALLBACK: img}), art, img)
+    assert e.reason == "bad_container"
+    assert e.detail == "container kind 1, trigger encoding deflate"
+
+
+
+def test_a_plain_fallback_gets_the_size_progress_watchdog_and_device(monkeypatch):
+    # run__mutmut_48, _51, _52, _54, _62: the plain Download of the fallback gets the trigger's
+    # size, the progress callback, the watchdog's feed and the device (its heap checks).
+    from ota import heap
+
+    checks = []
+    real = heap.check
+
+    def check(required, esp32=None):
+        checks.append(esp32)
+        return real(required, esp32=esp32)
+
+    monkeypatch.setattr(heap, "check", check)
+    blob, base, img = _patch_for_another_base()
+    server = ByUrl({URL_OF_BLOB: blob, FALLBACK: img}, plans=[{}, {"drop_after": 9000}])
+    fed, seen = [], []
+    art = artifact("delta", base_sha256=sha(base), fallback=FALLBACK)
+    esp = fakes.make_device(0x40000)
+    def feed():  # the connection the watchdog is fed in, and whether its answer is still coming
+        fed.append((len(server.opens), server.responses[-1].pos < server.responses[-1].length))
+
+    result, esp = run(server, art, img, esp=esp, feed=feed, progress=lambda done, total: seen.append(done))
+    assert result["result"] == "ok"
+    assert_image(esp, img)
+    assert [u for u, _, _ in server.opens] == [URL_OF_BLOB, FALLBACK, FALLBACK]
+    assert checks == [esp, esp]  # update.run's, the fallback's retry loop's
+    assert seen and seen[-1] == len(img)
+    assert fed.count((3, True)) >= 2  # fed while the fallback's second answer came (not only the read-back)
+    server = ByUrl({URL_OF_BLOB: blob, FALLBACK: img + bytes(16)})
+    e = fails(server, art, img)
+    assert e.reason == "size_mismatch"
+    assert e.detail == "server has %d bytes, trigger says %d" % (len(img) + 16, len(img))
