@@ -16,8 +16,9 @@
 # is checked over the compressed bytes, each byte once even across resumes.
 #
 # Resume: a drop reconnects with Range at the compressed offset of the piece holding the next image
-# byte and decodes that piece again from its start, discarding what the writer already has, so the
-# hashes, the verifier and the writer never go back. At most one piece (<= 64 KiB of image) is
+# byte (or at the first byte not hashed yet, when a file_sha256 is to be checked and the drop came
+# in the few bytes just before that offset) and decodes that piece again from its start, discarding
+# what the writer already has, so the hashes, the verifier and the writer never go back. At most one piece (<= 64 KiB of image) is
 # downloaded twice. A 200 to a Range request is read and discarded up to that offset.
 import binascii
 import gc
@@ -224,10 +225,14 @@ class Loader:
             before = writer.received
             piece = 0 if self.info is None else min(writer.received >> self.info["piece_log2"],
                                                     self.info["count"] - 1)
-            start = 0 if self.info is None else piece_at(self.head, piece)[0]
+            ask = start = 0 if self.info is None else piece_at(self.head, piece)[0]
+            if start > self.src.hashed and self.artifact.get("file_sha256") is not None:
+                # A drop in the few bytes before a piece (its flush marker, not needed by the decoder
+                # yet) left them unhashed: ask from there; Source hashes them and drops them.
+                ask = self.src.hashed
             error = None
             try:
-                resp = self.https.open(self.url, start=start, **self.open_args)
+                resp = self.https.open(self.url, start=ask, **self.open_args)
             except OSError as e:  # only ENOMEM comes through: never worth a retry
                 raise from_oserror(e)
             except OtaError as e:
@@ -239,7 +244,7 @@ class Loader:
                     self.patch.stream = None  # the last connection's DeflateIO (4 KiB window): garbage now
                 gc.collect()  # the handshake's garbage, once per connection (as fetch.py)
                 try:
-                    if self._connection(resp, start, piece, writer, sink):
+                    if self._connection(resp, ask, start, piece, writer, sink):
                         return True
                     return False
                 except OSError as e:
@@ -262,15 +267,16 @@ class Loader:
             self._check_deadline()
             heap.check(self.cfg["min_free"], esp32=self.esp32)
 
-    def _accept(self, resp, start):
-        if start and resp.status == 200:  # Range ignored: read and drop up to `start`
+    # ask: the Range asked for; start: the first file byte the decoder needs (ask or past it).
+    def _accept(self, resp, ask, start):
+        if ask and resp.status == 200:  # Range ignored: read and drop up to `start`
             self.restarts += 1
             if self.restarts > self.cfg["max_restarts"]:
                 raise OtaError("too_many_restarts", "%d answers of 200 to a Range request "
                                "(ota.max_restarts %d)" % (self.restarts, self.cfg["max_restarts"]))
             self.src.attach(resp, 0, start)
         else:
-            self.src.attach(resp, start, start)
+            self.src.attach(resp, ask, start)
         want = self.artifact.get("file_size") or (self.info and self.info["file_size"])
         if want and resp.total is not None and resp.total != want:
             raise OtaError("size_mismatch", "server has %d bytes, the artifact %d" % (resp.total, want))
@@ -320,10 +326,10 @@ class Loader:
 
     # One connection: returns True when the sink stopped the update, False at the end. Raises
     # OtaError, OSError (socket: src.reading is True; else the flash or uzlib's EINVAL -> named).
-    def _connection(self, resp, start, piece, writer, sink):
+    def _connection(self, resp, ask, start, piece, writer, sink):
         import deflate
 
-        self._accept(resp, start)
+        self._accept(resp, ask, start)
         if self.info is None:
             self._header(writer)
             piece = 0
