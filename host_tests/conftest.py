@@ -27,6 +27,23 @@ if "micropython" not in sys.modules:
 
 
 @pytest.fixture
+def loaders(monkeypatch):
+    # Every ota.inflate.Loader that update.run makes, to read its counters afterwards (the compressed
+    # and delta mutant tests).
+    from ota import inflate
+
+    made = []
+
+    class Recorded(inflate.Loader):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(inflate, "Loader", Recorded)
+    return made
+
+
+@pytest.fixture
 def broker(tmp_path):
     # A real mosquitto (amqtt where it is missing) on a free loopback port, for one test.
     from fleet_helpers import broker_module

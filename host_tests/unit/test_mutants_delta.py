@@ -30,19 +30,6 @@ def deflate_module(monkeypatch):
     monkeypatch.setattr(inflate.gc, "collect", lambda: None)  # ~0.1 s each under pytest; no behaviour
 
 
-@pytest.fixture
-def loaders(monkeypatch):
-    made = []
-
-    class Recorded(inflate.Loader):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(inflate, "Loader", Recorded)
-    return made
-
-
 @functools.lru_cache(maxsize=8)
 def images():
     return build_image("1.0.0", size=48000, fill=FILL), build_image("1.1.0", size=48000, fill=FILL2)

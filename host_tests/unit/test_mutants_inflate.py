@@ -47,20 +47,6 @@ def gc_calls(monkeypatch):
     return fake
 
 
-@pytest.fixture
-def loaders(monkeypatch):
-    # Every inflate.Loader update.run makes, to read its counters afterwards.
-    made = []
-
-    class Recorded(inflate.Loader):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(inflate, "Loader", Recorded)
-    return made
-
-
 @functools.lru_cache(maxsize=16)
 def make_image(version="1.1.0", size=48000, fill=FILL):
     return build_image(version, size=size, fill=fill)

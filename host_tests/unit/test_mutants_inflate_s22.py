@@ -31,19 +31,6 @@ def deflate_module(monkeypatch):
     monkeypatch.setattr(inflate, "gc", Gc())  # a full collect under pytest costs ~0.1 s
 
 
-@pytest.fixture
-def loaders(monkeypatch):
-    made = []
-
-    class Recorded(inflate.Loader):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(inflate, "Loader", Recorded)
-    return made
-
-
 # ---------------------------------------------------------------- the bug: a drop just before a piece
 
 # With this image and 4 KiB pieces a drop 1 to 6 bytes before piece 1's offset leaves the writer
