@@ -18,8 +18,8 @@
 # Resume: a drop reconnects with Range at the compressed offset of the piece holding the next image
 # byte (or at the first byte not hashed yet, when a file_sha256 is to be checked and the drop came
 # in the few bytes just before that offset) and decodes that piece again from its start, discarding
-# what the writer already has, so the hashes, the verifier and the writer never go back. At most one piece (<= 64 KiB of image) is
-# downloaded twice. A 200 to a Range request is read and discarded up to that offset.
+# what the writer already has, so the hashes, the verifier and the writer never go back. At most one
+# piece (<= 64 KiB of image) is downloaded twice. A 200 to a Range request is read and discarded up to that offset.
 import binascii
 import gc
 import hashlib

@@ -18,7 +18,7 @@
 # Why the context only once Wi-Fi is up: an SSLContext seeds its random generator (mbedTLS CTR-DRBG)
 # once, when it is made, from the chip's RNG, and on the ESP32-C3 that RNG gives only pseudo-random
 # numbers between the app's start and the radio's (ESP-IDF, "Random Number Generation"; docs/CHIP.md
-# §8). Every handshake of the context's life draws its secrets from that seed.
+# §12). Every handshake of the context's life draws its secrets from that seed.
 #
 # A workspace never stops the agent: without a CA file (not provisioned yet) or without room, what is
 # missing stays None and update.run makes it itself at update time, as before, with the same errors.
