@@ -310,7 +310,8 @@ print("chosen", "bytecode" if image_verify._xor is image_verify._xor_bytecode el
 buf = bytearray((i * 7 + 3) & 0xFF for i in range(4096))
 ok = True
 if image_verify._xor is not image_verify._xor_bytecode:
-    for start, end in ((0, 4096), (1, 4095), (3, 10), (5, 5), (2, 4093)):
+    # every path of the native loop: 32-byte turns, 0..31 tail bytes, a start off a word boundary
+    for start, end in ((0, 4096), (1, 4095), (3, 10), (5, 5), (2, 4093), (0, 31), (1, 33), (0, 4092), (4, 68)):
         ok = ok and image_verify._xor(buf, start, end, 0xEF) == image_verify._xor_bytecode(buf, start, end, 0xEF)
 def alloc(f, buf):
     f(buf, 1, 4095, 0xEF)
