@@ -73,12 +73,13 @@ class SlotWriter:
     # n bytes were put into free_space(). Raises OtaError too_large (nothing past the slot reaches
     # flash), OSError from the flash.
     def commit(self, n):
-        self.fill += n
+        fill = self.fill + n  # a local: this runs once per chunk
+        self.fill = fill
         self.received += n
-        if self.fill >= self._limit and self.fill:
-            if self.fill > self._limit:
+        if fill >= self._limit and fill:
+            if fill > self._limit:
                 raise OtaError("too_large", "more than the slot's %d bytes" % self.slot_size)
-            self._flush(self.fill)
+            self._flush(fill)
 
     def _flush(self, length):
         # length: a multiple of 4096 inside the slot. writeblocks erases, then programs.
