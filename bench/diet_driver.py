@@ -16,7 +16,10 @@
 #   {"kind": "stream", "url", "sha256", "reps"}  a raw TLS download (https.open + readinto into a 4 KiB
 #                                                buffer, discarded) and ota.update.run of the same file,
 #                                                interleaved: connection-open time, streaming time (open
-#                                                returned -> body ended), the simulated flash's time
+#                                                returned -> body ended), the simulated flash's time; and
+#                                                the same update with the flash out of the loop
+#                                                (writeblocks a no-op; the slot holds the file from the
+#                                                update before it, so this one completes too)
 import gc
 import json
 import socket
@@ -64,6 +67,7 @@ class _Clock:
     t_opened = 0
     t_end = 0
     flash_at_end = 0
+    no_flash = False  # job_stream's third run: writeblocks does nothing (the update's own work alone)
 
 
 class _TimedResponse:
@@ -111,6 +115,8 @@ class _TimedPartition:
         return self._real.ioctl(cmd, arg)
 
     def writeblocks(self, block, buf):
+        if _Clock.no_flash:
+            return
         start = time.ticks_us()
         self._real.writeblocks(block, buf)
         _Clock.flash_us += time.ticks_diff(time.ticks_us(), start)
@@ -315,6 +321,17 @@ def job_stream(job, cfg):
                "all_us": time.ticks_diff(end, start), "flash_us": _Clock.flash_us,
                "flash_stream_us": _Clock.flash_at_end, "after_us": time.ticks_diff(end, _Clock.t_end),
                "bytes": result["bytes"]}
+        gc.collect()
+        _Clock.no_flash = True
+        reason = None
+        try:  # nothing written, yet the read-back passes: the update before wrote the same file
+            update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32(),
+                       workspace=_WORKSPACE)
+        except update.OtaError as e:
+            reason = e.reason
+        finally:
+            _Clock.no_flash = False
+        upd["no_flash"] = {"stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened), "reason": reason}
         runs.append({"raw": raw, "update": upd})
     return {"runs": runs}
 
@@ -323,6 +340,7 @@ class _Prof:
     read_us = 0
     feed_us = 0
     commit_us = 0
+    heap_us = 0
     chunks = 0
 
 
@@ -339,26 +357,30 @@ def _timed(fn, field):
 def job_profile(job, cfg):
     # Where the update's streaming time goes beyond the raw download's, per 4 KiB chunk: the
     # response's readinto, update._Update.feed (the image check + SlotWriter.commit, which flushes
-    # to the flash), SlotWriter.commit alone, the simulated flash alone (writeblocks); the rest of
-    # the stream time is fetch.Download._stream's own loop (watchdog feed, deadline, heap check,
-    # progress). Separate runs from "stream": the wrappers cost a little time themselves.
+    # to the flash), SlotWriter.commit alone, the simulated flash alone (writeblocks), the stream's
+    # heap check (heap.check_stream: gc.mem_free() walks the whole GC heap); the rest of the stream
+    # time is fetch.Download._stream's own loop (watchdog feed, deadline, progress). Separate runs
+    # from "stream": the wrappers cost a little time themselves.
     runs = []
     feed, commit, readinto = update._Update.feed, writer.SlotWriter.commit, _TimedResponse.readinto
+    check_stream = heap.check_stream
     update._Update.feed = _timed(feed, "feed_us")
     writer.SlotWriter.commit = _timed(commit, "commit_us")
     _TimedResponse.readinto = _timed(readinto, "read_us")
+    heap.check_stream = _timed(check_stream, "heap_us")
     try:
         for _ in range(job.get("reps", 3)):
             gc.collect()
-            _Prof.read_us = _Prof.feed_us = _Prof.commit_us = 0
+            _Prof.read_us = _Prof.feed_us = _Prof.commit_us = _Prof.heap_us = 0
             _Clock.open_us = _Clock.flash_us = 0
             result = update.run(job["url"], sha256=job["sha256"], config=cfg, https=_TimedHttps, esp32=_Esp32(),
                             workspace=_WORKSPACE)
             runs.append({"stream_us": time.ticks_diff(_Clock.t_end, _Clock.t_opened), "read_us": _Prof.read_us,
-                         "feed_us": _Prof.feed_us, "commit_us": _Prof.commit_us,
+                         "feed_us": _Prof.feed_us, "commit_us": _Prof.commit_us, "heap_us": _Prof.heap_us,
                          "flash_stream_us": _Clock.flash_at_end, "chunks": (result["bytes"] + _CHUNK - 1) // _CHUNK})
     finally:
         update._Update.feed, writer.SlotWriter.commit, _TimedResponse.readinto = feed, commit, readinto
+        heap.check_stream = check_stream
     return {"runs": runs}
 
 
