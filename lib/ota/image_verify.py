@@ -99,13 +99,6 @@ class Verifier:
     # allocated on the heap at every call.
     def feed(self, chunk):
         n = len(chunk)
-        if n < self._need and self._state == _DATA:  # almost every chunk: inside one segment's data
-            if self._sha is not _NO_SHA:
-                self._sha.update(chunk)
-            self._xor = _xor(chunk, 0, n, self._xor)
-            self.position += n
-            self._need -= n
-            return
         pos = 0
         while pos < n and self._state != _DONE:
             take = self._need
