@@ -36,10 +36,12 @@ SIMBOOT = os.path.join(REPO, "sim", "device", "simboot.py")
 FLASH_SIZE = 4 * 1024 * 1024
 # Room added to every device's -X heapsize for the ROMFS images of the simulator's own modules and of
 # the frozen modules (simboot.py): bytecode that stays in flash on the board. It holds both with a
-# margin (about 27 KB and 79 KB now; host_tests/sim/test_sim_romfs.py checks the fit); a bigger image is
-# imported into the heap, with a warning. No bigger than that: the room sits inside the GC heap, and
-# gc.mem_free() and every collection walk each block of it, where the chip walks only its own heap
-# (the stream's heap check took about 4.2 us per 4 KiB chunk with 256 KiB, 3.3 us with 128 KiB).
+# margin: about 27 KB and 79 KB now, 86 KB with the bench's driver frozen beside the device code
+# (host_tests/sim/test_sim_romfs.py checks the fit, bench/diet_bench.py refuses a run without it).
+# A bigger image is imported into the heap, with a warning. No bigger than that: the room sits
+# inside the GC heap, and gc.mem_free() and every collection walk each block of it, where the chip
+# walks only its own heap (the stream's heap check took about 4.2 us per 4 KiB chunk with 256 KiB,
+# 3.3 us with 128 KiB).
 ROM_ROOM = 128 * 1024
 REBOOT_MARKERS = ("reset", "wdt", "soft_reset", "power_cut", "panic")
 STATE_NAMES = {0: "NEW", 1: "PENDING_VERIFY", 2: "VALID", 3: "INVALID", 4: "ABORTED", 0xFFFFFFFF: "UNDEFINED"}
