@@ -203,6 +203,35 @@ def test_over_tls_the_session_gets_the_verified_context(clock, monkeypatch):
     assert "bad_ca" in str(e.value)
 
 
+def test_over_tls_every_session_of_a_boot_shares_one_context(clock, monkeypatch):
+    # Made at the first connect and kept: a reconnect does not read and parse the CA again. A first
+    # attempt that failed is made again at the next connect, not kept as "no context".
+    from ota import https
+
+    made = []
+
+    def flaky(path):
+        made.append(path)
+        if len(made) == 1:
+            raise OtaError("tls_failed", "ca.der: out of memory")
+        return "ctx-%d" % len(made)
+
+    monkeypatch.setattr(https, "context", flaky)
+    cfg = config.merge({"mqtt": {"host": "broker.lan", "tls": True, "ca_path": "ca.der"}})
+    reporter = state.Reporter(DEV, "1.0.0", "ota_0")
+    reporter.message("idle")
+    lk = link.Link(cfg, DEV, reporter, lambda t, p: None, lambda t, n: None, mqtt_class=Recorder)
+    with pytest.raises(OSError):
+        lk.open()
+    assert lk.client is None and lk.context is None
+    lk.open()
+    first = lk.client
+    lk.drop()
+    lk.open()
+    assert made == ["ca.der", "ca.der"]
+    assert first.kw["ssl"] == lk.client.kw["ssl"] == "ctx-2" and lk.client is not first
+
+
 def test_home_assistant_gets_its_release_topic_and_retained_discovery(clock):
     from ota import ha
 

@@ -47,6 +47,7 @@ class Link:
         self.jobs = jobs
         self.cmd_topics, self.state_topic = topics(cfg, device_id)
         self.client = None  # the connected MQTTClient, None while the link is down
+        self.context = None  # the MQTT session's SSLContext: made at the first TLS connect, then kept
         self.clock_set = False
         self.last_send = 0
 
@@ -126,11 +127,16 @@ class Link:
         if mqtt_class is None:
             from umqtt.simple import MQTTClient as mqtt_class
         mqtt = self.cfg["mqtt"]
-        context = self.tls_context(mqtt) if self.tls else None
+        # One context for the boot, as the download has (workspace.py): made at the first connect,
+        # when Wi-Fi is up and its random generator gets a live seed, and kept. A reconnect then
+        # neither reads and parses the CA again nor leaves one more context to the collector. A
+        # context that could not be made is tried again at the next connect.
+        if self.tls and self.context is None:
+            self.context = self.tls_context(mqtt)
         client = mqtt_client.client(mqtt_class, self.device_id, mqtt.get("host"),
                                     mqtt.get("port") or 0,  # 0: umqtt picks 1883, or 8883 with TLS
                                     mqtt.get("user"), mqtt.get("password"),
-                                    mqtt["keepalive_s"], ssl_context=context,
+                                    mqtt["keepalive_s"], ssl_context=self.context,
                                     max_payload=trigger.MAX_PAYLOAD, on_oversize=self.on_oversize)
         client.set_callback(self.on_message)
         client.set_last_will(self.state_topic.encode(), self.reporter.offline(), retain=True, qos=1)
